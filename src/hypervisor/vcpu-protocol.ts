@@ -1,0 +1,42 @@
+// What the VM's main thread and its vCPU threads say to each other.
+// Device emulation runs on the main thread; a vCPU thread that exits on a port or MMIO access writes the request
+// into its control words (a SharedArrayBuffer), wakes the main thread, and waits for the answer.
+import type { CpuidEntry, KvmFlavour } from '../kvm/kvm.js';
+import type { SharedGuestMemory } from '../memory/guest-memory.js';
+import type { BootPlan } from '../boot/loader.js';
+
+/** Int32 slots of one vCPU's control block. */
+export const CTL = { STATE: 0, KIND: 1, ADDR_LO: 2, ADDR_HI: 3, SIZE: 4, WRITE: 5, VAL_LO: 6, VAL_HI: 7 } as const;
+export const CTL_WORDS = 8;
+export const STATE = { IDLE: 0, REQUEST: 1, DONE: 2, STOP: 3 } as const;
+export const KIND = { PIO: 0, MMIO: 1 } as const;
+
+/** A real-time signal with a do-nothing handler: delivering it pulls a vCPU thread out of KVM_RUN. */
+export const WAKE_SIGNAL = 41;
+
+export interface VcpuThreadInit {
+  readonly index: number;
+  readonly vcpus: number;
+  readonly kvmFd: number;
+  readonly vmFd: number;
+  readonly memory: SharedGuestMemory;
+  readonly plan: BootPlan;
+  readonly cpuid: CpuidEntry[];
+  readonly control: SharedArrayBuffer;
+  readonly flavour: KvmFlavour;
+}
+
+export type VcpuStop =
+  | { kind: 'stopped' }
+  | { kind: 'triple-fault' }
+  | { kind: 'system-event'; type: number }
+  | { kind: 'hlt' }
+  | { kind: 'internal-error'; detail: string }
+  | { kind: 'fail-entry'; detail: string }
+  | { kind: 'error'; detail: string };
+
+export type VcpuMessage =
+  | { type: 'ready'; index: number; tid: number; runAddress: bigint; runSize: number; msrsRefused: number }
+  | { type: 'io'; index: number }
+  | { type: 'quirk'; index: number; what: string }
+  | { type: 'ended'; index: number; stop: VcpuStop };

@@ -1,0 +1,291 @@
+// One microVM: its KVM VM, guest memory, boot image, legacy devices and vCPU threads, from start to end.
+// Devices run on this (main) thread; vCPUs run on worker threads and ask for device accesses (vcpu-protocol.ts).
+import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { AzoteError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import * as libc from '../sys/libc.js';
+import { detectKvmFlavour, Kvm, type KvmFlavour, type Vm } from '../kvm/kvm.js';
+import { GuestMemory, MiB } from '../memory/guest-memory.js';
+import { loadGuest, type BootPlan } from '../boot/loader.js';
+import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../boot/layout.js';
+import { MAX_MPTABLE_CPUS } from '../boot/mptable.js';
+import { Bus, type BusCounters } from './bus.js';
+import { COM1_BASE, COM1_IRQ, Uart16550 } from './devices/uart.js';
+import { CmosRtc, RTC_INDEX_PORT } from './devices/rtc.js';
+import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from './devices/i8042.js';
+import { AzotePorts, EXIT_STATUS_PORT } from './devices/azote-ports.js';
+import {
+  CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
+} from './vcpu-protocol.js';
+import { kvmRun } from '../kvm/structs.js';
+
+export interface VmConfig {
+  readonly kernel: Uint8Array;
+  readonly initrd?: Uint8Array | undefined;
+  readonly cmdline: string;
+  readonly vcpus: number;
+  readonly memoryMiB: number;
+  /** Bytes the guest wrote to its serial port. */
+  readonly output: (bytes: Uint8Array) => void;
+  readonly log: Logger;
+  /** Called when the guest writes the boot marker port. */
+  readonly onMarker?: (value: number) => void;
+  readonly flavour?: KvmFlavour;
+  readonly kvmDevice?: string;
+}
+
+export type VmEnd =
+  | { kind: 'exit-status'; status: number }
+  | { kind: 'reset' }
+  | { kind: 'stopped' }
+  | { kind: 'crashed'; reason: string };
+
+export interface VmStats {
+  readonly ioExits: number;
+  readonly bus: BusCounters;
+  readonly quirks: number;
+}
+
+interface VcpuHandle {
+  readonly worker: Worker;
+  readonly control: Int32Array;
+  runPage?: Uint8Array;
+  tid?: number;
+  exited: boolean;
+}
+
+const MIN_MEMORY_MIB = 16;
+const STOP_GRACE_MS = 5000;
+let wakeSignalInstalled = false;
+
+export function hostAvailableMemoryMiB(): number {
+  const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Math.floor(Number(m[1]) / 1024) : Number.MAX_SAFE_INTEGER;
+}
+
+export function validateVmShape(vcpus: number, memoryMiB: number): void {
+  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > MAX_MPTABLE_CPUS) {
+    throw new AzoteError('BadVcpus', `--vcpus ${vcpus} is out of range`, `use 1 to ${MAX_MPTABLE_CPUS}`);
+  }
+  if (!Number.isInteger(memoryMiB) || memoryMiB < MIN_MEMORY_MIB) {
+    throw new AzoteError('BadMemory', `--mem ${memoryMiB} is too small`, `use at least ${MIN_MEMORY_MIB} (MiB)`);
+  }
+  const available = hostAvailableMemoryMiB();
+  if (memoryMiB > available) {
+    throw new AzoteError('MemoryTooLarge', `--mem ${memoryMiB} MiB is more than this host can give (${available} MiB available)`,
+      `use --mem ${Math.max(MIN_MEMORY_MIB, Math.floor(available / 2))} or less`);
+  }
+}
+
+export class MicroVm {
+  private readonly kvm: Kvm;
+  private readonly vm: Vm;
+  private readonly mem: GuestMemory;
+  private readonly plan: BootPlan;
+  private readonly bus = new Bus();
+  private readonly uart: Uart16550;
+  private readonly vcpus: VcpuHandle[] = [];
+  private readonly control: SharedArrayBuffer;
+  private readonly log: Logger;
+  private end: VmEnd | undefined;
+  private resolveEnd: ((e: VmEnd) => void) | undefined;
+  private ioExits = 0;
+  private quirks = 0;
+  private closed = false;
+  readonly flavour: KvmFlavour;
+
+  constructor(private readonly cfg: VmConfig) {
+    validateVmShape(cfg.vcpus, cfg.memoryMiB);
+    this.log = cfg.log;
+    this.flavour = cfg.flavour ?? detectKvmFlavour();
+    this.kvm = Kvm.open(cfg.kvmDevice);
+    try {
+      this.vm = this.kvm.createVm();
+    } catch (e) {
+      this.kvm.close();
+      throw e;
+    }
+    try {
+      this.vm.setTssAddr(KVM_TSS_ADDR);
+      this.vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
+      this.vm.createIrqchip();
+      this.vm.createPit2();
+      this.mem = GuestMemory.create(cfg.memoryMiB * MiB);
+    } catch (e) {
+      this.vm.close();
+      this.kvm.close();
+      throw e;
+    }
+    try {
+      this.mem.regions.forEach((r, slot) => this.vm.setUserMemoryRegion(slot, r.gpa, r.size, this.mem.address + BigInt(r.offset)));
+      this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline: cfg.cmdline, vcpus: cfg.vcpus });
+    } catch (e) {
+      this.mem.close();
+      this.vm.close();
+      this.kvm.close();
+      throw e;
+    }
+    this.uart = new Uart16550(cfg.output, () => {
+      this.vm.irqLine(COM1_IRQ, true);
+      this.vm.irqLine(COM1_IRQ, false);
+    });
+    this.bus.addPorts('com1', COM1_BASE, 8, { read: (p) => this.uart.read(p - COM1_BASE), write: (p, _s, v) => this.uart.write(p - COM1_BASE, v) });
+    const rtc = new CmosRtc();
+    this.bus.addPorts('rtc', RTC_INDEX_PORT, 2, { read: (p) => rtc.read(p), write: (p, _s, v) => rtc.write(p, v) });
+    const i8042 = new I8042(() => this.finish({ kind: 'reset' }));
+    this.bus.addPorts('i8042-data', I8042_DATA_PORT, 1, { read: (p) => i8042.read(p), write: (p, _s, v) => i8042.write(p, v) });
+    this.bus.addPorts('i8042-cmd', I8042_COMMAND_PORT, 1, { read: (p) => i8042.read(p), write: (p, _s, v) => i8042.write(p, v) });
+    const azote = new AzotePorts((status) => this.finish({ kind: 'exit-status', status }), (v) => cfg.onMarker?.(v));
+    this.bus.addPorts('azote', EXIT_STATUS_PORT, 2, { read: (p) => azote.read(p), write: (p, _s, v) => azote.write(p, v) });
+    this.control = new SharedArrayBuffer(cfg.vcpus * CTL_WORDS * 4);
+  }
+
+  get bootPlan(): BootPlan {
+    return this.plan;
+  }
+
+  stats(): VmStats {
+    return { ioExits: this.ioExits, bus: { ...this.bus.counters }, quirks: this.quirks };
+  }
+
+  /** Starts every vCPU; resolves when the VM has ended and every resource is released. */
+  run(): Promise<VmEnd> {
+    if (!wakeSignalInstalled) {
+      libc.installWakeSignal(WAKE_SIGNAL);
+      wakeSignalInstalled = true;
+    }
+    const cpuid = this.kvm.supportedCpuid();
+    const done = new Promise<VmEnd>((resolve) => { this.resolveEnd = resolve; });
+    for (let index = 0; index < this.cfg.vcpus; index++) {
+      const init: VcpuThreadInit = {
+        index, vcpus: this.cfg.vcpus, kvmFd: this.kvm.fd, vmFd: this.vm.fd, memory: this.mem.share(),
+        plan: this.plan, cpuid, control: this.control, flavour: this.flavour,
+      };
+      const worker = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: init });
+      const handle: VcpuHandle = { worker, control: new Int32Array(this.control, index * CTL_WORDS * 4, CTL_WORDS), exited: false };
+      this.vcpus.push(handle);
+      worker.on('message', (m: VcpuMessage) => this.onMessage(handle, m));
+      worker.on('error', (e) => this.finish({ kind: 'crashed', reason: `vCPU ${index} thread failed: ${e.message}` }));
+      worker.on('exit', () => {
+        handle.exited = true;
+        this.maybeClose();
+      });
+    }
+    return done;
+  }
+
+  /** Queues console input for the guest. Returns how many bytes the UART accepted. */
+  input(bytes: Uint8Array): number {
+    return this.end ? 0 : this.uart.enqueueInput(bytes);
+  }
+
+  /** Stops the VM from the host side. */
+  stop(): void {
+    this.finish({ kind: 'stopped' });
+  }
+
+  private onMessage(h: VcpuHandle, m: VcpuMessage): void {
+    switch (m.type) {
+      case 'ready':
+        h.tid = m.tid;
+        h.runPage = new Uint8Array(libc.viewAt(m.runAddress, m.runSize));
+        if (m.msrsRefused > 0) this.log.debug('KVM refused some boot MSRs', { vcpu: m.index, refused: m.msrsRefused });
+        if (this.end) this.kick(h);
+        return;
+      case 'io':
+        this.serve(h);
+        return;
+      case 'quirk':
+        this.quirks++;
+        this.log.debug('nested-KVM workaround', { vcpu: m.index, what: m.what });
+        return;
+      case 'ended':
+        this.onVcpuEnded(m.index, m.stop);
+        return;
+    }
+  }
+
+  private serve(h: VcpuHandle): void {
+    const c = h.control;
+    if (Atomics.load(c, CTL.STATE) !== STATE.REQUEST) return;
+    this.ioExits++;
+    const addr = ((c[CTL.ADDR_HI] ?? 0) >>> 0) * 0x100000000 + ((c[CTL.ADDR_LO] ?? 0) >>> 0);
+    const size = c[CTL.SIZE] ?? 0;
+    const write = c[CTL.WRITE] === 1;
+    const value = (BigInt((c[CTL.VAL_HI] ?? 0) >>> 0) << 32n) | BigInt((c[CTL.VAL_LO] ?? 0) >>> 0);
+    let result = 0n;
+    if (c[CTL.KIND] === KIND.PIO) {
+      if (write) this.bus.portWrite(addr, size, Number(value & 0xffffffffn));
+      else result = BigInt(this.bus.portRead(addr, size) >>> 0);
+    } else {
+      if (write) this.bus.mmioWrite(addr, size, value);
+      else result = this.bus.mmioRead(addr, size);
+    }
+    c[CTL.VAL_LO] = Number(result & 0xffffffffn) | 0;
+    c[CTL.VAL_HI] = Number((result >> 32n) & 0xffffffffn) | 0;
+    // A device may have ended the VM during this access; then the vCPU is told to stop instead.
+    if (Atomics.compareExchange(c, CTL.STATE, STATE.REQUEST, this.end ? STATE.STOP : STATE.DONE) === STATE.REQUEST) {
+      Atomics.notify(c, CTL.STATE);
+    }
+  }
+
+  private onVcpuEnded(index: number, stop: VcpuStop): void {
+    switch (stop.kind) {
+      case 'stopped': return;
+      case 'triple-fault':
+        this.finish({ kind: 'crashed', reason: `vCPU ${index} triple-faulted (the guest reset itself by crashing)` });
+        return;
+      case 'system-event':
+        this.finish(stop.type === 1 ? { kind: 'reset' } : { kind: 'crashed', reason: `guest system event ${stop.type}` });
+        return;
+      case 'hlt':
+        this.finish({ kind: 'crashed', reason: `vCPU ${index} halted with interrupts off` });
+        return;
+      default:
+        this.finish({ kind: 'crashed', reason: `vCPU ${index}: ${stop.detail}` });
+    }
+  }
+
+  private kick(h: VcpuHandle): void {
+    if (h.runPage) h.runPage[kvmRun.fields.immediateExit.offset] = 1;
+    if (h.tid !== undefined && !h.exited) {
+      try {
+        libc.tgkill(libc.getpid(), h.tid, WAKE_SIGNAL);
+      } catch {
+        // The thread already left; nothing to interrupt.
+      }
+    }
+    Atomics.store(h.control, CTL.STATE, STATE.STOP);
+    Atomics.notify(h.control, CTL.STATE);
+  }
+
+  private finish(end: VmEnd): void {
+    if (this.end) return;
+    this.end = end;
+    this.log.debug('VM ending', { end });
+    for (const h of this.vcpus) this.kick(h);
+    const timer = setTimeout(() => {
+      this.log.warn('vCPU threads did not stop in time', { pending: this.vcpus.filter((h) => !h.exited).length });
+      this.release();
+    }, STOP_GRACE_MS);
+    timer.unref();
+    this.maybeClose();
+  }
+
+  private maybeClose(): void {
+    if (this.end && this.vcpus.every((h) => h.exited)) this.release();
+  }
+
+  private release(): void {
+    if (this.closed || !this.end) return;
+    this.closed = true;
+    // Threads still inside the kernel keep their own references; closing our fds is safe either way.
+    if (this.vcpus.every((h) => h.exited)) {
+      this.mem.close();
+      this.vm.close();
+      this.kvm.close();
+    }
+    this.resolveEnd?.(this.end);
+  }
+}

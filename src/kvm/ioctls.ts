@@ -1,0 +1,55 @@
+// KVM ioctl request numbers, from the _IOC encoding of linux/ioctl.h (checked against the headers by a test).
+import { kvmRegs, kvmSregs, kvmFpu, kvmUserspaceMemoryRegion, kvmCpuid2, kvmMsrs, kvmPitConfig, kvmIrqLevel,
+  kvmLapicState, kvmMpState, kvmVcpuEvents } from './structs.js';
+
+const KVMIO = 0xae;
+const NONE = 0, WRITE = 1, READ = 2;
+
+function ioc(dir: number, nr: number, size: number): number {
+  return ((dir << 30) | (size << 16) | (KVMIO << 8) | nr) >>> 0;
+}
+
+export const KVM_GET_API_VERSION = ioc(NONE, 0x00, 0);
+export const KVM_CREATE_VM = ioc(NONE, 0x01, 0);
+export const KVM_CHECK_EXTENSION = ioc(NONE, 0x03, 0);
+export const KVM_GET_VCPU_MMAP_SIZE = ioc(NONE, 0x04, 0);
+export const KVM_GET_SUPPORTED_CPUID = ioc(READ | WRITE, 0x05, kvmCpuid2.size);
+export const KVM_CREATE_VCPU = ioc(NONE, 0x41, 0);
+export const KVM_SET_USER_MEMORY_REGION = ioc(WRITE, 0x46, kvmUserspaceMemoryRegion.size);
+export const KVM_SET_TSS_ADDR = ioc(NONE, 0x47, 0);
+export const KVM_SET_IDENTITY_MAP_ADDR = ioc(WRITE, 0x48, 8);
+export const KVM_CREATE_IRQCHIP = ioc(NONE, 0x60, 0);
+export const KVM_IRQ_LINE = ioc(WRITE, 0x61, kvmIrqLevel.size);
+export const KVM_CREATE_PIT2 = ioc(WRITE, 0x77, kvmPitConfig.size);
+export const KVM_RUN = ioc(NONE, 0x80, 0);
+export const KVM_GET_REGS = ioc(READ, 0x81, kvmRegs.size);
+export const KVM_SET_REGS = ioc(WRITE, 0x82, kvmRegs.size);
+export const KVM_GET_SREGS = ioc(READ, 0x83, kvmSregs.size);
+export const KVM_SET_SREGS = ioc(WRITE, 0x84, kvmSregs.size);
+export const KVM_SET_MSRS = ioc(WRITE, 0x89, kvmMsrs.size);
+export const KVM_GET_FPU = ioc(READ, 0x8c, kvmFpu.size);
+export const KVM_SET_FPU = ioc(WRITE, 0x8d, kvmFpu.size);
+export const KVM_GET_LAPIC = ioc(READ, 0x8e, kvmLapicState.size);
+export const KVM_SET_LAPIC = ioc(WRITE, 0x8f, kvmLapicState.size);
+export const KVM_SET_CPUID2 = ioc(WRITE, 0x90, kvmCpuid2.size);
+export const KVM_GET_MP_STATE = ioc(READ, 0x98, kvmMpState.size);
+export const KVM_SET_MP_STATE = ioc(WRITE, 0x99, kvmMpState.size);
+export const KVM_GET_VCPU_EVENTS = ioc(READ, 0x9f, kvmVcpuEvents.size);
+export const KVM_SET_VCPU_EVENTS = ioc(WRITE, 0xa0, kvmVcpuEvents.size);
+
+/** Every request number by its C name, for the header test. */
+export const kvmIoctls: Record<string, number> = {
+  KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE, KVM_GET_SUPPORTED_CPUID,
+  KVM_CREATE_VCPU, KVM_SET_USER_MEMORY_REGION, KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR, KVM_CREATE_IRQCHIP,
+  KVM_IRQ_LINE, KVM_CREATE_PIT2, KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS,
+  KVM_SET_MSRS, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_SET_CPUID2, KVM_GET_MP_STATE,
+  KVM_SET_MP_STATE, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
+};
+
+export const KVM_API_VERSION = 12;
+export const KVM_CAP_IRQCHIP = 0;
+export const KVM_CAP_USER_MEMORY = 3;
+export const KVM_CAP_SET_TSS_ADDR = 4;
+export const KVM_CAP_PIT2 = 33;
+export const KVM_CAP_IMMEDIATE_EXIT = 136;
+export const KVM_PIT_SPEAKER_DUMMY = 1;

@@ -1,0 +1,245 @@
+// A typed layer over /dev/kvm: Kvm (the system fd) -> Vm (a VM fd) -> Vcpu (a vCPU fd and its kvm_run page).
+import { existsSync } from 'node:fs';
+import { AzoteError } from '../base/errors.js';
+import { StructView } from '../base/struct.js';
+import * as libc from '../sys/libc.js';
+import * as K from './ioctls.js';
+import {
+  kvmCpuid2, kvmCpuidEntry2, kvmFpu, kvmIrqLevel, kvmLapicState, kvmMpState, kvmMsrEntry, kvmMsrs, kvmPitConfig,
+  kvmRegs, kvmRun, kvmSregs, kvmUserspaceMemoryRegion, kvmVcpuEvents,
+} from './structs.js';
+import { decodeExit, type VcpuExit } from './exit.js';
+
+export const KVM_DEVICE = '/dev/kvm';
+
+export interface CpuidEntry {
+  function: number; index: number; flags: number; eax: number; ebx: number; ecx: number; edx: number;
+}
+
+/** How this host runs KVM: ordinary hardware virtualization, or the nested paravirtual kvm_pvm module. */
+export type KvmFlavour = 'hardware' | 'nested-pvm';
+
+export function detectKvmFlavour(): KvmFlavour {
+  return existsSync('/sys/module/kvm_pvm') ? 'nested-pvm' : 'hardware';
+}
+
+export class Kvm {
+  private constructor(readonly fd: number) {}
+
+  static open(path = KVM_DEVICE): Kvm {
+    let fd: number;
+    try {
+      fd = libc.open(path, libc.O_RDWR);
+    } catch (e) {
+      const err = e as libc.SysError;
+      if (err.errno === 2) {
+        throw new AzoteError('NoKvm', `${path} does not exist`, 'run on a Linux host with KVM enabled (load kvm_intel or kvm_amd, or enable nested virtualization)');
+      }
+      if (err.errno === 13 || err.errno === 1) {
+        throw new AzoteError('KvmAccess', `${path} is not readable and writable by this user`, `add the user to the 'kvm' group or run as root (sudo setfacl -m u:$USER:rw ${path})`);
+      }
+      throw new AzoteError('KvmOpen', `cannot open ${path}: ${err.message}`, 'check that KVM works on this host');
+    }
+    const kvm = new Kvm(fd);
+    const version = libc.ioctl(fd, K.KVM_GET_API_VERSION);
+    if (version !== K.KVM_API_VERSION) {
+      kvm.close();
+      throw new AzoteError('KvmVersion', `KVM API version ${version}, expected ${K.KVM_API_VERSION}`, 'use a Linux kernel with the stable KVM API');
+    }
+    for (const [cap, name] of [[K.KVM_CAP_IRQCHIP, 'IRQCHIP'], [K.KVM_CAP_USER_MEMORY, 'USER_MEMORY'],
+      [K.KVM_CAP_PIT2, 'PIT2'], [K.KVM_CAP_IMMEDIATE_EXIT, 'IMMEDIATE_EXIT']] as const) {
+      if (kvm.checkExtension(cap) <= 0) {
+        kvm.close();
+        throw new AzoteError('KvmCapability', `KVM lacks KVM_CAP_${name}`, 'use a newer host kernel');
+      }
+    }
+    return kvm;
+  }
+
+  checkExtension(cap: number): number {
+    return libc.ioctl(this.fd, K.KVM_CHECK_EXTENSION, cap);
+  }
+
+  vcpuMmapSize(): number {
+    return libc.ioctl(this.fd, K.KVM_GET_VCPU_MMAP_SIZE);
+  }
+
+  supportedCpuid(): CpuidEntry[] {
+    const max = 256;
+    const buf = new Uint8Array(kvmCpuid2.size + max * kvmCpuidEntry2.size);
+    new StructView(kvmCpuid2, buf).set('nent', max);
+    libc.ioctlBuf(this.fd, K.KVM_GET_SUPPORTED_CPUID, buf);
+    const n = new StructView(kvmCpuid2, buf).get('nent');
+    const entries: CpuidEntry[] = [];
+    for (let i = 0; i < n; i++) {
+      const e = new StructView(kvmCpuidEntry2, buf, kvmCpuid2.size + i * kvmCpuidEntry2.size);
+      entries.push({
+        function: e.get('function'), index: e.get('index'), flags: e.get('flags'),
+        eax: e.get('eax'), ebx: e.get('ebx'), ecx: e.get('ecx'), edx: e.get('edx'),
+      });
+    }
+    return entries;
+  }
+
+  createVm(): Vm {
+    return new Vm(libc.ioctl(this.fd, K.KVM_CREATE_VM, 0), this);
+  }
+
+  close(): void {
+    libc.close(this.fd);
+  }
+
+  /** A handle on an fd opened by another thread of this process. */
+  static fromFd(fd: number): Kvm {
+    return new Kvm(fd);
+  }
+}
+
+export class Vm {
+  constructor(readonly fd: number, readonly kvm: Kvm) {}
+
+  setUserMemoryRegion(slot: number, guestPhysAddr: number, size: number, userspaceAddr: bigint): void {
+    const r = StructView.alloc(kvmUserspaceMemoryRegion);
+    r.set('slot', slot).set('flags', 0).set('guestPhysAddr', guestPhysAddr).set('memorySize', size)
+      .set('userspaceAddr', userspaceAddr);
+    libc.ioctlBuf(this.fd, K.KVM_SET_USER_MEMORY_REGION, r.bytes());
+  }
+
+  setTssAddr(addr: number): void {
+    libc.ioctl(this.fd, K.KVM_SET_TSS_ADDR, addr);
+  }
+
+  setIdentityMapAddr(addr: number): void {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(addr), true);
+    libc.ioctlBuf(this.fd, K.KVM_SET_IDENTITY_MAP_ADDR, b);
+  }
+
+  createIrqchip(): void {
+    libc.ioctl(this.fd, K.KVM_CREATE_IRQCHIP);
+  }
+
+  createPit2(): void {
+    const p = StructView.alloc(kvmPitConfig).set('flags', K.KVM_PIT_SPEAKER_DUMMY);
+    libc.ioctlBuf(this.fd, K.KVM_CREATE_PIT2, p.bytes());
+  }
+
+  irqLine(irq: number, level: boolean): void {
+    const l = StructView.alloc(kvmIrqLevel).set('irq', irq).set('level', level ? 1 : 0);
+    libc.ioctlBuf(this.fd, K.KVM_IRQ_LINE, l.bytes());
+  }
+
+  /** Creates vCPU `id` and maps its kvm_run page. Call it on the thread that will run the vCPU. */
+  createVcpu(id: number): Vcpu {
+    const fd = libc.ioctl(this.fd, K.KVM_CREATE_VCPU, id);
+    const run = libc.mmap(this.kvm.vcpuMmapSize(), libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
+    return new Vcpu(id, fd, run);
+  }
+
+  close(): void {
+    libc.close(this.fd);
+  }
+}
+
+export const MP_STATE = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTED: 3, SIPI_RECEIVED: 4 } as const;
+
+export class Vcpu {
+  readonly run: StructView<keyof typeof kvmRun.fields>;
+
+  constructor(readonly id: number, readonly fd: number, readonly runMapping: libc.Mapping) {
+    this.run = new StructView(kvmRun, runMapping.buffer);
+  }
+
+  /** The raw run page, for reading I/O data at the exit's data offset. */
+  runBytes(): Uint8Array {
+    return new Uint8Array(this.runMapping.buffer);
+  }
+
+  /** Enters the guest until the next exit. Returns 'intr' when a signal interrupted it. */
+  enter(): VcpuExit {
+    const rc = libc.ioctlRaw(this.fd, K.KVM_RUN, 0);
+    if (rc === -libc.EINTR || rc === -libc.EAGAIN) return { kind: 'intr' };
+    if (rc < 0) throw new libc.SysError('KVM_RUN', -rc);
+    return decodeExit(this.run);
+  }
+
+  getRegs(): StructView<keyof typeof kvmRegs.fields> {
+    const r = StructView.alloc(kvmRegs);
+    libc.ioctlBuf(this.fd, K.KVM_GET_REGS, r.bytes());
+    return r;
+  }
+
+  setRegs(r: StructView<keyof typeof kvmRegs.fields>): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_REGS, r.bytes());
+  }
+
+  getSregs(): StructView<keyof typeof kvmSregs.fields> {
+    const s = StructView.alloc(kvmSregs);
+    libc.ioctlBuf(this.fd, K.KVM_GET_SREGS, s.bytes());
+    return s;
+  }
+
+  setSregs(s: StructView<keyof typeof kvmSregs.fields>): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_SREGS, s.bytes());
+  }
+
+  setFpu(f: StructView<keyof typeof kvmFpu.fields>): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_FPU, f.bytes());
+  }
+
+  setCpuid(entries: CpuidEntry[]): void {
+    const buf = new Uint8Array(kvmCpuid2.size + entries.length * kvmCpuidEntry2.size);
+    new StructView(kvmCpuid2, buf).set('nent', entries.length);
+    entries.forEach((e, i) => {
+      const v = new StructView(kvmCpuidEntry2, buf, kvmCpuid2.size + i * kvmCpuidEntry2.size);
+      v.set('function', e.function).set('index', e.index).set('flags', e.flags)
+        .set('eax', e.eax).set('ebx', e.ebx).set('ecx', e.ecx).set('edx', e.edx);
+    });
+    libc.ioctlBuf(this.fd, K.KVM_SET_CPUID2, buf);
+  }
+
+  /** Sets MSRs; returns how many KVM accepted (it stops at the first it refuses). */
+  setMsrs(msrs: Array<[index: number, value: bigint]>): number {
+    const buf = new Uint8Array(kvmMsrs.size + msrs.length * kvmMsrEntry.size);
+    new StructView(kvmMsrs, buf).set('nmsrs', msrs.length);
+    msrs.forEach(([index, value], i) => {
+      new StructView(kvmMsrEntry, buf, kvmMsrs.size + i * kvmMsrEntry.size).set('index', index).set('data', value);
+    });
+    return libc.ioctlBuf(this.fd, K.KVM_SET_MSRS, buf);
+  }
+
+  getLapic(): Uint8Array {
+    const s = StructView.alloc(kvmLapicState);
+    libc.ioctlBuf(this.fd, K.KVM_GET_LAPIC, s.bytes());
+    return s.bytes();
+  }
+
+  setLapic(regs: Uint8Array): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_LAPIC, regs);
+  }
+
+  getMpState(): number {
+    const s = StructView.alloc(kvmMpState);
+    libc.ioctlBuf(this.fd, K.KVM_GET_MP_STATE, s.bytes());
+    return s.get('mpState');
+  }
+
+  setMpState(state: number): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_MP_STATE, StructView.alloc(kvmMpState).set('mpState', state).bytes());
+  }
+
+  getEvents(): StructView<keyof typeof kvmVcpuEvents.fields> {
+    const e = StructView.alloc(kvmVcpuEvents);
+    libc.ioctlBuf(this.fd, K.KVM_GET_VCPU_EVENTS, e.bytes());
+    return e;
+  }
+
+  setEvents(e: StructView<keyof typeof kvmVcpuEvents.fields>): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_VCPU_EVENTS, e.bytes());
+  }
+
+  close(): void {
+    libc.munmap(this.runMapping);
+    libc.close(this.fd);
+  }
+}

@@ -1,0 +1,62 @@
+// ESLint rule enforcing the house plan's import direction (../shared/ARCHITECTURE.md):
+// a module under src/<layer>/ may import only from its own layer and the layers listed for it here.
+import path from 'node:path';
+
+const below = {
+  base: [],
+  isolation: ['base'],
+  sys: ['base'],
+  kvm: ['base', 'sys'],
+  memory: ['base', 'sys'],
+  boot: ['base', 'sys', 'kvm', 'memory'],
+  virtio: ['base', 'sys', 'memory'],
+  'vhost-user': ['base', 'sys', 'memory', 'virtio'],
+  images: ['base', 'sys'],
+  'security-chip': ['base', 'sys'],
+  hypervisor: ['base', 'sys', 'kvm', 'memory', 'boot', 'virtio', 'vhost-user', 'isolation'],
+  cards: ['base', 'sys', 'memory', 'virtio', 'vhost-user'],
+  enclaves: ['base', 'sys', 'security-chip'],
+  controller: ['base', 'sys', 'kvm', 'memory', 'boot', 'virtio', 'vhost-user', 'hypervisor', 'cards',
+    'isolation', 'security-chip', 'images', 'enclaves'],
+  'control-plane': ['base', 'sys', 'controller', 'isolation', 'security-chip', 'images', 'enclaves'],
+  cli: ['base', 'sys', 'kvm', 'memory', 'boot', 'virtio', 'vhost-user', 'hypervisor', 'cards', 'isolation',
+    'security-chip', 'images', 'enclaves', 'controller', 'control-plane'],
+};
+
+function layerOf(file) {
+  const parts = path.normalize(file).split(path.sep);
+  const i = parts.lastIndexOf('src');
+  return i >= 0 && i + 1 < parts.length - 1 ? parts[i + 1] : undefined;
+}
+
+const rule = {
+  meta: {
+    type: 'problem',
+    docs: { description: 'imports point down the layers of the house plan' },
+    schema: [],
+  },
+  create(context) {
+    const file = context.filename;
+    const from = layerOf(file);
+    if (from === undefined) return {};
+    function check(node, spec) {
+      if (typeof spec !== 'string' || !spec.startsWith('.')) return;
+      const to = layerOf(path.resolve(path.dirname(file), spec));
+      if (to === undefined || to === from) return;
+      const allowed = below[from];
+      if (allowed === undefined) {
+        context.report({ node, message: `layer '${from}' is not in the house plan's layer table` });
+      } else if (!allowed.includes(to)) {
+        context.report({ node, message: `'${from}' may not import from '${to}': imports point down (${from} -> ${allowed.join(', ') || 'nothing'})` });
+      }
+    }
+    return {
+      ImportDeclaration(node) { check(node, node.source.value); },
+      ExportNamedDeclaration(node) { if (node.source) check(node, node.source.value); },
+      ExportAllDeclaration(node) { check(node, node.source.value); },
+      ImportExpression(node) { if (node.source.type === 'Literal') check(node, node.source.value); },
+    };
+  },
+};
+
+export default { rules: { layering: rule } };
