@@ -1,0 +1,58 @@
+// The `azote` command. Subcommands load their modules on demand so that start-up stays short.
+import { Command, InvalidArgumentError } from 'commander';
+import { AzoteError, errorMessage } from '../base/errors.js';
+import { createLogger } from '../base/log.js';
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+
+const log = createLogger('cli');
+const program = new Command('azote')
+  .description('Real virtual machines under KVM, on the design of AWS Nitro')
+  .showHelpAfterError();
+
+program.command('run')
+  .description('boot a microVM and run COMMAND in it (or an interactive shell; Ctrl-A x quits)')
+  .option('--vcpus <n>', 'virtual CPUs', positiveInt, 1)
+  .option('--mem <MiB>', 'guest memory in MiB', positiveInt, 128)
+  .option('--kernel <path>', 'kernel: bzImage or ELF vmlinux with a PVH note (default: Azote\'s guest kernel)')
+  .option('--initrd <path>', 'initramfs (default: Azote\'s busybox initramfs)')
+  .option('--cmdline <text>', 'kernel command line (replaces the default)')
+  .option('-e, --env <KEY=VALUE>', 'environment variable for COMMAND (repeatable)', collect, [])
+  .option('-v, --verbose', 'show the guest kernel\'s boot messages', false)
+  .option('--boot-time', 'print when the guest\'s init started, in ms after process start', false)
+  .argument('[command...]', 'command and arguments to run in the guest (after --)')
+  .action(async (command: string[], opts) => {
+    const { runCommand } = await import('./run.js');
+    process.exitCode = await runCommand(command, {
+      vcpus: opts.vcpus, mem: opts.mem, kernel: opts.kernel, initrd: opts.initrd, cmdline: opts.cmdline,
+      verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env,
+    }, log);
+  });
+
+program.command('setup')
+  .description('build and cache the guest kernel and initramfs (done automatically on first run)')
+  .action(async () => {
+    const { ensureKernel } = await import('../images/kernel.js');
+    const { ensureBaseInitramfs } = await import('../images/initramfs.js');
+    const k = await ensureKernel(log);
+    const i = await ensureBaseInitramfs(log);
+    process.stdout.write(`kernel ${k.version}: ${k.vmlinux}\ninitramfs: ${i}\n`);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  process.stderr.write(`azote: ${errorMessage(e)}\n`);
+  if (!(e instanceof AzoteError) && process.env['AZOTE_LOG_LEVEL'] === 'debug' && e instanceof Error) {
+    process.stderr.write(`${e.stack ?? ''}\n`);
+  }
+  process.exitCode = 1;
+}

@@ -1,0 +1,109 @@
+// `azote run`: boot a microVM on our kernel and initramfs (or the user's), run one command or a shell in it,
+// and leave with the command's exit status.
+import { readFileSync } from 'node:fs';
+import { AzoteError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import { detectKvmFlavour } from '../kvm/kvm.js';
+import { MicroVm, type VmEnd } from '../hypervisor/vm.js';
+import { ensureKernel } from '../images/kernel.js';
+import { ensureBaseInitramfs, runRequestArchive } from '../images/initramfs.js';
+import { guestCmdline } from '../images/cmdline.js';
+import { attachConsole } from './console.js';
+
+export interface RunOptions {
+  readonly vcpus: number;
+  readonly mem: number;
+  readonly kernel?: string | undefined;
+  readonly initrd?: string | undefined;
+  readonly cmdline?: string | undefined;
+  readonly verbose: boolean;
+  readonly bootTime: boolean;
+  readonly env: string[];
+}
+
+/** Exit status when the VM itself ended abnormally (not the guest command). */
+export const EXIT_VM_FAILED = 125;
+export const EXIT_INTERRUPTED = 130;
+
+function readInput(path: string, what: string): Uint8Array {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new AzoteError('BadPath', `cannot read the ${what} ${path}: ${code === 'ENOENT' ? 'no such file' : code ?? String(e)}`,
+      `check the --${what} path`);
+  }
+}
+
+function parseEnv(entries: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const e of entries) {
+    const i = e.indexOf('=');
+    if (i <= 0) throw new AzoteError('BadEnv', `--env ${e} is not KEY=VALUE`, 'write --env NAME=value');
+    env[e.slice(0, i)] = e.slice(i + 1);
+  }
+  return env;
+}
+
+/** The last console line that says why a kernel gave up, if any. */
+function panicLine(tail: string): string | undefined {
+  const lines = tail.split(/\r?\n/).filter((l) => /Kernel panic|BUG:|Oops/.test(l));
+  return lines.at(-1)?.replace(/^\[[\s\d.]+\]\s*/, '').trim();
+}
+
+export async function runCommand(argv: string[], o: RunOptions, log: Logger): Promise<number> {
+  const flavour = detectKvmFlavour();
+  const shell = argv.length === 0;
+  const env = parseEnv(o.env);
+  const kernel = o.kernel ? readInput(o.kernel, 'kernel') : readFileSync((await ensureKernel(log)).vmlinux);
+  const base = o.initrd ? readInput(o.initrd, 'initrd') : readFileSync(await ensureBaseInitramfs(log));
+  // Linux unpacks concatenated cpio archives: the run request rides after the base image.
+  const request = runRequestArchive(shell ? undefined : argv, env);
+  const initrd = Buffer.concat([base, request]);
+  const cmdline = o.cmdline ?? guestCmdline({ nestedPvm: flavour === 'nested-pvm', quiet: !o.verbose });
+  log.debug('starting VM', { vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
+
+  let tail = '';
+  const decoder = new TextDecoder();
+  const vm = new MicroVm({
+    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour,
+    output: (bytes) => {
+      process.stdout.write(bytes);
+      tail = (tail + decoder.decode(bytes, { stream: true })).slice(-8192);
+    },
+    onMarker: (v) => {
+      if (o.bootTime && v === 1) process.stderr.write(`azote: init reached ${performance.now().toFixed(1)} ms after process start\n`);
+    },
+  });
+  const consoleIn = shell || process.stdin.isTTY ? attachConsole((b) => vm.input(b), () => vm.stop()) : undefined;
+  const onSignal = (): void => vm.stop();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let end: VmEnd;
+  try {
+    end = await vm.run();
+  } finally {
+    consoleIn?.close();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  log.debug('VM ended', { end, stats: vm.stats() });
+  switch (end.kind) {
+    case 'exit-status':
+      return end.status;
+    case 'stopped':
+      return EXIT_INTERRUPTED;
+    case 'reset': {
+      const panic = panicLine(tail);
+      process.stderr.write(panic
+        ? `azote: the guest kernel panicked: ${panic}\n`
+        : 'azote: the guest rebooted without reporting an exit status\n');
+      return EXIT_VM_FAILED;
+    }
+    case 'crashed': {
+      const panic = panicLine(tail);
+      process.stderr.write(`azote: the VM crashed: ${end.reason}${panic ? ` (${panic})` : ''}\n`);
+      return EXIT_VM_FAILED;
+    }
+  }
+}

@@ -1,0 +1,34 @@
+// The kernel command line for Azote's own guest kernel.
+import { readFileSync } from 'node:fs';
+
+export interface CmdlineOptions {
+  /** The host runs the nested paravirtual KVM (kvm_pvm): add the workarounds guest/kernel/README.md explains. */
+  readonly nestedPvm: boolean;
+  /** Keep the kernel's own boot messages off the console (command mode). */
+  readonly quiet: boolean;
+}
+
+/** Our kernel's HZ (guest/kernel/config): loops_per_jiffy is given so the guest skips delay-loop calibration. */
+const GUEST_HZ = 250;
+
+function hostCpuMHz(): number | undefined {
+  try {
+    const m = /cpu MHz\s*:\s*([\d.]+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function guestCmdline(o: CmdlineOptions): string {
+  const args = ['console=ttyS0', 'reboot=k', 'panic=-1', 'pci=off', 'nokaslr', 'tsc=reliable', 'no_timer_check'];
+  const mhz = hostCpuMHz();
+  if (mhz) args.push(`lpj=${Math.round((mhz * 1e6) / GUEST_HZ)}`);
+  if (o.quiet) args.push('quiet');
+  if (o.nestedPvm) {
+    // CPUID edits do not reach the guest under kvm_pvm: features it cannot run are turned off in the guest instead.
+    args.push('noxsave', 'mitigations=off', 'rodata=off',
+      'clearcpuid=308,141,151,158,306,288,145,298,137,147,148,129,153,156');
+  }
+  return args.join(' ');
+}

@@ -1,0 +1,46 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GiB, GuestMemory, GuestMemoryError, MiB, planRegions } from '../../src/memory/guest-memory.js';
+
+test('regions: RAM above 3 GiB moves above 4 GiB', () => {
+  assert.deepEqual(planRegions(512 * MiB), [{ gpa: 0, size: 512 * MiB, offset: 0 }]);
+  assert.deepEqual(planRegions(5 * GiB), [
+    { gpa: 0, size: 3 * GiB, offset: 0 },
+    { gpa: 4 * GiB, size: 2 * GiB, offset: 3 * GiB },
+  ]);
+});
+
+test('guest memory: checked reads and writes by guest address', () => {
+  const mem = GuestMemory.create(2 * MiB);
+  try {
+    mem.writeU32(0x1000, 0xdeadbeef);
+    assert.equal(mem.readU32(0x1000), 0xdeadbeef);
+    mem.write(2 * MiB - 4, Uint8Array.of(1, 2, 3, 4));
+    assert.deepEqual([...mem.read(2 * MiB - 4, 4)], [1, 2, 3, 4]);
+    assert.throws(() => mem.readU32(2 * MiB - 2), GuestMemoryError);
+    assert.throws(() => mem.write(2 * MiB, Uint8Array.of(1)), GuestMemoryError);
+    assert.throws(() => mem.slice(-1, 4), GuestMemoryError);
+    assert.throws(() => mem.slice(0, Number.MAX_SAFE_INTEGER), GuestMemoryError);
+    assert.throws(() => mem.readU8(Number.NaN), GuestMemoryError);
+    assert.equal(mem.contains(0, 2 * MiB), true);
+    assert.equal(mem.contains(1, 2 * MiB), false);
+  } finally {
+    mem.close();
+  }
+});
+
+test('guest memory: a second view of the same memfd sees the same bytes', () => {
+  const mem = GuestMemory.create(MiB);
+  try {
+    const other = GuestMemory.attach(mem.share());
+    mem.writeU64(0x100, 0x1122334455667788n);
+    assert.equal(other.readU64(0x100), 0x1122334455667788n);
+  } finally {
+    mem.close();
+  }
+});
+
+test('guest memory: sizes that are not whole pages are refused', () => {
+  assert.throws(() => GuestMemory.create(1000), /multiple of 4096/);
+  assert.throws(() => GuestMemory.create(0), /multiple of 4096/);
+});
