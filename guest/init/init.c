@@ -1,11 +1,17 @@
 /*
- * Azote guest init (PID 1 of the initramfs).
+ * Azote guest init: PID 1 of the initramfs that src/images/initramfs.ts builds.
  *
- * Mounts the kernel file systems, then runs the command the host asked for (NUL-separated arguments in
- * /azote/argv, environment in /azote/env) or, without a command, an interactive shell on the serial console.
- * When that program ends, its exit status goes to the hypervisor's exit-status port (0x510, guest/ABI.md) and the
- * machine restarts through the keyboard controller (reboot=k), which the hypervisor treats as a clean stop.
- * It never exits: PID 1 exiting would panic the kernel.
+ * 1. Tells the hypervisor it started (boot marker port, guest/ABI.md), mounts /dev /proc /sys /tmp /run.
+ * 2. Reads the run request the host appended as a second cpio archive: /azote/argv (NUL-separated arguments)
+ *    and /azote/env (NUL-separated KEY=VALUE). With arguments it runs that command on the serial console, output
+ *    bytes unmodified (no "\n" -> "\r\n") and no echo; without /azote/argv it runs an interactive /bin/sh.
+ * 3. Reports the program's exit status (or 128 + signal) on the exit-status port, then restarts the machine
+ *    through the keyboard controller (the kernel runs with reboot=k), which the hypervisor treats as a clean stop.
+ *    Without port access (a kernel without CONFIG_X86_IOPL_IOPERM) init says so; the host then sees a plain reset.
+ *
+ * PID 1 itself is the session leader that owns the console as controlling terminal; the program runs in its own
+ * process group in the foreground. (If the program led the session, its exit would hang the tty up, and a hangup
+ * throws away output still waiting in the UART's transmit buffer.) PID 1 never exits: that would panic the kernel.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,157 +29,273 @@
 #include <termios.h>
 #include <unistd.h>
 
+/* guest/ABI.md. The QEMU build (make qemu) moves them: QEMU's fw_cfg sits on 0x510/0x511. */
+#ifndef EXIT_STATUS_PORT
 #define EXIT_STATUS_PORT 0x510
+#endif
+#ifndef BOOT_MARKER_PORT
 #define BOOT_MARKER_PORT 0x511
-#define CONSOLE "/dev/ttyS0"
-#define MAX_ARGS 4096
+#endif
 
-static int ports_ok;
+/* Statuses of init's own failures, as a shell would give them. */
+#define STATUS_CANNOT_RUN 126
+#define STATUS_NOT_FOUND 127
 
 static void say(const char *what, const char *detail)
 {
 	dprintf(2, "azote-init: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
 }
 
-static void port_out(unsigned short port, unsigned char value)
+static void say_errno(const char *what)
 {
-	if (ports_ok)
+	say(what, strerror(errno));
+}
+
+/*
+ * All I/O port access. The first call asks the kernel for the two ports (ioperm, CONFIG_X86_IOPL_IOPERM).
+ * Refused, it reports once: the host then sees no marker and a reset without status.
+ */
+static void port_write(unsigned short port, unsigned char value)
+{
+	static int access; /* 0: not asked yet, 1: granted, -1: refused */
+	if (access == 0) {
+		access = ioperm(EXIT_STATUS_PORT, 1, 1) == 0 && ioperm(BOOT_MARKER_PORT, 1, 1) == 0 ? 1 : -1;
+		if (access < 0)
+			say_errno("ioperm (the guest kernel needs CONFIG_X86_IOPL_IOPERM)");
+	}
+	if (access > 0)
 		outb(value, port);
 }
 
-static void mount_fs(const char *src, const char *dir, const char *type, unsigned long flags)
+static void mount_fs(const char *type, const char *dir, unsigned long flags, const char *data)
 {
-	mkdir(dir, 0755);
-	if (mount(src, dir, type, flags, NULL) < 0 && errno != EBUSY)
-		say(dir, strerror(errno));
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		say_errno(dir);
+	if (mount(type, dir, type, flags, data) < 0 && errno != EBUSY) {
+		char what[64];
+		snprintf(what, sizeof(what), "mount %s on %s", type, dir);
+		say_errno(what);
+	}
 }
 
-/* Reads a file of NUL-separated strings into a NULL-terminated vector; returns the count, or -1. */
-static int read_list(const char *path, char **out, int max)
+/* Without /dev/console in the initramfs the kernel starts init with fds 0-2 closed: give them one. */
+static void ensure_stdio(void)
 {
-	static char buf[1 << 20];
-	static size_t used;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fcntl(2, F_GETFD) >= 0)
+		return;
+	int fd = open("/dev/console", O_RDWR | O_NOCTTY);
 	if (fd < 0)
-		return -1;
-	char *start = buf + used;
-	ssize_t n, total = 0;
-	while ((n = read(fd, start + total, sizeof(buf) - used - total - 1)) > 0)
-		total += n;
-	close(fd);
-	start[total] = '\0';
-	used += total + 1;
-	int count = 0;
-	for (ssize_t i = 0; i < total && count < max - 1;) {
-		out[count++] = start + i;
-		i += strlen(start + i) + 1;
+		fd = open("/dev/null", O_RDWR);
+	for (int i = 0; fd >= 0 && i <= 2; i++)
+		if (i != fd && fcntl(i, F_GETFD) < 0)
+			dup2(fd, i);
+	if (fd > 2)
+		close(fd);
+}
+
+/*
+ * Reads a file of NUL-terminated strings into a NULL-terminated vector (a missing last NUL is tolerated).
+ * Returns the count; -1 if the file does not exist. Other errors are reported and count as "no entries".
+ */
+static int read_list(const char *path, char ***out)
+{
+	static char *empty[1];
+	*out = empty;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return -1;
+		say_errno(path);
+		return 0;
 	}
-	out[count] = NULL;
+	struct stat st;
+	char *buf = NULL;
+	size_t size = 0;
+	if (fstat(fd, &st) == 0 && (buf = malloc((size_t)st.st_size + 1)) != NULL) {
+		ssize_t n;
+		while (size < (size_t)st.st_size && (n = read(fd, buf + size, (size_t)st.st_size - size)) != 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				say_errno(path);
+				break;
+			}
+			size += (size_t)n;
+		}
+	} else {
+		say_errno(path);
+	}
+	close(fd);
+	if (!buf)
+		return 0;
+	buf[size] = '\0';
+	int count = 0;
+	for (size_t i = 0; i < size; i += strlen(buf + i) + 1)
+		count++;
+	char **list = malloc(((size_t)count + 1) * sizeof(*list));
+	if (!list) {
+		say_errno(path);
+		return 0;
+	}
+	count = 0;
+	for (size_t i = 0; i < size; i += strlen(buf + i) + 1)
+		list[count++] = buf + i;
+	list[count] = NULL;
+	*out = list;
 	return count;
 }
 
-static void setup_console(int fd, int raw_output)
+/* The console the program gets as its terminal: the first serial port, else whatever /dev/console is. */
+static int open_console(void)
 {
-	struct termios t;
-	if (tcgetattr(fd, &t) < 0)
-		return;
-	if (raw_output) {
-		/* The host reads the command's output byte for byte: no "\n" -> "\r\n", no echo of input. */
-		t.c_oflag &= ~OPOST;
-		t.c_lflag &= ~(ECHO | ECHONL);
-	} else {
-		t.c_oflag |= OPOST | ONLCR;
-		t.c_lflag |= ECHO | ICANON | ISIG | ECHOE | ECHOK;
+	/* O_NONBLOCK: a serial port without CLOCAL would wait for carrier. */
+	int fd = open("/dev/ttyS0", O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		say_errno("/dev/ttyS0");
+		fd = open("/dev/console", O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0) {
+			say_errno("/dev/console");
+			return -1;
+		}
 	}
-	tcsetattr(fd, TCSANOW, &t);
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	if (ioctl(fd, TIOCSCTTY, 0) < 0)
+		say_errno("cannot make the console our controlling terminal");
+	return fd;
 }
 
-static void child_exec(char **argv, int raw_output)
+static void setup_tty(int fd, int command)
 {
-	setsid();
-	int fd = open(CONSOLE, O_RDWR);
-	if (fd < 0)
-		fd = open("/dev/console", O_RDWR);
-	if (fd >= 0) {
-		ioctl(fd, TIOCSCTTY, 1);
-		setup_console(fd, raw_output);
-		dup2(fd, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		if (fd > 2)
-			close(fd);
+	struct termios t;
+	if (tcgetattr(fd, &t) < 0) {
+		say_errno("tcgetattr");
+		return;
 	}
-	signal(SIGINT, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
+	t.c_cflag |= CLOCAL | CREAD;
+	t.c_lflag |= ICANON | ISIG | IEXTEN;
+	if (command) {
+		/* The host gets the program's output byte for byte, and its own terminal already echoes input. */
+		t.c_oflag &= ~OPOST;
+		t.c_lflag &= ~(ECHO | ECHOE | ECHOK | ECHONL | ECHOCTL | ECHOKE);
+		t.c_cc[VSUSP] = _POSIX_VDISABLE; /* nobody here to resume a stopped command */
+	} else {
+		t.c_iflag |= ICRNL;
+		t.c_oflag |= OPOST | ONLCR;
+		t.c_lflag |= ECHO | ECHOE | ECHOK | ECHOCTL | ECHOKE;
+	}
+	if (tcsetattr(fd, TCSANOW, &t) < 0)
+		say_errno("tcsetattr");
+}
+
+static const int job_signals[] = { SIGTTOU, SIGTTIN, SIGTSTP };
+
+__attribute__((noreturn)) static void child(char **argv, int tty)
+{
+	pid_t self = getpid();
+	setpgid(0, 0);
+	if (tty >= 0) {
+		if (tcsetpgrp(tty, self) < 0)
+			say_errno("tcsetpgrp");
+		for (int fd = 0; fd <= 2; fd++)
+			dup2(tty, fd); /* the copies lose O_CLOEXEC; the original closes at exec */
+	}
+	for (size_t i = 0; i < sizeof(job_signals) / sizeof(job_signals[0]); i++)
+		signal(job_signals[i], SIG_DFL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 	execvp(argv[0], argv);
 	int err = errno;
 	say(argv[0], strerror(err));
-	_exit(err == ENOENT ? 127 : 126);
+	_exit(err == ENOENT || err == ENOTDIR || err == ENAMETOOLONG ? STATUS_NOT_FOUND : STATUS_CANNOT_RUN);
 }
 
-static void finish(int status)
+/* Runs argv in the foreground of the console and reaps every process until it ends; returns its status. */
+static int run(char **argv, int tty)
 {
-	sync();
-	port_out(EXIT_STATUS_PORT, (unsigned char)status);
-	if (!ports_ok)
-		dprintf(1, "\n@@azote-exit %d\n", status);
-	reboot(RB_AUTOBOOT);
-	for (;;)
-		pause();
-}
-
-int main(void)
-{
-	static char *argv[MAX_ARGS], *envv[MAX_ARGS];
-	static char *shell[] = { "/bin/sh", NULL };
-
-	ports_ok = ioperm(EXIT_STATUS_PORT, 2, 1) == 0;
-	port_out(BOOT_MARKER_PORT, 1);
-
-	mount_fs("devtmpfs", "/dev", "devtmpfs", MS_NOSUID);
-	mount_fs("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC);
-	mount_fs("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC);
-	mount_fs("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV);
-	mount_fs("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV);
-	sethostname("azote", 5);
-	setenv("PATH", "/bin:/sbin:/usr/bin:/usr/sbin", 1);
-	setenv("HOME", "/root", 1);
-	if (!getenv("TERM"))
-		setenv("TERM", "linux", 1);
-	int nenv = read_list("/azote/env", envv, MAX_ARGS);
-	for (int i = 0; i < nenv; i++)
-		putenv(envv[i]);
-
-	int argc = read_list("/azote/argv", argv, MAX_ARGS);
-	int command = argc > 0;
-	if (!command) {
-		int fd = open(CONSOLE, O_WRONLY);
-		if (fd >= 0) {
-			dprintf(fd, "Azote microVM: busybox shell; 'exit' or Ctrl-A x ends it.\n");
-			close(fd);
-		}
-	}
-	chdir(command ? "/" : "/root");
-
 	pid_t pid = fork();
 	if (pid < 0) {
-		say("fork", strerror(errno));
-		finish(126);
+		say_errno("fork");
+		return STATUS_CANNOT_RUN;
 	}
 	if (pid == 0)
-		child_exec(command ? argv : shell, command);
-
-	/* PID 1 adopts orphans: reap everything until the command itself ends. */
+		child(argv, tty);
+	/* Also from this side, so the terminal is the child's before either of us goes on (as shells do). */
+	setpgid(pid, pid);
+	if (tty >= 0)
+		tcsetpgrp(tty, pid);
+	/* PID 1 adopts orphans: reap everything until the program itself ends. */
 	for (;;) {
 		int status;
 		pid_t done = wait(&status);
 		if (done < 0 && errno == EINTR)
 			continue;
 		if (done < 0) {
-			say("wait", strerror(errno));
-			finish(126);
+			say_errno("wait");
+			return STATUS_CANNOT_RUN;
 		}
 		if (done == pid)
-			finish(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	}
+}
+
+__attribute__((noreturn)) static void finish(int status, int tty)
+{
+	sync();
+	if (tty >= 0)
+		tcdrain(tty); /* the program's last output reaches the host before the VM stops */
+	port_write(EXIT_STATUS_PORT, (unsigned char)status);
+	reboot(RB_AUTOBOOT);
+	say_errno("reboot");
+	for (;;)
+		pause();
+}
+
+int main(void)
+{
+	port_write(BOOT_MARKER_PORT, 1);
+
+	mount_fs("devtmpfs", "/dev", MS_NOSUID, "mode=0755");
+	ensure_stdio();
+	mount_fs("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount_fs("sysfs", "/sys", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount_fs("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777");
+	mount_fs("tmpfs", "/run", MS_NOSUID | MS_NODEV, "mode=0755");
+	if (sethostname("azote", 5) < 0)
+		say_errno("sethostname");
+
+	setenv("PATH", "/bin:/sbin:/usr/bin:/usr/sbin", 1);
+	setenv("HOME", "/root", 1);
+	if (!getenv("TERM"))
+		setenv("TERM", "linux", 1);
+	char **env, **argv;
+	int nenv = read_list("/azote/env", &env);
+	for (int i = 0; i < nenv; i++)
+		if (strchr(env[i], '=') && putenv(env[i]) != 0)
+			say_errno("putenv");
+	int argc = read_list("/azote/argv", &argv);
+	int command = argc >= 0;
+
+	/* PID 1 leads the session that owns the console; job-control signals must not stop it. */
+	for (size_t i = 0; i < sizeof(job_signals) / sizeof(job_signals[0]); i++)
+		signal(job_signals[i], SIG_IGN);
+	if (setsid() < 0)
+		say_errno("setsid");
+	int tty = open_console();
+	if (tty >= 0)
+		setup_tty(tty, command);
+
+	if (command && argc == 0) {
+		say("/azote/argv", "empty command");
+		finish(STATUS_NOT_FOUND, tty);
+	}
+	if (!command) {
+		static char *shell[] = { "/bin/sh", NULL };
+		argv = shell;
+		setenv("PS1", "\\h:\\w\\$ ", 0);
+		if (chdir("/root") < 0)
+			say_errno("/root");
+		dprintf(tty >= 0 ? tty : 1, "Azote microVM: busybox shell ('exit' or Ctrl-A x leaves)\n");
+	}
+	finish(run(argv, tty), tty);
 }

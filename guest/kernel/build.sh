@@ -1,85 +1,139 @@
 #!/usr/bin/env bash
-# Builds Azote's guest kernel: Debian's linux-source-6.1 (downloaded with apt-get, never installed), our patches,
-# and the config fragment beside this script. Usage: build.sh OUTDIR
-# Writes OUTDIR/vmlinux (stripped ELF with a PVH note), OUTDIR/bzImage, OUTDIR/config, OUTDIR/version.
+# Builds Azote's guest kernel from Debian's linux-source-6.1 (downloaded with `apt-get download`, never
+# installed), the patches in patches/ and the config fragment beside this script.
+#
+#   usage: build.sh OUTDIR
+#
+# Writes OUTDIR/vmlinux (stripped ELF with the PVH note; what Azote boots), OUTDIR/bzImage, OUTDIR/config,
+# OUTDIR/System.map, OUTDIR/build.log and, last, OUTDIR/version (`make kernelrelease`).
+# Progress goes to stderr as "[kernel] ..." lines. Downloads are kept in $AZOTE_CACHE_DIR/debs
+# (default ${XDG_CACHE_HOME:-$HOME/.cache}/azote/debs). Environment: AZOTE_KERNEL_JOBS (default nproc),
+# AZOTE_KERNEL_KEEP=1 keeps the build tree (its path is printed).
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-out=${1:?usage: build.sh OUTDIR}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+out=$1
 cache=${AZOTE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/azote}
 debs=$cache/debs
+package=linux-source-6.1
+t0=$(date +%s)
+
 say() { echo "[kernel] $*" >&2; }
 die() { echo "[kernel] error: $*" >&2; exit 1; }
+elapsed() { echo "$(( $(date +%s) - t0 ))s"; }
 
-# Build tools. As root they are installed; otherwise the error names the command to run.
-packages=()
-for pair in gcc:gcc make:make flex:flex bison:bison bc:bc perl:perl patch:patch xz:xz-utils dpkg-deb:dpkg; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || packages+=("${pair#*:}")
-done
-[ -f /usr/include/libelf.h ] || packages+=(libelf-dev)
-[ -f /usr/include/openssl/opensslv.h ] || packages+=(libssl-dev)
-if [ ${#packages[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then
-    say "installing build tools: ${packages[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}" >&2 ||
-      { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}" >&2; }
-  else
-    die "missing build tools; run: sudo apt-get install ${packages[*]}"
-  fi
+# --- build tools: installed with apt-get when root, else a one-line error naming the command
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need gcc gcc; need make make; need flex flex; need bison bison; need bc bc; need perl perl
+need patch patch; need xz xz-utils; need strip binutils; need dpkg-deb dpkg; need apt-get apt
+if command -v gcc >/dev/null 2>&1; then
+  echo '#include <stdio.h>' | gcc -E -x c - >/dev/null 2>&1 || missing+=(libc6-dev)
+  echo '#include <gelf.h>' | gcc -E -x c - >/dev/null 2>&1 || missing+=(libelf-dev)
+else
+  missing+=(libc6-dev libelf-dev)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || die "missing build tools; run: sudo apt-get install -y ${missing[*]}"
+  say "installing build tools: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+    { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; } ||
+    die "apt-get install ${missing[*]} failed"
 fi
 
+# --- the source package, downloaded once
 mkdir -p "$debs"
-deb=$(ls "$debs"/linux-source-6.1_*.deb 2>/dev/null | sort | tail -n 1 || true)
+latest_deb() { find "$debs" -maxdepth 1 -name "${package}_*.deb" -printf '%f\n' | sort -V | tail -n 1; }
+deb=$(latest_deb)
 if [ -z "$deb" ]; then
-  say "downloading Debian's linux-source-6.1 (about 140 MB)"
-  (cd "$debs" && { apt-get download linux-source-6.1 >&2 || { apt-get update -q >&2 && apt-get download linux-source-6.1 >&2; }; }) ||
-    die "apt-get download linux-source-6.1 failed: check that the Debian archive is reachable"
-  deb=$(ls "$debs"/linux-source-6.1_*.deb | sort | tail -n 1)
+  say "downloading $package with apt-get (about 140 MB)"
+  if ! (cd "$debs" && apt-get download -q "$package" >&2); then
+    say "apt-get download failed; refreshing the package lists (apt-get update)"
+    { apt-get update -q >&2 && (cd "$debs" && apt-get download -q "$package" >&2); } ||
+      die "apt-get download $package failed: check that a Debian bookworm archive is in the apt sources and reachable"
+  fi
+  deb=$(latest_deb)
+  [ -n "$deb" ] || die "apt-get download $package left no .deb in $debs"
 fi
+deb=$debs/$deb
 
+# --- a fresh tree in a temporary directory
 work=$(mktemp -d "${TMPDIR:-/tmp}/azote-kernel.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+if [ "${AZOTE_KERNEL_KEEP:-0}" = 1 ]; then
+  say "keeping the build tree $work"
+else
+  trap 'rm -rf "$work"' EXIT
+fi
 say "extracting $(basename "$deb")"
-dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$work" --wildcards '*/linux-source-6.1.tar.xz'
-tar -xJf "$(find "$work" -name linux-source-6.1.tar.xz | head -n 1)" -C "$work"
-src=$work/linux-source-6.1
-[ -d "$src" ] || die "the package did not contain linux-source-6.1/"
+dpkg-deb -x "$deb" "$work/deb"
+tarball=$(find "$work/deb" -name "$package.tar.xz" | head -n 1)
+[ -n "$tarball" ] || die "$(basename "$deb") holds no $package.tar.xz"
+tar -xJf "$tarball" -C "$work"
+rm -rf "$work/deb"
+src=$work/$package
+[ -d "$src" ] || die "$package.tar.xz did not unpack to $package/"
 
 for p in "$here"/patches/*.patch; do
+  [ -e "$p" ] || continue
   say "applying $(basename "$p")"
-  patch -d "$src" -p1 --quiet --forward < "$p" || die "patch $(basename "$p") does not apply"
+  patch -d "$src" -p1 --forward --fuzz=0 --no-backup-if-mismatch --quiet < "$p" ||
+    die "patch $(basename "$p") does not apply to $(basename "$deb")"
 done
 
-say "configuring (allnoconfig + guest/kernel/config)"
-make -C "$src" -s allnoconfig KCONFIG_ALLCONFIG="$here/config" >"$work/config.log" 2>&1 || { tail -n 20 "$work/config.log" >&2; die "configuration failed"; }
-# Kconfig drops an option silently when a dependency is missing: every line of the fragment must hold.
-bad=0
+# --- configuration: allnoconfig plus our fragment, then check that every line of the fragment holds
+mkdir -p "$out"
+log=$out/build.log
+: > "$log"
+say "configuring (make allnoconfig KCONFIG_ALLCONFIG=guest/kernel/config)"
+make -C "$src" allnoconfig KCONFIG_ALLCONFIG="$here/config" >>"$log" 2>&1 ||
+  { tail -n 30 "$log" >&2; die "make allnoconfig failed (log: $log)"; }
+grep -i 'warning' "$log" | sed 's/^/[kernel]   kconfig: /' >&2 || true
+
+bad=()
 while IFS= read -r line; do
   case "$line" in
-    CONFIG_*=*) grep -qxF "$line" "$src/.config" || { say "not applied: $line"; bad=1; } ;;
-    "# CONFIG_"*" is not set") opt=${line#\# }; opt=${opt%% *}; ! grep -q "^$opt=" "$src/.config" || { say "still set: $opt"; bad=1; } ;;
+    CONFIG_*=*)
+      grep -qxF -- "$line" "$src/.config" || {
+        got=$(grep -E "^(# )?${line%%=*}[= ]" "$src/.config" || true)
+        bad+=("$line (got: ${got:-absent})")
+      } ;;
+    "# CONFIG_"*" is not set")
+      opt=${line#\# }; opt=${opt%% *}
+      ! grep -q "^$opt=" "$src/.config" || bad+=("$line (got: $(grep "^$opt=" "$src/.config"))") ;;
   esac
 done < "$here/config"
-[ "$bad" -eq 0 ] || die "the configuration does not match guest/kernel/config"
+if [ ${#bad[@]} -gt 0 ]; then
+  say "these lines of guest/kernel/config did not hold after make allnoconfig (a dependency is missing):"
+  printf '[kernel]   %s\n' "${bad[@]}" >&2
+  die "the configuration does not match guest/kernel/config"
+fi
+say "configuration checked: $(grep -c '=y$' "$src/.config") options on"
 
-jobs=$(nproc)
-say "building vmlinux and bzImage with $jobs jobs (about ten minutes on two cores)"
-start=$(date +%s)
-make -C "$src" -j"$jobs" vmlinux bzImage >"$work/build.log" 2>&1 &
+# --- the build, in the background, with a progress line every 30 s
+jobs=${AZOTE_KERNEL_JOBS:-$(nproc)}
+say "building vmlinux and bzImage with $jobs jobs (about ten minutes on two cores; log: $log)"
+tb=$(date +%s)
+make -C "$src" -j"$jobs" vmlinux bzImage >>"$log" 2>&1 &
 build=$!
+trap 'kill "$build" 2>/dev/null || true' INT TERM
 while kill -0 "$build" 2>/dev/null; do
-  sleep 30
+  for _ in $(seq 30); do kill -0 "$build" 2>/dev/null || break; sleep 1; done
   kill -0 "$build" 2>/dev/null || break
-  say "  $(( $(date +%s) - start ))s: $(find "$src" -name '*.o' | wc -l) objects built"
+  objs=$(grep -cE '^  (CC|AS|AR|LD)[ ]' "$log" || true)
+  say "  $(( $(date +%s) - tb ))s: $objs objects built"
 done
 if ! wait "$build"; then
-  tail -n 30 "$work/build.log" >&2
-  die "kernel build failed"
+  echo "[kernel] --- last lines of $log:" >&2
+  grep -v '^  [A-Z]' "$log" | tail -n 40 >&2 || tail -n 40 "$log" >&2
+  die "the kernel build failed"
 fi
 
-mkdir -p "$out"
-strip --strip-debug -o "$out/vmlinux" "$src/vmlinux"
+strip -o "$out/vmlinux" "$src/vmlinux"
 cp "$src/arch/x86/boot/bzImage" "$out/bzImage"
 cp "$src/.config" "$out/config"
-make -C "$src" -s kernelrelease > "$out/version"
-say "built $(cat "$out/version") in $(( $(date +%s) - start ))s"
+cp "$src/System.map" "$out/System.map"
+make -C "$src" -s kernelrelease > "$out/version.tmp"
+mv "$out/version.tmp" "$out/version"
+say "built $(cat "$out/version") in $(( $(date +%s) - tb ))s of compilation, $(elapsed) in all ($(du -h "$out/vmlinux" | cut -f1) vmlinux)"

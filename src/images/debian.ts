@@ -1,44 +1,121 @@
-// Files from Debian packages, taken without installing them: `apt-get download` into the cache, `dpkg-deb -x`.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync } from 'node:fs';
+// Files from Debian packages, taken without installing them: `apt-get download` into <cache>/debs, then
+// `dpkg-deb -x`. Works as any user on Debian or Ubuntu once the package lists exist (apt-get update, as root).
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { cacheDir } from './cache.js';
 
-function cachedDeb(dir: string, name: string): string | undefined {
-  const hit = readdirSync(dir).filter((f) => f.startsWith(`${name}_`) && f.endsWith('.deb')).sort().at(-1);
-  return hit ? path.join(dir, hit) : undefined;
+/** Debian package names: lower-case letters, digits, "+", "-", "."; at least two characters. */
+const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
+
+interface Ran {
+  readonly code: number;
+  readonly stderr: string;
 }
 
-/** The .deb of `name`, downloaded once into <cache>/debs. */
-export function fetchDebianPackage(name: string, log: Logger): string {
+/** Runs a program to completion, keeping its stderr; a program that cannot be started rejects. */
+function run(cmd: string, args: string[], cwd?: string): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (s: string) => {
+      stderr = (stderr + s).slice(-16384);
+    });
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stderr }));
+  });
+}
+
+function missingTool(tool: string, pkg: string, e: unknown): AzoteError {
+  const code = (e as NodeJS.ErrnoException).code;
+  return new AzoteError('MissingTool', `cannot run ${tool}: ${code === 'ENOENT' ? 'not installed' : String(e)}`,
+    `run on Debian or Ubuntu with ${pkg} installed, or pass your own --kernel and --initrd`, { cause: e });
+}
+
+/** The last "E:" line of apt's stderr, else its last line. */
+function aptReason(stderr: string): string {
+  const lines = stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+  return lines.filter((l) => l.startsWith('E:')).at(-1) ?? lines.at(-1) ?? 'no error message';
+}
+
+function cachedDeb(dir: string, name: string): string | undefined {
+  const hit = readdirSync(dir).filter((f) => f.startsWith(`${name}_`) && f.endsWith('.deb')).sort().at(-1);
+  return hit === undefined ? undefined : path.join(dir, hit);
+}
+
+let listsRefreshed = false;
+
+/** Downloads into a private directory, then renames into place, so concurrent callers never see half a file. */
+async function download(name: string, dir: string): Promise<Ran & { deb?: string }> {
+  const work = mkdtempSync(path.join(dir, `.download-${name}-`));
+  try {
+    let r: Ran;
+    try {
+      r = await run('apt-get', ['download', '-q', name], work);
+    } catch (e) {
+      throw missingTool('apt-get', 'apt', e);
+    }
+    const file = readdirSync(work).find((f) => f.startsWith(`${name}_`) && f.endsWith('.deb'));
+    if (r.code !== 0 || file === undefined) return r;
+    renameSync(path.join(work, file), path.join(dir, file));
+    return { ...r, deb: path.join(dir, file) };
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The path of the .deb of `name` in <cache>/debs, downloaded with `apt-get download` unless a `<name>_*.deb` is
+ * already there. If the download fails (most often: no or stale package lists), runs `apt-get update` once per
+ * process and tries again.
+ */
+export async function fetchDebianPackage(name: string, log: Logger): Promise<string> {
+  if (!PACKAGE_NAME.test(name)) {
+    throw new AzoteError('BadPackageName', `${JSON.stringify(name)} is not a Debian package name`);
+  }
   const dir = path.join(cacheDir(), 'debs');
   mkdirSync(dir, { recursive: true });
   const hit = cachedDeb(dir, name);
-  if (hit) return hit;
-  log.info(`downloading Debian package ${name}`);
-  const download = (): ReturnType<typeof spawnSync> =>
-    spawnSync('apt-get', ['download', name], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
-  let r = download();
-  if (r.error) {
-    throw new AzoteError('NoAptGet', `cannot run apt-get to fetch ${name}: ${r.error.message}`,
-      'run on Debian or Ubuntu, or pass your own --kernel and --initrd');
+  if (hit !== undefined) return hit;
+
+  log.info(`fetching ${name}`);
+  let r = await download(name, dir);
+  if (r.deb === undefined && !listsRefreshed) {
+    log.info(`apt-get download ${name} failed (${aptReason(r.stderr)}); refreshing the package lists (apt-get update)`);
+    listsRefreshed = true;
+    let u: Ran;
+    try {
+      u = await run('apt-get', ['update', '-q']);
+    } catch (e) {
+      throw missingTool('apt-get', 'apt', e);
+    }
+    if (u.code !== 0) {
+      throw new AzoteError('AptUpdate', `apt-get download ${name} failed and apt-get update failed: ${aptReason(u.stderr)}`,
+        process.getuid?.() === 0 ? 'check the network and /etc/apt/sources.list' : 'run `sudo apt-get update` once, then try again');
+    }
+    r = await download(name, dir);
   }
-  if (r.status !== 0) {
-    log.info('refreshing the package lists (apt-get update)');
-    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' });
-    r = download();
+  if (r.deb === undefined) {
+    throw new AzoteError('AptDownload', `apt-get download ${name} failed: ${aptReason(r.stderr)}`,
+      `check that the Debian archive is reachable and has ${name} (apt-cache policy ${name})`);
   }
-  const deb = cachedDeb(dir, name);
-  if (r.status !== 0 || !deb) {
-    throw new AzoteError('AptDownload', `apt-get download ${name} failed: ${String(r.stderr).trim().split('\n').at(-1) ?? ''}`,
-      'check that the Debian package archive is reachable (apt-get update)');
-  }
-  return deb;
+  return r.deb;
 }
 
-export function extractDeb(deb: string, dest: string): void {
-  mkdirSync(dest, { recursive: true });
-  execFileSync('dpkg-deb', ['-x', deb, dest], { stdio: ['ignore', 'ignore', 'inherit'] });
+/** Unpacks the files of a .deb into destDir (created if needed), without running any of its scripts. */
+export async function extractDeb(debPath: string, destDir: string): Promise<void> {
+  mkdirSync(destDir, { recursive: true });
+  let r: Ran;
+  try {
+    r = await run('dpkg-deb', ['-x', debPath, destDir]);
+  } catch (e) {
+    throw missingTool('dpkg-deb', 'dpkg', e);
+  }
+  if (r.code !== 0) {
+    throw new AzoteError('DebExtract', `dpkg-deb -x ${debPath} failed: ${aptReason(r.stderr)}`,
+      `delete ${debPath} so that it is downloaded again`);
+  }
 }

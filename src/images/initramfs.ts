@@ -1,96 +1,213 @@
-// The guest's initramfs: our init, Debian's static busybox and its applet links, a few device nodes.
-// Uncompressed, since decompression is slow under a nested KVM and the archive is small. Cached by content.
-import { execFileSync } from 'node:child_process';
+// The guest's initramfs: our init (guest/init), Debian's static busybox with a link for each applet, a few
+// device nodes and directories. Uncompressed: decompression is slow under a nested KVM and the archive is small.
+// Built once and cached under <cache>/initramfs/<key>.cpio. The host appends a second small archive per run
+// (runRequestArchive) that carries the command; Linux unpacks concatenated archives in order.
+import { execFile, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { cacheDir } from './cache.js';
-import { CpioWriter } from './cpio.js';
+import { checkName, CpioWriter } from './cpio.js';
 import { extractDeb, fetchDebianPackage } from './debian.js';
 import { projectRoot } from './paths.js';
 
-/** Bump when the archive's layout changes, so cached images are rebuilt. */
-const LAYOUT_VERSION = 1;
-const BUSYBOX_PACKAGE = 'busybox-static';
+/** Bump when the archive's layout changes, so that cached images are rebuilt. */
+export const INITRAMFS_BUILDER_VERSION = 2;
+export const BUSYBOX_PACKAGE = 'busybox-static';
 
-function sha256(...parts: Array<string | Uint8Array>): string {
+const execFileAsync = promisify(execFile);
+
+function sha256hex(...parts: Array<string | Uint8Array>): string {
   const h = createHash('sha256');
-  for (const p of parts) h.update(p);
+  for (const p of parts) h.update(p).update('\0');
   return h.digest('hex');
 }
 
-/** Builds guest/init into the cache (keyed by its source) and returns the binary's path. */
-export function buildGuestInit(log: Logger): string {
-  const src = path.join(projectRoot(), 'guest', 'init');
-  const key = sha256(readFileSync(path.join(src, 'init.c')), readFileSync(path.join(src, 'Makefile'))).slice(0, 16);
-  const out = path.join(cacheDir(), 'init', key);
-  const bin = path.join(out, 'init');
-  if (existsSync(bin)) return bin;
-  log.info('compiling the guest init');
-  try {
-    execFileSync('make', ['-s', '-C', src, `OUT=${out}`], { stdio: ['ignore', 'ignore', 'pipe'] });
-  } catch (e) {
-    const stderr = String((e as { stderr?: Buffer }).stderr ?? '').trim();
-    throw new AzoteError('InitBuild', `compiling guest/init failed: ${stderr.split('\n').slice(-3).join(' ')}`,
-      'install gcc, make and the C library headers (apt-get install build-essential)');
-  }
-  return bin;
+function make(args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('make', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (s: string) => {
+      stderr = (stderr + s).slice(-8192);
+    });
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stderr }));
+  });
 }
 
-export async function ensureBaseInitramfs(log: Logger): Promise<string> {
-  const init = readFileSync(buildGuestInit(log));
-  const deb = fetchDebianPackage(BUSYBOX_PACKAGE, log);
-  const key = sha256(init, path.basename(deb), String(LAYOUT_VERSION)).slice(0, 16);
-  const dir = path.join(cacheDir(), 'initramfs');
-  const target = path.join(dir, `${key}.cpio`);
-  if (existsSync(target)) return target;
-  mkdirSync(dir, { recursive: true });
-  const work = mkdtempSync(path.join(dir, 'work-'));
+/**
+ * Compiles guest/init with its Makefile into <cache>/init/<key>/init, key = hash of init.c and the Makefile
+ * (so a read-only installation works and a changed source is rebuilt), and returns the binary's path.
+ */
+export async function buildGuestInit(log: Logger): Promise<string> {
+  const src = path.join(projectRoot(), 'guest', 'init');
+  let key: string;
   try {
-    extractDeb(deb, work);
-    const busyboxPath = path.join(work, 'bin', 'busybox');
-    const applets = execFileSync(busyboxPath, ['--list-full'], { encoding: 'utf8' }).split('\n').filter(Boolean);
-    const w = new CpioWriter();
-    for (const d of ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'root', 'etc', 'mnt', 'azote']) {
-      w.dir(d, d === 'tmp' ? 0o1777 : d === 'root' ? 0o700 : 0o755);
+    key = sha256hex(readFileSync(path.join(src, 'init.c')), readFileSync(path.join(src, 'Makefile'))).slice(0, 16);
+  } catch (e) {
+    throw new AzoteError('InitSource', `cannot read the guest init's source in ${src}: ${(e as Error).message}`,
+      'reinstall Azote: its guest/ folder is incomplete', { cause: e });
+  }
+  const root = path.join(cacheDir(), 'init');
+  const dir = path.join(root, key);
+  const bin = path.join(dir, 'init');
+  if (existsSync(bin)) return bin;
+
+  mkdirSync(root, { recursive: true });
+  const tmp = mkdtempSync(path.join(root, `${key}.tmp-`));
+  try {
+    log.info('compiling the guest init');
+    let r: { code: number; stderr: string };
+    try {
+      r = await make(['-s', '-C', src, `OUT=${tmp}`]);
+    } catch (e) {
+      throw new AzoteError('InitBuild', `cannot run make to compile the guest init: ${(e as Error).message}`,
+        'install gcc, make and the C library (apt-get install build-essential)', { cause: e });
     }
-    w.charDevice('dev/console', 5, 1).charDevice('dev/null', 1, 3, 0o666).charDevice('dev/ttyS0', 4, 64);
+    if (r.code !== 0 || !existsSync(path.join(tmp, 'init'))) {
+      const why = r.stderr.trim().split('\n').slice(-3).join(' / ') || `make exited with ${r.code}`;
+      throw new AzoteError('InitBuild', `compiling guest/init failed: ${why}`,
+        'install gcc, make and the static C library (apt-get install build-essential)');
+    }
+    try {
+      chmodSync(tmp, 0o755);
+      renameSync(tmp, dir);
+    } catch (e) {
+      // Another process finished the same build first: use its result.
+      if (!existsSync(bin)) throw e;
+    }
+    return bin;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Adds the directories above `name` that the archive does not have yet (Linux does not create parents). */
+function parents(w: CpioWriter, dirs: Set<string>, name: string): void {
+  const parts = name.split('/');
+  for (let i = 1; i < parts.length; i++) {
+    const d = parts.slice(0, i).join('/');
+    if (!dirs.has(d)) {
+      dirs.add(d);
+      w.dir(d);
+    }
+  }
+}
+
+/**
+ * The base initramfs (built once, then reused): /init, /bin/busybox and a symbolic link for each of its applets,
+ * /dev/console, /dev/null, /dev/ttyS0, the usual empty directories, /etc/passwd, /etc/group, /etc/hostname.
+ * Returns the path of the uncompressed newc archive.
+ */
+export async function ensureBaseInitramfs(log: Logger): Promise<string> {
+  const init = readFileSync(await buildGuestInit(log));
+  const deb = await fetchDebianPackage(BUSYBOX_PACKAGE, log);
+  const key = sha256hex(init, path.basename(deb), String(INITRAMFS_BUILDER_VERSION)).slice(0, 16);
+  const outDir = path.join(cacheDir(), 'initramfs');
+  const target = path.join(outDir, `${key}.cpio`);
+  if (existsSync(target)) return target;
+
+  mkdirSync(outDir, { recursive: true });
+  const work = mkdtempSync(path.join(outDir, 'work-'));
+  try {
+    await extractDeb(deb, work);
+    const busyboxPath = path.join(work, 'bin', 'busybox');
+    if (!existsSync(busyboxPath)) {
+      throw new AzoteError('BusyboxMissing', `${path.basename(deb)} has no bin/busybox`,
+        `delete ${deb} so that it is downloaded again`);
+    }
+    let list: string;
+    try {
+      list = (await execFileAsync(busyboxPath, ['--list-full'], { encoding: 'utf8' })).stdout;
+    } catch (e) {
+      throw new AzoteError('BusyboxList', `cannot run ${BUSYBOX_PACKAGE}'s busybox --list-full on this host: ${(e as Error).message}`,
+        'build on an x86-64 Linux host', { cause: e });
+    }
+
+    const w = new CpioWriter();
+    const dirs = new Set<string>();
+    const dir = (d: string, mode = 0o755): void => {
+      dirs.add(d);
+      w.dir(d, mode);
+    };
+    for (const d of ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'etc', 'mnt', 'azote']) dir(d);
+    dir('tmp', 0o1777);
+    dir('root', 0o700);
+    // The kernel opens /dev/console for init before init mounts devtmpfs over /dev.
+    w.charDevice('dev/console', 5, 1, 0o600);
+    w.charDevice('dev/null', 1, 3, 0o666);
+    w.charDevice('dev/ttyS0', 4, 64, 0o660);
     w.file('init', init, 0o755);
     w.file('bin/busybox', readFileSync(busyboxPath), 0o755);
+    const taken = new Set(['init', 'bin/busybox']);
     let links = 0;
-    for (const a of applets) {
-      if (a === 'bin/busybox' || a === 'linuxrc' || a.includes('..')) continue;
-      w.symlink(a, '/bin/busybox');
+    for (const line of list.split('\n')) {
+      let name: string;
+      try {
+        name = checkName(line.trim());
+      } catch {
+        continue; // blank lines; nothing busybox lists is otherwise refused
+      }
+      // linuxrc is for the old initrd boot; sbin/init is harmless (the kernel runs /init).
+      if (name === 'linuxrc' || taken.has(name)) continue;
+      taken.add(name);
+      parents(w, dirs, name);
+      w.symlink(name, '/bin/busybox');
       links++;
+    }
+    if (!taken.has('bin/sh')) {
+      throw new AzoteError('BusyboxList', `${BUSYBOX_PACKAGE}'s busybox lists no bin/sh applet`,
+        `delete ${deb} so that it is downloaded again`);
     }
     w.file('etc/passwd', Buffer.from('root:x:0:0:root:/root:/bin/sh\n'));
     w.file('etc/group', Buffer.from('root:x:0:\n'));
     w.file('etc/hostname', Buffer.from('azote\n'));
     const archive = w.finish();
-    log.info(`writing initramfs (${links + 20} entries, ${Math.round(archive.length / 1024)} KiB)`);
+    log.info(`writing initramfs (${w.count} files, ${Math.ceil(archive.length / 1024)} KiB, ${links} busybox applets)`);
     const tmp = `${target}.tmp-${process.pid}`;
-    writeFileSync(tmp, archive);
-    renameSync(tmp, target);
+    try {
+      writeFileSync(tmp, archive);
+      renameSync(tmp, target);
+    } finally {
+      rmSync(tmp, { force: true });
+    }
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
   return target;
 }
 
+const ENV_NAME = /^[^=\0]+$/;
+
 /**
- * The run request, as a small archive appended to the base image: the command's arguments and environment,
- * each NUL-separated. Without arguments the guest starts an interactive shell.
+ * The run request: a small archive to append to the base image, with azote/argv (the command's arguments, each
+ * followed by a NUL) and azote/env (KEY=VALUE entries, each followed by a NUL). With argv undefined the archive
+ * has no azote/argv and the guest starts an interactive shell; with no env either, it is an empty archive.
+ * The azote/ directory itself comes from the base image.
  */
 export function runRequestArchive(argv: string[] | undefined, env: Record<string, string> = {}): Buffer {
-  const w = new CpioWriter();
-  const list = (items: string[]): Buffer => Buffer.from(items.map((i) => `${i}\0`).join(''), 'utf8');
-  for (const a of [...(argv ?? []), ...Object.keys(env), ...Object.values(env)]) {
-    if (a.includes('\0')) throw new AzoteError('BadArgument', 'arguments and environment may not contain NUL bytes');
+  if (argv !== undefined && argv.length === 0) {
+    throw new AzoteError('BadArgument', 'the command to run is empty', 'give a command, or none for a shell');
   }
-  if (argv && argv.length > 0) w.file('azote/argv', list(argv));
-  const entries = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  if (entries.length > 0) w.file('azote/env', list(entries));
+  for (const a of argv ?? []) {
+    if (a.includes('\0')) throw new AzoteError('BadArgument', `command argument ${JSON.stringify(a)} contains a NUL byte`);
+  }
+  const entries = Object.entries(env).map(([k, v]) => {
+    if (!ENV_NAME.test(k)) {
+      throw new AzoteError('BadEnv', `environment variable name ${JSON.stringify(k)} is empty or has "=" or NUL`);
+    }
+    if (v.includes('\0')) throw new AzoteError('BadEnv', `the value of environment variable ${k} contains a NUL byte`);
+    return `${k}=${v}`;
+  });
+  const list = (items: string[]): Buffer => Buffer.from(items.map((i) => `${i}\0`).join(''), 'utf8');
+  const w = new CpioWriter();
+  if (argv !== undefined) w.file('azote/argv', list(argv), 0o644);
+  if (entries.length > 0) w.file('azote/env', list(entries), 0o644);
   return w.finish();
 }
