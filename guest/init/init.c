@@ -206,6 +206,12 @@ __attribute__((noreturn)) static void child(char **argv, int tty)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	execvp(argv[0], argv);
 	int err = errno;
+	/* The image has no link per busybox applet (src/images/initramfs.ts): a bare name that is not a file may be
+	 * one. Busybox picks the applet by argv[0] and says "applet not found" (status 127) when it is none. */
+	if (err == ENOENT && !strchr(argv[0], '/')) {
+		execv("/bin/busybox", argv);
+		err = errno;
+	}
 	say(argv[0], strerror(err));
 	_exit(err == ENOENT || err == ENOTDIR || err == ENAMETOOLONG ? STATUS_NOT_FOUND : STATUS_CANNOT_RUN);
 }

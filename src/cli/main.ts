@@ -13,6 +13,9 @@ function collect(v: string, prev: string[]): string[] {
   return [...prev, v];
 }
 
+/** Azote itself failed (not the guest's command), as `docker run` reports it; 126 and 127 stay the command's. */
+const EXIT_AZOTE_FAILED = 125;
+
 const log = createLogger('cli');
 const program = new Command('azote')
   .description('Real virtual machines under KVM, on the design of AWS Nitro')
@@ -54,5 +57,5 @@ try {
   if (!(e instanceof AzoteError) && process.env['AZOTE_LOG_LEVEL'] === 'debug' && e instanceof Error) {
     process.stderr.write(`${e.stack ?? ''}\n`);
   }
-  process.exitCode = 1;
+  process.exitCode = EXIT_AZOTE_FAILED;
 }

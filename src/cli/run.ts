@@ -21,7 +21,7 @@ export interface RunOptions {
   readonly env: string[];
 }
 
-/** Exit status when the VM itself ended abnormally (not the guest command). */
+/** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
 export const EXIT_VM_FAILED = 125;
 export const EXIT_INTERRUPTED = 130;
 
@@ -57,9 +57,10 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   const env = parseEnv(o.env);
   const kernel = o.kernel ? readInput(o.kernel, 'kernel') : readFileSync((await ensureKernel(log)).vmlinux);
   const base = o.initrd ? readInput(o.initrd, 'initrd') : readFileSync(await ensureBaseInitramfs(log));
-  // Linux unpacks concatenated cpio archives: the run request rides after the base image.
+  // Linux unpacks concatenated cpio archives: the run request rides after the base image, starting on a 4-byte
+  // boundary (Linux looks for the next archive's magic only there; a user's compressed image may end anywhere).
   const request = runRequestArchive(shell ? undefined : argv, env);
-  const initrd = Buffer.concat([base, request]);
+  const initrd = Buffer.concat([base, Buffer.alloc((4 - (base.length % 4)) % 4), request]);
   const cmdline = o.cmdline ?? guestCmdline({ nestedPvm: flavour === 'nested-pvm', quiet: !o.verbose });
   log.debug('starting VM', { vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
 

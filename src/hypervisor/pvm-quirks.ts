@@ -1,7 +1,8 @@
 // Workarounds for the nested paravirtual KVM ("kvm_pvm"), used only when that flavour is detected: a few
 // instructions come back as emulation failures (KVM_EXIT_INTERNAL_ERROR, suberror 1) with their bytes.
-// int3 is delivered as the #BP it should have raised; fwait and ldmxcsr are skipped.
-import type { Vcpu } from '../kvm/kvm.js';
+// int3 is delivered as the #BP it should have raised; fwait and ldmxcsr are skipped. And KVM hypercalls never
+// complete there, so the paravirtual features a guest would use through them are not offered (withoutPvHypercalls).
+import type { CpuidEntry, Vcpu } from '../kvm/kvm.js';
 
 export const KVM_INTERNAL_ERROR_EMULATION = 1;
 const FLAG_INSTRUCTION_BYTES = 1n;
@@ -63,4 +64,22 @@ export function applyQuirk(vcpu: Vcpu, q: QuirkAction): void {
       .set('exceptionPending', 0).set('flags', 0);
     vcpu.setEvents(ev);
   }
+}
+
+/** KVM's paravirtual feature leaf (KVM_CPUID_FEATURES); EAX holds the KVM_FEATURE_* bits. */
+const KVM_CPUID_FEATURES = 0x40000001;
+/** Features the guest drives through hypercalls: KVM_HC_KICK_CPU, KVM_HC_SEND_IPI, KVM_HC_SCHED_YIELD. */
+const KVM_FEATURE_PV_UNHALT = 7, KVM_FEATURE_PV_SEND_IPI = 11, KVM_FEATURE_PV_SCHED_YIELD = 13;
+const HYPERCALL_FEATURES = (1 << KVM_FEATURE_PV_UNHALT) | (1 << KVM_FEATURE_PV_SEND_IPI) | (1 << KVM_FEATURE_PV_SCHED_YIELD);
+
+/**
+ * The CPUID without the KVM features that make a guest issue hypercalls. Under kvm_pvm a vmcall/vmmcall never
+ * completes: the vCPU stays on the instruction (KVM_RUN returns only for signals). kvm_pvm still offers
+ * PV_SEND_IPI, so Linux with 2 or more vCPUs sends its IPIs with KVM_HC_SEND_IPI; the first AP hung in that
+ * hypercall during SMP bring-up, holding a lock the BSP then spun on, right after "x86: Booting SMP configuration:".
+ * Without these bits Linux writes the in-kernel local APIC's ICR (which works: INIT/SIPI start the APs) and does not
+ * yield or kick through the hypervisor. With one vCPU Linux uses none of the three, so nothing changes there.
+ */
+export function withoutPvHypercalls(cpuid: readonly CpuidEntry[]): CpuidEntry[] {
+  return cpuid.map((e) => e.function === KVM_CPUID_FEATURES ? { ...e, eax: (e.eax & ~HYPERCALL_FEATURES) >>> 0 } : e);
 }

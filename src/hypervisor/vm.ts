@@ -11,6 +11,7 @@ import { loadGuest, type BootPlan } from '../boot/loader.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../boot/layout.js';
 import { MAX_MPTABLE_CPUS } from '../boot/mptable.js';
 import { Bus, type BusCounters } from './bus.js';
+import { withoutPvHypercalls } from './pvm-quirks.js';
 import { COM1_BASE, COM1_IRQ, Uart16550 } from './devices/uart.js';
 import { CmosRtc, RTC_INDEX_PORT } from './devices/rtc.js';
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from './devices/i8042.js';
@@ -99,31 +100,23 @@ export class MicroVm {
     validateVmShape(cfg.vcpus, cfg.memoryMiB);
     this.log = cfg.log;
     this.flavour = cfg.flavour ?? detectKvmFlavour();
-    this.kvm = Kvm.open(cfg.kvmDevice);
+    // Each resource, once acquired, is released in reverse order if a later step fails.
+    const acquired: Array<{ close(): void }> = [];
     try {
+      this.kvm = Kvm.open(cfg.kvmDevice);
+      acquired.push(this.kvm);
       this.vm = this.kvm.createVm();
-    } catch (e) {
-      this.kvm.close();
-      throw e;
-    }
-    try {
+      acquired.push(this.vm);
       this.vm.setTssAddr(KVM_TSS_ADDR);
       this.vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
       this.vm.createIrqchip();
       this.vm.createPit2();
       this.mem = GuestMemory.create(cfg.memoryMiB * MiB);
-    } catch (e) {
-      this.vm.close();
-      this.kvm.close();
-      throw e;
-    }
-    try {
+      acquired.push(this.mem);
       this.mem.regions.forEach((r, slot) => this.vm.setUserMemoryRegion(slot, r.gpa, r.size, this.mem.address + BigInt(r.offset)));
       this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline: cfg.cmdline, vcpus: cfg.vcpus });
     } catch (e) {
-      this.mem.close();
-      this.vm.close();
-      this.kvm.close();
+      for (const r of acquired.reverse()) r.close();
       throw e;
     }
     this.uart = new Uart16550(cfg.output, () => {
@@ -155,7 +148,8 @@ export class MicroVm {
       libc.installWakeSignal(WAKE_SIGNAL);
       wakeSignalInstalled = true;
     }
-    const cpuid = this.kvm.supportedCpuid();
+    const supported = this.kvm.supportedCpuid();
+    const cpuid = this.flavour === 'nested-pvm' ? withoutPvHypercalls(supported) : supported;
     const done = new Promise<VmEnd>((resolve) => { this.resolveEnd = resolve; });
     for (let index = 0; index < this.cfg.vcpus; index++) {
       const init: VcpuThreadInit = {
@@ -189,7 +183,8 @@ export class MicroVm {
     switch (m.type) {
       case 'ready':
         h.tid = m.tid;
-        h.runPage = new Uint8Array(libc.viewAt(m.runAddress, m.runSize));
+        // After the end the thread may already have unmapped its run page (it closes once told STOP).
+        if (!this.end) h.runPage = new Uint8Array(libc.viewAt(m.runAddress, m.runSize));
         if (m.msrsRefused > 0) this.log.debug('KVM refused some boot MSRs', { vcpu: m.index, refused: m.msrsRefused });
         if (this.end) this.kick(h);
         return;

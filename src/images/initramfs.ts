@@ -1,5 +1,7 @@
-// The guest's initramfs: our init (guest/init), Debian's static busybox with a link for each applet, a few
-// device nodes and directories. Uncompressed: decompression is slow under a nested KVM and the archive is small.
+// The guest's initramfs: our init (guest/init), Debian's static busybox, a few device nodes and directories.
+// Only the links scripts name by path are written: Linux unpacks each archive entry slowly under a nested KVM
+// (guest/kernel/README.md), and Debian's busybox shell runs its applets without links (FEATURE_SH_STANDALONE),
+// as does our init for a command that is not a file. Uncompressed: decompression is slower still there.
 // Built once and cached under <cache>/initramfs/<key>.cpio. The host appends a second small archive per run
 // (runRequestArchive) that carries the command; Linux unpacks concatenated archives in order.
 import { execFile, spawn } from 'node:child_process';
@@ -12,13 +14,15 @@ import { promisify } from 'node:util';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { cacheDir } from './cache.js';
-import { checkName, CpioWriter } from './cpio.js';
+import { CpioWriter } from './cpio.js';
 import { extractDeb, fetchDebianPackage } from './debian.js';
 import { projectRoot } from './paths.js';
 
 /** Bump when the archive's layout changes, so that cached images are rebuilt. */
-export const INITRAMFS_BUILDER_VERSION = 2;
+export const INITRAMFS_BUILDER_VERSION = 3;
 export const BUSYBOX_PACKAGE = 'busybox-static';
+/** The applet links in the image: the paths that scripts name in their #! line. */
+export const APPLET_LINKS = ['bin/sh', 'usr/bin/env'];
 
 const execFileAsync = promisify(execFile);
 
@@ -88,21 +92,9 @@ export async function buildGuestInit(log: Logger): Promise<string> {
   }
 }
 
-/** Adds the directories above `name` that the archive does not have yet (Linux does not create parents). */
-function parents(w: CpioWriter, dirs: Set<string>, name: string): void {
-  const parts = name.split('/');
-  for (let i = 1; i < parts.length; i++) {
-    const d = parts.slice(0, i).join('/');
-    if (!dirs.has(d)) {
-      dirs.add(d);
-      w.dir(d);
-    }
-  }
-}
-
 /**
- * The base initramfs (built once, then reused): /init, /bin/busybox and a symbolic link for each of its applets,
- * /dev/console, /dev/null, /dev/ttyS0, the usual empty directories, /etc/passwd, /etc/group, /etc/hostname.
+ * The base initramfs (built once, then reused): /init, /bin/busybox and the links of APPLET_LINKS, /dev/console,
+ * /dev/null, /dev/ttyS0, the usual empty directories, /etc/passwd, /etc/group, /etc/hostname.
  * Returns the path of the uncompressed newc archive.
  */
 export async function ensureBaseInitramfs(log: Logger): Promise<string> {
@@ -122,54 +114,36 @@ export async function ensureBaseInitramfs(log: Logger): Promise<string> {
       throw new AzoteError('BusyboxMissing', `${path.basename(deb)} has no bin/busybox`,
         `delete ${deb} so that it is downloaded again`);
     }
-    let list: string;
+    let applets: Set<string>;
     try {
-      list = (await execFileAsync(busyboxPath, ['--list-full'], { encoding: 'utf8' })).stdout;
+      const out = (await execFileAsync(busyboxPath, ['--list-full'], { encoding: 'utf8' })).stdout;
+      applets = new Set(out.split('\n').map((l) => l.trim()));
     } catch (e) {
       throw new AzoteError('BusyboxList', `cannot run ${BUSYBOX_PACKAGE}'s busybox --list-full on this host: ${(e as Error).message}`,
         'build on an x86-64 Linux host', { cause: e });
     }
+    const missing = APPLET_LINKS.filter((l) => !applets.has(l));
+    if (missing.length > 0) {
+      throw new AzoteError('BusyboxList', `${BUSYBOX_PACKAGE}'s busybox lists no ${missing.join(', ')} applet`,
+        `delete ${deb} so that it is downloaded again`);
+    }
 
     const w = new CpioWriter();
-    const dirs = new Set<string>();
-    const dir = (d: string, mode = 0o755): void => {
-      dirs.add(d);
-      w.dir(d, mode);
-    };
-    for (const d of ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'etc', 'mnt', 'azote']) dir(d);
-    dir('tmp', 0o1777);
-    dir('root', 0o700);
+    for (const d of ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'run', 'etc', 'mnt', 'azote']) w.dir(d);
+    w.dir('tmp', 0o1777);
+    w.dir('root', 0o700);
     // The kernel opens /dev/console for init before init mounts devtmpfs over /dev.
     w.charDevice('dev/console', 5, 1, 0o600);
     w.charDevice('dev/null', 1, 3, 0o666);
     w.charDevice('dev/ttyS0', 4, 64, 0o660);
     w.file('init', init, 0o755);
     w.file('bin/busybox', readFileSync(busyboxPath), 0o755);
-    const taken = new Set(['init', 'bin/busybox']);
-    let links = 0;
-    for (const line of list.split('\n')) {
-      let name: string;
-      try {
-        name = checkName(line.trim());
-      } catch {
-        continue; // blank lines; nothing busybox lists is otherwise refused
-      }
-      // linuxrc is for the old initrd boot; sbin/init is harmless (the kernel runs /init).
-      if (name === 'linuxrc' || taken.has(name)) continue;
-      taken.add(name);
-      parents(w, dirs, name);
-      w.symlink(name, '/bin/busybox');
-      links++;
-    }
-    if (!taken.has('bin/sh')) {
-      throw new AzoteError('BusyboxList', `${BUSYBOX_PACKAGE}'s busybox lists no bin/sh applet`,
-        `delete ${deb} so that it is downloaded again`);
-    }
+    for (const name of APPLET_LINKS) w.symlink(name, '/bin/busybox');
     w.file('etc/passwd', Buffer.from('root:x:0:0:root:/root:/bin/sh\n'));
     w.file('etc/group', Buffer.from('root:x:0:\n'));
     w.file('etc/hostname', Buffer.from('azote\n'));
     const archive = w.finish();
-    log.info(`writing initramfs (${w.count} files, ${Math.ceil(archive.length / 1024)} KiB, ${links} busybox applets)`);
+    log.info(`writing initramfs (${w.count} files, ${Math.ceil(archive.length / 1024)} KiB)`);
     const tmp = `${target}.tmp-${process.pid}`;
     try {
       writeFileSync(tmp, archive);

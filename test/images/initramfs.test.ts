@@ -54,7 +54,7 @@ test('run request: what the guest cannot carry is refused', () => {
   assert.throws(() => runRequestArchive(['true'], { A: 'x\0y' }), /NUL/);
 });
 
-test('base initramfs: init, busybox and its applets, device nodes, directories before their contents',
+test('base initramfs: init, busybox and the links scripts name, device nodes, directories before their contents',
   { skip: skipNoCpio }, async (t) => {
     let image: string;
     try {
@@ -81,6 +81,7 @@ test('base initramfs: init, busybox and its applets, device nodes, directories b
       assert.match(listing, new RegExp(`^d[rwx-]{9} .* ${d}$`, 'm'), `directory ${d}`);
     }
     assert.doesNotMatch(listing, / linuxrc /);
+    assert.equal(listing.match(/^l/gm)?.length, 2, 'no other applet links: the busybox shell and init find applets');
 
     // Linux's unpacker does not create parents: each entry's directory must come earlier in the archive.
     const names = execFileSync('cpio', ['-t', '--quiet'], { input: archive, encoding: 'utf8', maxBuffer: 16 << 20 })
