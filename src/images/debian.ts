@@ -1,33 +1,14 @@
 // Files from Debian packages, taken without installing them: `apt-get download` into <cache>/debs, then
 // `dpkg-deb -x`. Works as any user on Debian or Ubuntu once the package lists exist (apt-get update, as root).
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { cacheDir } from './cache.js';
+import { runTool, type ToolRun } from './run-tool.js';
 
 /** Debian package names: lower-case letters, digits, "+", "-", "."; at least two characters. */
 const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
-
-interface Ran {
-  readonly code: number;
-  readonly stderr: string;
-}
-
-/** Runs a program to completion, keeping its stderr; a program that cannot be started rejects. */
-function run(cmd: string, args: string[], cwd?: string): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (s: string) => {
-      stderr = (stderr + s).slice(-16384);
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stderr }));
-  });
-}
 
 function missingTool(tool: string, pkg: string, e: unknown): AzoteError {
   const code = (e as NodeJS.ErrnoException).code;
@@ -49,12 +30,12 @@ function cachedDeb(dir: string, name: string): string | undefined {
 let listsRefreshed = false;
 
 /** Downloads into a private directory, then renames into place, so concurrent callers never see half a file. */
-async function download(name: string, dir: string): Promise<Ran & { deb?: string }> {
+async function download(name: string, dir: string): Promise<ToolRun & { deb?: string }> {
   const work = mkdtempSync(path.join(dir, `.download-${name}-`));
   try {
-    let r: Ran;
+    let r: ToolRun;
     try {
-      r = await run('apt-get', ['download', '-q', name], work);
+      r = await runTool('apt-get', ['download', '-q', name], work);
     } catch (e) {
       throw missingTool('apt-get', 'apt', e);
     }
@@ -86,9 +67,9 @@ export async function fetchDebianPackage(name: string, log: Logger): Promise<str
   if (r.deb === undefined && !listsRefreshed) {
     log.info(`apt-get download ${name} failed (${aptReason(r.stderr)}); refreshing the package lists (apt-get update)`);
     listsRefreshed = true;
-    let u: Ran;
+    let u: ToolRun;
     try {
-      u = await run('apt-get', ['update', '-q']);
+      u = await runTool('apt-get', ['update', '-q']);
     } catch (e) {
       throw missingTool('apt-get', 'apt', e);
     }
@@ -108,9 +89,9 @@ export async function fetchDebianPackage(name: string, log: Logger): Promise<str
 /** Unpacks the files of a .deb into destDir (created if needed), without running any of its scripts. */
 export async function extractDeb(debPath: string, destDir: string): Promise<void> {
   mkdirSync(destDir, { recursive: true });
-  let r: Ran;
+  let r: ToolRun;
   try {
-    r = await run('dpkg-deb', ['-x', debPath, destDir]);
+    r = await runTool('dpkg-deb', ['-x', debPath, destDir]);
   } catch (e) {
     throw missingTool('dpkg-deb', 'dpkg', e);
   }

@@ -4,7 +4,7 @@
 // as does our init for a command that is not a file. Uncompressed: decompression is slower still there.
 // Built once and cached under <cache>/initramfs/<key>.cpio. The host appends a second small archive per run
 // (runRequestArchive) that carries the command; Linux unpacks concatenated archives in order.
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync,
@@ -15,6 +15,7 @@ import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { cacheDir } from './cache.js';
 import { CpioWriter } from './cpio.js';
+import { runTool, type ToolRun } from './run-tool.js';
 import { extractDeb, fetchDebianPackage } from './debian.js';
 import { projectRoot } from './paths.js';
 
@@ -30,19 +31,6 @@ function sha256hex(...parts: Array<string | Uint8Array>): string {
   const h = createHash('sha256');
   for (const p of parts) h.update(p).update('\0');
   return h.digest('hex');
-}
-
-function make(args: string[]): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('make', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (s: string) => {
-      stderr = (stderr + s).slice(-8192);
-    });
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stderr }));
-  });
 }
 
 /**
@@ -67,9 +55,9 @@ export async function buildGuestInit(log: Logger): Promise<string> {
   const tmp = mkdtempSync(path.join(root, `${key}.tmp-`));
   try {
     log.info('compiling the guest init');
-    let r: { code: number; stderr: string };
+    let r: ToolRun;
     try {
-      r = await make(['-s', '-C', src, `OUT=${tmp}`]);
+      r = await runTool('make', ['-s', '-C', src, `OUT=${tmp}`]);
     } catch (e) {
       throw new AzoteError('InitBuild', `cannot run make to compile the guest init: ${(e as Error).message}`,
         'install gcc, make and the C library (apt-get install build-essential)', { cause: e });

@@ -8,17 +8,9 @@ import {
   CpioWriter, NEWC_FIELDS, NEWC_HEADER_SIZE, newcFieldOffset, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG,
   type NewcField,
 } from '../../src/images/cpio.js';
+import { skipWithoutCpio } from '../framework/host-tools.js';
 
-function hasCpio(): boolean {
-  try {
-    execFileSync('cpio', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const skipNoCpio = hasCpio() ? false : 'the host has no cpio (apt-get install cpio)';
-if (skipNoCpio) process.stderr.write(`SKIPPING cpio read-back tests: ${skipNoCpio}\n`);
+const skipNoCpio = skipWithoutCpio('cpio read-back tests');
 
 interface Entry {
   readonly offset: number;

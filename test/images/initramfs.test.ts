@@ -7,17 +7,9 @@ import path from 'node:path';
 import { AzoteError } from '../../src/base/errors.js';
 import { silentLogger } from '../../src/base/log.js';
 import { ensureBaseInitramfs, runRequestArchive } from '../../src/images/initramfs.js';
+import { skipWithoutCpio } from '../framework/host-tools.js';
 
-function hasCpio(): boolean {
-  try {
-    execFileSync('cpio', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const skipNoCpio = hasCpio() ? false : 'the host has no cpio (apt-get install cpio)';
-if (skipNoCpio) process.stderr.write(`SKIPPING initramfs read-back tests: ${skipNoCpio}\n`);
+const skipNoCpio = skipWithoutCpio('initramfs read-back tests');
 
 /** Extracts the archive (or only the named entries) into a new temporary directory. */
 function extract(archive: Buffer, only: string[] = []): { dir: string; files: (name: string) => string } {
