@@ -4,16 +4,21 @@
 const CTRL_A = 0x01;
 
 export interface ConsoleInput {
+  /** Reading resumes after `send` asked for a pause by returning false. */
+  resume(): void;
   close(): void;
 }
 
-export function attachConsole(send: (bytes: Uint8Array) => void, quit: () => void): ConsoleInput {
+export function attachConsole(send: (bytes: Uint8Array) => boolean, quit: () => void): ConsoleInput {
   const stdin = process.stdin;
   const tty = stdin.isTTY === true;
   if (tty) stdin.setRawMode(true);
   let escape = false;
   const onData = (chunk: Buffer): void => {
-    if (!tty) { send(chunk); return; }
+    if (!tty) {
+      if (!send(chunk)) stdin.pause();
+      return;
+    }
     const out: number[] = [];
     for (const b of chunk) {
       if (escape) {
@@ -27,11 +32,14 @@ export function attachConsole(send: (bytes: Uint8Array) => void, quit: () => voi
         out.push(b);
       }
     }
-    if (out.length > 0) send(Uint8Array.from(out));
+    if (out.length > 0 && !send(Uint8Array.from(out))) stdin.pause();
   };
   stdin.on('data', onData);
   stdin.resume();
   return {
+    resume(): void {
+      stdin.resume();
+    },
     close(): void {
       stdin.off('data', onData);
       if (tty) stdin.setRawMode(false);

@@ -8,7 +8,7 @@ import { MicroVm, type VmEnd } from '../hypervisor/vm.js';
 import { ensureKernel } from '../images/kernel.js';
 import { ensureBaseInitramfs, runRequestArchive } from '../images/initramfs.js';
 import { guestCmdline } from '../images/cmdline.js';
-import { attachConsole } from './console.js';
+import { attachConsole, type ConsoleInput } from './console.js';
 
 export interface RunOptions {
   readonly vcpus: number;
@@ -65,6 +65,8 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   log.debug('starting VM', { vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
 
   let tail = '';
+  // The console is attached once the VM exists; the VM wakes it when the guest has taken queued input.
+  const host: { console?: ConsoleInput | undefined } = {};
   const decoder = new TextDecoder();
   const vm = new MicroVm({
     kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour,
@@ -72,11 +74,12 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
       process.stdout.write(bytes);
       tail = (tail + decoder.decode(bytes, { stream: true })).slice(-8192);
     },
+    inputReady: () => host.console?.resume(),
     onMarker: (v) => {
       if (o.bootTime && v === 1) process.stderr.write(`azote: init reached ${performance.now().toFixed(1)} ms after process start\n`);
     },
   });
-  const consoleIn = shell || process.stdin.isTTY ? attachConsole((b) => vm.input(b), () => vm.stop()) : undefined;
+  host.console = shell || process.stdin.isTTY ? attachConsole((b) => vm.input(b), () => vm.stop()) : undefined;
   const onSignal = (): void => vm.stop();
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -84,7 +87,7 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   try {
     end = await vm.run();
   } finally {
-    consoleIn?.close();
+    host.console?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }

@@ -71,7 +71,7 @@ export class Bus {
       this.note(`in 0x${port.toString(16)}/${size}`);
       return allOnes(size);
     }
-    return r.device.read(port, size) & allOnes(size);
+    return (r.device.read(port, size) & allOnes(size)) >>> 0; // unsigned: a 4-byte & gives a signed 32-bit number
   }
 
   portWrite(port: number, size: number, value: number): void {

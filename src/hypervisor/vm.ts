@@ -12,10 +12,8 @@ import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../boot/layout.js';
 import { MAX_MPTABLE_CPUS } from '../boot/mptable.js';
 import { Bus, type BusCounters } from './bus.js';
 import { withoutPvHypercalls } from './pvm-quirks.js';
-import { COM1_BASE, COM1_IRQ, Uart16550 } from './devices/uart.js';
-import { CmosRtc, RTC_INDEX_PORT } from './devices/rtc.js';
-import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from './devices/i8042.js';
-import { AzotePorts, EXIT_STATUS_PORT } from './devices/azote-ports.js';
+import { COM1_IRQ, type Uart16550 } from './devices/uart.js';
+import { attachLegacyDevices } from './legacy-devices.js';
 import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
@@ -34,6 +32,8 @@ export interface VmConfig {
   readonly onMarker?: (value: number) => void;
   readonly flavour?: KvmFlavour;
   readonly kvmDevice?: string;
+  /** After input() returned false (too much queued), called once the guest has taken all of it. */
+  readonly inputReady?: () => void;
 }
 
 export type VmEnd =
@@ -58,6 +58,8 @@ interface VcpuHandle {
 
 const MIN_MEMORY_MIB = 16;
 const STOP_GRACE_MS = 5000;
+/** Host input queued beyond this makes input() ask the sender to pause. */
+const INPUT_HIGH_WATER = 64 * 1024;
 let wakeSignalInstalled = false;
 
 export function hostAvailableMemoryMiB(): number {
@@ -119,18 +121,17 @@ export class MicroVm {
       for (const r of acquired.reverse()) r.close();
       throw e;
     }
-    this.uart = new Uart16550(cfg.output, () => {
-      this.vm.irqLine(COM1_IRQ, true);
-      this.vm.irqLine(COM1_IRQ, false);
+    this.uart = attachLegacyDevices(this.bus, {
+      output: cfg.output,
+      serialInterrupt: () => {
+        this.vm.irqLine(COM1_IRQ, true);
+        this.vm.irqLine(COM1_IRQ, false);
+      },
+      serialInputDrained: () => cfg.inputReady?.(),
+      reset: () => this.finish({ kind: 'reset' }),
+      exitStatus: (status) => this.finish({ kind: 'exit-status', status }),
+      marker: (v) => cfg.onMarker?.(v),
     });
-    this.bus.addPorts('com1', COM1_BASE, 8, { read: (p) => this.uart.read(p - COM1_BASE), write: (p, _s, v) => this.uart.write(p - COM1_BASE, v) });
-    const rtc = new CmosRtc();
-    this.bus.addPorts('rtc', RTC_INDEX_PORT, 2, { read: (p) => rtc.read(p), write: (p, _s, v) => rtc.write(p, v) });
-    const i8042 = new I8042(() => this.finish({ kind: 'reset' }));
-    this.bus.addPorts('i8042-data', I8042_DATA_PORT, 1, { read: (p) => i8042.read(p), write: (p, _s, v) => i8042.write(p, v) });
-    this.bus.addPorts('i8042-cmd', I8042_COMMAND_PORT, 1, { read: (p) => i8042.read(p), write: (p, _s, v) => i8042.write(p, v) });
-    const azote = new AzotePorts((status) => this.finish({ kind: 'exit-status', status }), (v) => cfg.onMarker?.(v));
-    this.bus.addPorts('azote', EXIT_STATUS_PORT, 2, { read: (p) => azote.read(p), write: (p, _s, v) => azote.write(p, v) });
     this.control = new SharedArrayBuffer(cfg.vcpus * CTL_WORDS * 4);
   }
 
@@ -170,8 +171,12 @@ export class MicroVm {
   }
 
   /** Queues console input for the guest. Returns how many bytes the UART accepted. */
-  input(bytes: Uint8Array): number {
-    return this.end ? 0 : this.uart.enqueueInput(bytes);
+  /**
+   * Host bytes for the guest's serial console, kept until the guest's driver receives. Returns false when so much
+   * is queued that the sender should pause until inputReady.
+   */
+  input(bytes: Uint8Array): boolean {
+    return this.end ? true : this.uart.enqueueInput(bytes) < INPUT_HIGH_WATER;
   }
 
   /** Stops the VM from the host side. */

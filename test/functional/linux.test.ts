@@ -44,6 +44,13 @@ test('--mem 256: the guest\'s MemTotal is 256 MiB less what the kernel keeps', a
   assert.ok(kib > 230 * 1024 && kib <= 256 * 1024, `MemTotal ${kib} kB`);
 });
 
+test('the shell reads what the host sends on the serial console (IRQ 4), even before it is ready', async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await azote(['run'], { ...BOOT_LIMIT, input: 'echo shell-says $((6*7))\nexit 3\n' });
+  assert.equal(r.status, 3, r.stderr);
+  assert.match(r.stdout, /^shell-says 42\r$/m);
+});
+
 test('a guest kernel that panics: non-zero status and a one-line reason', async (t) => {
   if (!requireKvm(t)) return;
   const cmdline = `${guestCmdline({ nestedPvm: detectKvmFlavour() === 'nested-pvm', quiet: true })} rdinit=/nope`;

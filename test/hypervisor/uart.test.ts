@@ -70,9 +70,30 @@ test('UART: loopback mode echoes transmitted bytes and maps modem lines', () => 
   assert.equal(u.read(MSR) & 0xf0, 0xf0);
 });
 
-test('UART: FIFO reset drops pending input; input beyond capacity is refused', () => {
-  const { u } = uart();
-  assert.equal(u.enqueueInput(new Uint8Array(5000)), 4096);
-  u.write(IIR, 0x03);
+test('UART: host input waits for the receiver, survives the driver\'s FIFO resets, and comes back in order', () => {
+  const { u, irqs } = uart();
+  const sent = Uint8Array.from({ length: 40 }, (_, i) => 0x30 + i);
+  assert.equal(u.enqueueInput(sent), 40, 'with the receiver off everything waits on the host side');
+  assert.equal(u.read(LSR) & 1, 0, 'the guest sees nothing yet');
+  u.write(IIR, 0x03); // a starting driver resets its FIFOs
+  u.write(IER, 0x01);
+  assert.equal(irqs(), 1);
+  const got: number[] = [];
+  for (let i = 0; i < 10; i++) got.push(u.read(THR));
+  u.write(IER, 0x00); // the port shuts down with a full FIFO unread ...
+  u.write(IIR, 0x03); // ... and resets the FIFOs
+  assert.equal(u.inputPending(), 30, 'unread bytes went back to the host queue');
+  u.write(IER, 0x01);
+  while (u.read(LSR) & 1) got.push(u.read(THR));
+  assert.deepEqual(got, [...sent]);
   assert.equal(u.inputPending(), 0);
+});
+
+test('UART: with the receiver on, a FIFO reset discards only what the FIFO holds', () => {
+  const { u } = uart();
+  u.write(IER, 0x01);
+  u.enqueueInput(new Uint8Array(20).fill(7));
+  assert.equal(u.inputPending(), 20);
+  u.write(IIR, 0x03);
+  assert.equal(u.inputPending(), 4, 'the 16 bytes in the FIFO are gone, the 4 behind them are not');
 });

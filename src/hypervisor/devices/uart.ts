@@ -1,5 +1,8 @@
-// A 16550A UART (COM1). Output leaves through `output`; input is queued by the host and raises the
-// receive interrupt; the transmitter is always ready, and raises the THR-empty interrupt when enabled.
+// A 16550A UART (COM1). Output leaves through `output`; the transmitter is always ready, and raises the THR-empty
+// interrupt when enabled. Input from the host waits in a host-side queue and enters the 16-byte receive FIFO only
+// while the guest's driver has the receive interrupt on: Linux's 8250 driver resets the FIFOs when it starts and
+// stops the port, which would otherwise throw away what a script piped in early. When the driver turns the receiver
+// off, bytes it has not read go back to the front of the host queue.
 // Interrupts are edges on IRQ 4: `interrupt` is called whenever a new enabled condition arises.
 
 export const COM1_BASE = 0x3f8;
@@ -15,8 +18,8 @@ const LSR_DR = 0x01, LSR_THRE = 0x20, LSR_TEMT = 0x40;
 const MCR_LOOP = 0x10;
 const MSR_CTS = 0x10, MSR_DSR = 0x20, MSR_DCD = 0x80;
 
-/** The receive buffer the host may fill ahead of the guest reading it. */
-export const UART_INPUT_CAPACITY = 4096;
+/** The receive FIFO of a 16550A. */
+export const UART_RX_FIFO_SIZE = 16;
 
 export class Uart16550 {
   private ier = 0;
@@ -27,37 +30,54 @@ export class Uart16550 {
   private dlm = 0;
   private fcr = 0;
   private thrEmptyPending = false;
-  private readonly input: number[] = [];
+  /** The receive FIFO: what the guest can read now. */
+  private readonly rx: number[] = [];
+  /** Host input not in the FIFO yet, oldest first. */
+  private readonly hostQueue: number[] = [];
 
+  /** `inputDrained` is called when the guest has taken everything the host queued. */
   constructor(
     private readonly output: (bytes: Uint8Array) => void,
     private readonly interrupt: () => void,
+    private readonly inputDrained: () => void = () => undefined,
   ) {}
 
-  /** Bytes queued for the guest; returns how many were accepted. */
+  /** Queues host bytes for the guest; returns how many wait on the host side (not yet in the FIFO). */
   enqueueInput(bytes: Uint8Array): number {
-    const room = UART_INPUT_CAPACITY - this.input.length;
-    const n = Math.min(room, bytes.length);
-    const wasEmpty = this.input.length === 0;
-    for (let i = 0; i < n; i++) this.input.push(bytes[i] ?? 0);
-    if (n > 0 && wasEmpty && (this.ier & IER_RDI)) this.interrupt();
-    return n;
+    for (const b of bytes) this.hostQueue.push(b);
+    this.fill();
+    return this.hostQueue.length;
   }
 
+  /** Bytes the guest has not read yet, in the FIFO and in the host queue. */
   inputPending(): number {
-    return this.input.length;
+    return this.rx.length + this.hostQueue.length;
+  }
+
+  /** Moves host input into the FIFO while the receiver is on; a FIFO that stops being empty raises the interrupt. */
+  private fill(): void {
+    if (!(this.ier & IER_RDI) || this.hostQueue.length === 0) return;
+    const wasEmpty = this.rx.length === 0;
+    const n = Math.min(UART_RX_FIFO_SIZE - this.rx.length, this.hostQueue.length);
+    for (const b of this.hostQueue.splice(0, n)) this.rx.push(b);
+    if (this.hostQueue.length === 0) this.inputDrained();
+    if (wasEmpty && this.rx.length > 0) this.interrupt();
   }
 
   read(offset: number): number {
     switch (offset) {
       case RBR_THR_DLL:
         if (this.lcr & LCR_DLAB) return this.dll;
-        return this.input.length > 0 ? (this.input.shift() ?? 0) : 0;
+        {
+          const byte = this.rx.shift() ?? 0;
+          this.fill();
+          return byte;
+        }
       case IER_DLM:
         return this.lcr & LCR_DLAB ? this.dlm : this.ier;
       case IIR_FCR: {
         const fifo = this.fcr & 1 ? IIR_FIFO_ENABLED : 0;
-        if ((this.ier & IER_RDI) && this.input.length > 0) return IIR_RDI | fifo;
+        if ((this.ier & IER_RDI) && this.rx.length > 0) return IIR_RDI | fifo;
         if ((this.ier & IER_THRI) && this.thrEmptyPending) {
           // Reading IIR while it reports THR empty acknowledges that interrupt.
           this.thrEmptyPending = false;
@@ -67,7 +87,7 @@ export class Uart16550 {
       }
       case LCR: return this.lcr;
       case MCR: return this.mcr;
-      case LSR: return LSR_THRE | LSR_TEMT | (this.input.length > 0 ? LSR_DR : 0);
+      case LSR: return LSR_THRE | LSR_TEMT | (this.rx.length > 0 ? LSR_DR : 0);
       case MSR:
         if (this.mcr & MCR_LOOP) {
           // Loopback: outputs OUT2, OUT1, RTS, DTR appear as DCD, RI, CTS, DSR.
@@ -85,7 +105,8 @@ export class Uart16550 {
       case RBR_THR_DLL:
         if (this.lcr & LCR_DLAB) { this.dll = value; return; }
         if (this.mcr & MCR_LOOP) {
-          this.enqueueInput(Uint8Array.of(value));
+          if (this.rx.length < UART_RX_FIFO_SIZE) this.rx.push(value);
+          if (this.rx.length === 1 && (this.ier & IER_RDI)) this.interrupt();
         } else {
           this.output(Uint8Array.of(value));
         }
@@ -99,12 +120,18 @@ export class Uart16550 {
           this.ier = value & (IER_RDI | IER_THRI | IER_RLSI | IER_MSI);
           // Enabling THRI while the transmitter is empty raises the interrupt at once, as real 16550s do.
           if ((this.ier & IER_THRI) && !(before & IER_THRI)) { this.thrEmptyPending = true; this.interrupt(); }
-          if ((this.ier & IER_RDI) && !(before & IER_RDI) && this.input.length > 0) this.interrupt();
+          if ((this.ier & IER_RDI) && !(before & IER_RDI)) {
+            if (this.rx.length > 0) this.interrupt();
+            this.fill();
+          } else if (!(this.ier & IER_RDI) && (before & IER_RDI)) {
+            // The driver stops receiving (port shutdown): unread bytes wait for the next reader, not for a FIFO reset.
+            this.hostQueue.unshift(...this.rx.splice(0));
+          }
         }
         return;
       case IIR_FCR:
         this.fcr = value;
-        if (value & 0x02) this.input.length = 0;
+        if (value & 0x02) this.rx.length = 0; // only what the FIFO holds: the driver asked to discard it
         return;
       case LCR: this.lcr = value; return;
       case MCR: this.mcr = value & 0x1f; return;

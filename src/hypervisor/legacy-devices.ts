@@ -1,0 +1,35 @@
+// The few legacy devices every microVM has, wired onto its bus: COM1, the CMOS RTC, the i8042 reset line and
+// Azote's own exit-status and boot-marker ports (guest/ABI.md). All of them are driven by the guest, so
+// test/hypervisor/legacy-devices.test.ts throws arbitrary port traffic at exactly this wiring.
+import type { Bus } from './bus.js';
+import { AzotePorts, EXIT_STATUS_PORT } from './devices/azote-ports.js';
+import { CmosRtc, RTC_INDEX_PORT } from './devices/rtc.js';
+import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from './devices/i8042.js';
+import { COM1_BASE, Uart16550 } from './devices/uart.js';
+
+export interface LegacyDeviceHooks {
+  /** Bytes the guest transmitted on COM1. */
+  readonly output: (bytes: Uint8Array) => void;
+  /** COM1 raised its interrupt (an edge on IRQ 4). */
+  readonly serialInterrupt: () => void;
+  /** The guest has taken all host input queued on COM1. */
+  readonly serialInputDrained: () => void;
+  /** The guest pulsed the i8042 reset line. */
+  readonly reset: () => void;
+  readonly exitStatus: (status: number) => void;
+  readonly marker: (value: number) => void;
+}
+
+/** Adds the legacy devices to `bus`; returns the UART, which also takes the host's input. */
+export function attachLegacyDevices(bus: Bus, hooks: LegacyDeviceHooks): Uart16550 {
+  const uart = new Uart16550(hooks.output, hooks.serialInterrupt, hooks.serialInputDrained);
+  bus.addPorts('com1', COM1_BASE, 8, { read: (p) => uart.read(p - COM1_BASE), write: (p, _s, v) => uart.write(p - COM1_BASE, v) });
+  const rtc = new CmosRtc();
+  bus.addPorts('rtc', RTC_INDEX_PORT, 2, { read: (p) => rtc.read(p), write: (p, _s, v) => rtc.write(p, v) });
+  const i8042 = new I8042(hooks.reset);
+  bus.addPorts('i8042-data', I8042_DATA_PORT, 1, { read: (p) => i8042.read(p), write: (p, _s, v) => i8042.write(p, v) });
+  bus.addPorts('i8042-cmd', I8042_COMMAND_PORT, 1, { read: (p) => i8042.read(p), write: (p, _s, v) => i8042.write(p, v) });
+  const azote = new AzotePorts(hooks.exitStatus, hooks.marker);
+  bus.addPorts('azote', EXIT_STATUS_PORT, 2, { read: (p) => azote.read(p), write: (p, _s, v) => azote.write(p, v) });
+  return uart;
+}
