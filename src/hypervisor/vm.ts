@@ -170,7 +170,6 @@ export class MicroVm {
     return done;
   }
 
-  /** Queues console input for the guest. Returns how many bytes the UART accepted. */
   /**
    * Host bytes for the guest's serial console, kept until the guest's driver receives. Returns false when so much
    * is queued that the sender should pause until inputReady.
