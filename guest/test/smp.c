@@ -232,14 +232,14 @@ static uint8_t rtc_seconds(void)
 }
 
 /* Spins until `cond` holds or about `seconds` seconds have passed (changes of the RTC's seconds register),
- * with 2^34 TSC cycles (3 - 17 s at 1 - 5 GHz) and 2^30 iterations as backstops should the clock not tick.
+ * with 2^36 TSC cycles (14 - 69 s at 1 - 5 GHz) and 2^30 iterations as backstops should the clock not tick.
  * Returns whether `cond` held. */
 static int wait_until(int (*cond)(void *), void *arg, uint32_t seconds)
 {
 	uint8_t last = rtc_seconds();
 	uint32_t ticks = 0;
 	uint64_t start = rdtsc();
-	for (uint32_t i = 0; i < (1u << 30) && rdtsc() - start < (1ull << 34); i++) {
+	for (uint32_t i = 0; i < (1u << 30) && rdtsc() - start < (1ull << 36); i++) {
 		if (cond(arg))
 			return 1;
 		if ((i & 0xffff) == 0xffff) {
@@ -323,7 +323,7 @@ int main(const struct hvm_start_info *si)
 		start_aps(broadcast ? NULL : c.ids, c.count, self);
 		if (expected) {
 			uint32_t want = expected - 1;
-			wait_until(arrived_at_least, &want, 3);
+			wait_until(arrived_at_least, &want, 20); /* returns as soon as they are all in; slack for a loaded host */
 		} else {
 			wait_until(never, 0, 1); /* nothing says how many: take what comes within about a second */
 		}
