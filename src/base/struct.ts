@@ -85,7 +85,11 @@ export class StructView<F extends string> {
       case 'u16': this.dv.setUint16(f.offset, Number(value), true); break;
       case 'u32': this.dv.setUint32(f.offset, Number(value) >>> 0, true); break;
       case 'i32': this.dv.setInt32(f.offset, Number(value), true); break;
-      case 'u64': this.dv.setBigUint64(f.offset, BigInt.asUintN(64, BigInt(value)), true); break;
+      case 'u64':
+        // A negative number here is nearly always a 32-bit bit operation (0x80000000 | x) that would sign-extend.
+        if (value < 0) throw new RangeError(`${this.layout.name}.${String(field)} = ${value}: negative (apply >>> 0 first)`);
+        this.dv.setBigUint64(f.offset, BigInt(value), true);
+        break;
       default: throw new TypeError(`${this.layout.name}.${field} is a byte array`);
     }
     return this;

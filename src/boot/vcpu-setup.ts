@@ -95,7 +95,7 @@ function setupBootCpu(vcpu: Vcpu, mem: GuestMemory, plan: BootPlan): void {
     writeIdentityPageTables(mem);
     sregs.set('cr3', PML4);
     sregs.set('cr4', sregs.get('cr4') | CR4_PAE);
-    sregs.set('cr0', CR0_PE | CR0_ET | CR0_PG);
+    sregs.set('cr0', (CR0_PE | CR0_ET | CR0_PG) >>> 0);
     sregs.set('efer', sregs.get('efer') | EFER_LME | EFER_LMA);
   } else {
     sregs.set('cr0', CR0_PE | CR0_ET).set('cr4', 0).set('cr3', 0).set('efer', 0);
