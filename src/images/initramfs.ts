@@ -20,10 +20,10 @@ import { extractDeb, fetchDebianPackage } from './debian.js';
 import { projectRoot } from './paths.js';
 
 /** Bump when the archive's layout changes, so that cached images are rebuilt. */
-export const INITRAMFS_BUILDER_VERSION = 3;
-export const BUSYBOX_PACKAGE = 'busybox-static';
+const INITRAMFS_BUILDER_VERSION = 3;
+const BUSYBOX_PACKAGE = 'busybox-static';
 /** The applet links in the image: the paths that scripts name in their #! line. */
-export const APPLET_LINKS = ['bin/sh', 'usr/bin/env'];
+const APPLET_LINKS = ['bin/sh', 'usr/bin/env'];
 
 const execFileAsync = promisify(execFile);
 
