@@ -14,6 +14,7 @@ export interface QueueMemory {
   readU64(gpa: number): bigint;
   writeU16(gpa: number, v: number): void;
   writeU32(gpa: number, v: number): void;
+  write(gpa: number, data: Uint8Array): void;
 }
 
 // Layouts (section 2.7.5 - 2.7.8); test/virtio/split-queue.test.ts checks them against <linux/virtio_ring.h>.
