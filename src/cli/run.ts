@@ -19,6 +19,7 @@ export interface RunOptions {
   readonly verbose: boolean;
   readonly bootTime: boolean;
   readonly env: string[];
+  readonly rng: boolean;
 }
 
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
@@ -69,7 +70,7 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   const host: { console?: ConsoleInput | undefined } = {};
   const decoder = new TextDecoder();
   const vm = new MicroVm({
-    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour,
+    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng,
     output: (bytes) => {
       process.stdout.write(bytes);
       tail = (tail + decoder.decode(bytes, { stream: true })).slice(-8192);

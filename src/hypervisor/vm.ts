@@ -14,6 +14,9 @@ import { Bus, type BusCounters } from './bus.js';
 import { withoutPvHypercalls } from './pvm-quirks.js';
 import { COM1_IRQ, type Uart16550 } from './devices/uart.js';
 import { attachLegacyDevices } from './legacy-devices.js';
+import { virtioSlot, VIRTIO_MMIO_WINDOW, type VirtioSlot } from './virtio-mmio-slots.js';
+import { MmioTransport } from '../virtio/mmio-transport.js';
+import { VirtioRng } from '../virtio/rng.js';
 import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
@@ -32,6 +35,8 @@ export interface VmConfig {
   readonly onMarker?: (value: number) => void;
   readonly flavour?: KvmFlavour;
   readonly kvmDevice?: string;
+  /** A virtio-rng device (entropy from the host's CSPRNG). */
+  readonly rng?: boolean;
   /** After input() returned false (too much queued), called once the guest has taken all of it. */
   readonly inputReady?: () => void;
 }
@@ -116,7 +121,9 @@ export class MicroVm {
       this.mem = GuestMemory.create(cfg.memoryMiB * MiB);
       acquired.push(this.mem);
       this.mem.regions.forEach((r, slot) => this.vm.setUserMemoryRegion(slot, r.gpa, r.size, this.mem.address + BigInt(r.offset)));
-      this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline: cfg.cmdline, vcpus: cfg.vcpus });
+      // Like Firecracker, the hypervisor announces its virtio-mmio devices on the kernel command line itself.
+      const cmdline = [cfg.cmdline, ...this.attachVirtio().map((slot) => slot.kernelParam)].filter(Boolean).join(' ');
+      this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
     } catch (e) {
       for (const r of acquired.reverse()) r.close();
       throw e;
@@ -133,6 +140,27 @@ export class MicroVm {
       marker: (v) => cfg.onMarker?.(v),
     });
     this.control = new SharedArrayBuffer(cfg.vcpus * CTL_WORDS * 4);
+  }
+
+  /**
+   * Creates the configured virtio devices on the bus (the data path still runs here, through MMIO exits; issue 3
+   * moves notifications to ioeventfd and interrupts to irqfd). Returns their slots.
+   */
+  private attachVirtio(): VirtioSlot[] {
+    const slots: VirtioSlot[] = [];
+    if (this.cfg.rng) {
+      const slot = virtioSlot(slots.length);
+      const transport = new MmioTransport(this.mem, new VirtioRng(this.mem), () => {
+        this.vm.irqLine(slot.irq, true);
+        this.vm.irqLine(slot.irq, false);
+      });
+      this.bus.addMmio('virtio-rng', slot.base, VIRTIO_MMIO_WINDOW, {
+        read: (offset, size) => BigInt(transport.read(offset, size)),
+        write: (offset, size, value) => transport.write(offset, size, Number(value & 0xffffffffn)),
+      });
+      slots.push(slot);
+    }
+    return slots;
   }
 
   get bootPlan(): BootPlan {

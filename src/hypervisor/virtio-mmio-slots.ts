@@ -1,0 +1,20 @@
+// Where virtio-mmio devices sit in a VM (guest/ABI.md): one 4 KiB window each from 0xd000_0000, one ISA interrupt
+// each from IRQ 5, announced to Linux on its command line as virtio_mmio.device=<size>@<base>:<irq>.
+export const VIRTIO_MMIO_BASE = 0xd0000000;
+export const VIRTIO_MMIO_WINDOW = 0x1000;
+/** IRQs 5, 6, 7, 9, 10, 11: the ISA lines no legacy device of ours uses (3 and 4 are the COM ports, 8 the RTC). */
+const FREE_IRQS = [5, 6, 7, 9, 10, 11];
+
+export interface VirtioSlot {
+  readonly base: number;
+  readonly irq: number;
+  /** The kernel parameter that makes Linux probe this window. */
+  readonly kernelParam: string;
+}
+
+export function virtioSlot(index: number): VirtioSlot {
+  const irq = FREE_IRQS[index];
+  if (irq === undefined) throw new RangeError(`at most ${FREE_IRQS.length} virtio-mmio devices, not ${index + 1}`);
+  const base = VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_WINDOW;
+  return { base, irq, kernelParam: `virtio_mmio.device=${VIRTIO_MMIO_WINDOW / 1024}K@0x${base.toString(16)}:${irq}` };
+}
