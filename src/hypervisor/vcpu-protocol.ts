@@ -23,6 +23,8 @@ export interface VcpuThreadInit {
   readonly plan: BootPlan;
   readonly cpuid: CpuidEntry[];
   readonly control: SharedArrayBuffer;
+  /** One Int32 counting the vCPUs created and set up: none runs before all exist (see vcpu-thread.ts). */
+  readonly startGate: SharedArrayBuffer;
   readonly flavour: KvmFlavour;
 }
 

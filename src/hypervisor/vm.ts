@@ -180,10 +180,11 @@ export class MicroVm {
     const supported = this.kvm.supportedCpuid();
     const cpuid = this.flavour === 'nested-pvm' ? withoutPvHypercalls(supported) : supported;
     const done = new Promise<VmEnd>((resolve) => { this.resolveEnd = resolve; });
+    const startGate = new SharedArrayBuffer(4);
     for (let index = 0; index < this.cfg.vcpus; index++) {
       const init: VcpuThreadInit = {
         index, vcpus: this.cfg.vcpus, kvmFd: this.kvm.fd, vmFd: this.vm.fd, memory: this.mem.share(),
-        plan: this.plan, cpuid, control: this.control, flavour: this.flavour,
+        plan: this.plan, cpuid, control: this.control, startGate, flavour: this.flavour,
       };
       const worker = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: init });
       const handle: VcpuHandle = { worker, control: new Int32Array(this.control, index * CTL_WORDS * 4, CTL_WORDS), exited: false };
