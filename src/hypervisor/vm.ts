@@ -2,7 +2,7 @@
 // Devices run on this (main) thread; vCPUs run on worker threads and ask for device accesses (vcpu-protocol.ts).
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { AzoteError } from '../base/errors.js';
+import { AzoteError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
 import { detectKvmFlavour, Kvm, type KvmFlavour, type Vm } from '../kvm/kvm.js';
@@ -242,13 +242,20 @@ export class MicroVm {
     const size = c[CTL.SIZE] ?? 0;
     const write = c[CTL.WRITE] === 1;
     const value = (BigInt((c[CTL.VAL_HI] ?? 0) >>> 0) << 32n) | BigInt((c[CTL.VAL_LO] ?? 0) >>> 0);
+    const pio = c[CTL.KIND] === KIND.PIO;
     let result = 0n;
-    if (c[CTL.KIND] === KIND.PIO) {
-      if (write) this.bus.portWrite(addr, size, Number(value & 0xffffffffn));
-      else result = BigInt(this.bus.portRead(addr, size) >>> 0);
-    } else {
-      if (write) this.bus.mmioWrite(addr, size, value);
-      else result = this.bus.mmioRead(addr, size);
+    try {
+      if (pio) {
+        if (write) this.bus.portWrite(addr, size, Number(value & 0xffffffffn));
+        else result = BigInt(this.bus.portRead(addr, size));
+      } else {
+        if (write) this.bus.mmioWrite(addr, size, value);
+        else result = this.bus.mmioRead(addr, size);
+      }
+    } catch (e) {
+      // A device model failed on what the guest did: that VM ends with the reason; the process and the host go on.
+      const what = `${pio ? 'port' : 'MMIO'} ${write ? 'write' : 'read'} at 0x${addr.toString(16)}/${size}`;
+      this.finish({ kind: 'crashed', reason: `device failure on a ${what}: ${errorMessage(e)}` });
     }
     c[CTL.VAL_LO] = Number(result & 0xffffffffn) | 0;
     c[CTL.VAL_HI] = Number((result >> 32n) & 0xffffffffn) | 0;

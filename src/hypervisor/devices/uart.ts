@@ -21,6 +21,51 @@ const MSR_CTS = 0x10, MSR_DSR = 0x20, MSR_DCD = 0x80;
 /** The receive FIFO of a 16550A. */
 export const UART_RX_FIFO_SIZE = 16;
 
+/**
+ * Bytes in arrival order, kept as the chunks they came in: taking a few from the front costs the same however much
+ * a pipe has queued behind them (an array's splice(0, n) would move all of it every time).
+ */
+class ByteQueue {
+  private readonly chunks: Uint8Array[] = [];
+  private offset = 0; // bytes of chunks[0] already taken
+  length = 0;
+
+  append(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    this.chunks.push(bytes.slice());
+    this.length += bytes.length;
+  }
+
+  prepend(bytes: Uint8Array): void {
+    if (bytes.length === 0) return;
+    const first = this.chunks[0];
+    if (first && this.offset > 0) this.chunks[0] = first.subarray(this.offset);
+    this.offset = 0;
+    this.chunks.unshift(bytes);
+    this.length += bytes.length;
+  }
+
+  /** Removes and returns up to `n` bytes from the front. */
+  take(n: number): Uint8Array {
+    const out = new Uint8Array(Math.min(n, this.length));
+    let filled = 0;
+    while (filled < out.length) {
+      const first = this.chunks[0];
+      if (!first) break;
+      const part = first.subarray(this.offset, this.offset + out.length - filled);
+      out.set(part, filled);
+      filled += part.length;
+      this.offset += part.length;
+      if (this.offset === first.length) {
+        this.chunks.shift();
+        this.offset = 0;
+      }
+    }
+    this.length -= filled;
+    return out;
+  }
+}
+
 export class Uart16550 {
   private ier = 0;
   private lcr = 0x03;
@@ -33,7 +78,7 @@ export class Uart16550 {
   /** The receive FIFO: what the guest can read now. */
   private readonly rx: number[] = [];
   /** Host input not in the FIFO yet, oldest first. */
-  private readonly hostQueue: number[] = [];
+  private readonly hostQueue = new ByteQueue();
 
   /** `inputDrained` is called when the guest has taken everything the host queued. */
   constructor(
@@ -44,7 +89,7 @@ export class Uart16550 {
 
   /** Queues host bytes for the guest; returns how many wait on the host side (not yet in the FIFO). */
   enqueueInput(bytes: Uint8Array): number {
-    for (const b of bytes) this.hostQueue.push(b);
+    this.hostQueue.append(bytes);
     this.fill();
     return this.hostQueue.length;
   }
@@ -58,8 +103,7 @@ export class Uart16550 {
   private fill(): void {
     if (!(this.ier & IER_RDI) || this.hostQueue.length === 0) return;
     const wasEmpty = this.rx.length === 0;
-    const n = Math.min(UART_RX_FIFO_SIZE - this.rx.length, this.hostQueue.length);
-    for (const b of this.hostQueue.splice(0, n)) this.rx.push(b);
+    for (const b of this.hostQueue.take(UART_RX_FIFO_SIZE - this.rx.length)) this.rx.push(b);
     if (this.hostQueue.length === 0) this.inputDrained();
     if (wasEmpty && this.rx.length > 0) this.interrupt();
   }
@@ -125,7 +169,7 @@ export class Uart16550 {
             this.fill();
           } else if (!(this.ier & IER_RDI) && (before & IER_RDI)) {
             // The driver stops receiving (port shutdown): unread bytes wait for the next reader, not for a FIFO reset.
-            this.hostQueue.unshift(...this.rx.splice(0));
+            this.hostQueue.prepend(Uint8Array.from(this.rx.splice(0)));
           }
         }
         return;
