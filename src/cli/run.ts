@@ -25,6 +25,8 @@ export interface RunOptions {
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
 export const EXIT_VM_FAILED = 125;
 export const EXIT_INTERRUPTED = 130;
+/** How much console output is kept to find a panic message in. */
+const CONSOLE_TAIL_BYTES = 8192;
 
 function readInput(path: string, what: string): Uint8Array {
   try {
@@ -65,15 +67,21 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   const cmdline = o.cmdline ?? guestCmdline({ nestedPvm: flavour === 'nested-pvm', quiet: !o.verbose });
   log.debug('starting VM', { vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
 
-  let tail = '';
+  // The newest console output, kept as it came (a byte per chunk, often) and decoded only if the VM fails.
+  const tail: Uint8Array[] = [];
+  let tailBytes = 0;
   // The console is attached once the VM exists; the VM wakes it when the guest has taken queued input.
   const host: { console?: ConsoleInput | undefined } = {};
-  const decoder = new TextDecoder();
   const vm = new MicroVm({
     kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng,
     output: (bytes) => {
       process.stdout.write(bytes);
-      tail = (tail + decoder.decode(bytes, { stream: true })).slice(-8192);
+      tail.push(bytes);
+      tailBytes += bytes.length;
+      for (let first = tail[0]; first && tailBytes - first.length >= CONSOLE_TAIL_BYTES; first = tail[0]) {
+        tail.shift();
+        tailBytes -= first.length;
+      }
     },
     inputReady: () => host.console?.resume(),
     onMarker: (v) => {
@@ -99,14 +107,14 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
     case 'stopped':
       return EXIT_INTERRUPTED;
     case 'reset': {
-      const panic = panicLine(tail);
+      const panic = panicLine(Buffer.concat(tail).toString('utf8'));
       process.stderr.write(panic
         ? `azote: the guest kernel panicked: ${panic}\n`
         : 'azote: the guest rebooted without reporting an exit status\n');
       return EXIT_VM_FAILED;
     }
     case 'crashed': {
-      const panic = panicLine(tail);
+      const panic = panicLine(Buffer.concat(tail).toString('utf8'));
       process.stderr.write(`azote: the VM crashed: ${end.reason}${panic ? ` (${panic})` : ''}\n`);
       return EXIT_VM_FAILED;
     }
