@@ -29,6 +29,7 @@ program.command('run')
   .option('--initrd <path>', 'initramfs (default: Azote\'s busybox initramfs)')
   .option('--cmdline <text>', 'kernel command line (replaces the default)')
   .option('-e, --env <KEY=VALUE>', 'environment variable for COMMAND (repeatable)', collect, [])
+  .option('--disk <path[,ro]>', 'attach a raw disk image as the next /dev/vdX (",ro": read-only; repeatable)', collect, [])
   .option('--no-rng', 'leave out the virtio-rng entropy device')
   .option('-v, --verbose', 'show the guest kernel\'s boot messages', false)
   .option('--boot-time', 'print when the guest\'s init started, in ms after process start', false)
@@ -37,7 +38,7 @@ program.command('run')
     const { runCommand } = await import('./run.js');
     process.exitCode = await runCommand(command, {
       vcpus: opts.vcpus, mem: opts.mem, kernel: opts.kernel, initrd: opts.initrd, cmdline: opts.cmdline,
-      verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng,
+      verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk,
     }, log);
   });
 

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { detectKvmFlavour } from '../kvm/kvm.js';
-import { MicroVm, type VmEnd } from '../hypervisor/vm.js';
+import { MicroVm, type DiskSpec, type VmEnd } from '../hypervisor/vm.js';
 import { ensureKernel } from '../images/kernel.js';
 import { ensureBaseInitramfs, runRequestArchive } from '../images/initramfs.js';
 import { guestCmdline } from '../images/cmdline.js';
@@ -20,6 +20,8 @@ export interface RunOptions {
   readonly bootTime: boolean;
   readonly env: string[];
   readonly rng: boolean;
+  /** --disk values: PATH or PATH,ro. */
+  readonly disks: string[];
 }
 
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
@@ -48,6 +50,17 @@ function parseEnv(entries: string[]): Record<string, string> {
   return env;
 }
 
+export function parseDisk(spec: string): DiskSpec {
+  const parts = spec.split(',');
+  const path = parts[0] ?? '';
+  const flags = parts.slice(1);
+  const bad = flags.find((f) => f !== 'ro' && f !== 'rw');
+  if (!path || bad !== undefined) {
+    throw new AzoteError('BadDisk', `--disk ${spec} is not PATH or PATH,ro`, 'write --disk ./data.img or --disk ./base.img,ro');
+  }
+  return { path, readOnly: flags.includes('ro') };
+}
+
 /** The last console line that says why a kernel gave up, if any. */
 function panicLine(tail: string): string | undefined {
   const lines = tail.split(/\r?\n/).filter((l) => /Kernel panic|BUG:|Oops/.test(l));
@@ -58,6 +71,7 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   const flavour = detectKvmFlavour();
   const shell = argv.length === 0;
   const env = parseEnv(o.env);
+  const disks = o.disks.map(parseDisk);
   const kernel = o.kernel ? readInput(o.kernel, 'kernel') : readFileSync((await ensureKernel(log)).vmlinux);
   const base = o.initrd ? readInput(o.initrd, 'initrd') : readFileSync(await ensureBaseInitramfs(log));
   // Linux unpacks concatenated cpio archives: the run request rides after the base image, starting on a 4-byte
@@ -73,7 +87,7 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   // The console is attached once the VM exists; the VM wakes it when the guest has taken queued input.
   const host: { console?: ConsoleInput | undefined } = {};
   const vm = new MicroVm({
-    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng,
+    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng, disks,
     output: (bytes) => {
       process.stdout.write(bytes);
       tail.push(bytes);

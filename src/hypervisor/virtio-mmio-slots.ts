@@ -4,6 +4,7 @@ export const VIRTIO_MMIO_BASE = 0xd0000000;
 export const VIRTIO_MMIO_WINDOW = 0x1000;
 /** IRQs 5, 6, 7, 9, 10, 11: the ISA lines no legacy device of ours uses (3 and 4 are the COM ports, 8 the RTC). */
 const FREE_IRQS = [5, 6, 7, 9, 10, 11];
+export const MAX_VIRTIO_DEVICES = FREE_IRQS.length;
 
 export interface VirtioSlot {
   readonly base: number;

@@ -14,9 +14,13 @@ import { Bus, type BusCounters } from './bus.js';
 import { withoutPvHypercalls } from './pvm-quirks.js';
 import { COM1_IRQ, type Uart16550 } from './devices/uart.js';
 import { attachLegacyDevices } from './legacy-devices.js';
-import { virtioSlot, VIRTIO_MMIO_WINDOW, type VirtioSlot } from './virtio-mmio-slots.js';
+import { MAX_VIRTIO_DEVICES, virtioSlot, VIRTIO_MMIO_WINDOW, type VirtioSlot } from './virtio-mmio-slots.js';
 import { MmioTransport } from '../virtio/mmio-transport.js';
+import type { VirtioDevice } from '../virtio/device.js';
 import { VirtioRng } from '../virtio/rng.js';
+import { VirtioBlock, type BlockDiskInfo } from '../virtio/blk.js';
+import { closeDisk, openDisk } from '../virtio/raw-file.js';
+import { IoThread, ThreadedRunner } from './io-thread-host.js';
 import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
@@ -37,8 +41,15 @@ export interface VmConfig {
   readonly kvmDevice?: string;
   /** A virtio-rng device (entropy from the host's CSPRNG). */
   readonly rng?: boolean;
+  /** Disks, in order: the first is /dev/vda in a Linux guest. Each is locked while the VM runs. */
+  readonly disks?: readonly DiskSpec[];
   /** After input() returned false (too much queued), called once the guest has taken all of it. */
   readonly inputReady?: () => void;
+}
+
+export interface DiskSpec {
+  readonly path: string;
+  readonly readOnly: boolean;
 }
 
 export type VmEnd =
@@ -101,6 +112,9 @@ export class MicroVm {
   private ioExits = 0;
   private quirks = 0;
   private closed = false;
+  private readonly io: IoThread;
+  private readonly runners: ThreadedRunner[] = [];
+  private readonly openDisks: BlockDiskInfo[] = [];
   readonly flavour: KvmFlavour;
 
   constructor(private readonly cfg: VmConfig) {
@@ -110,6 +124,12 @@ export class MicroVm {
     // Each resource, once acquired, is released in reverse order if a later step fails.
     const acquired: Array<{ close(): void }> = [];
     try {
+      // Disks first: a wrong path or a disk in use is the user's to fix, whatever the host can do.
+      for (const d of cfg.disks ?? []) {
+        const disk = openDisk(d.path, d.readOnly);
+        this.openDisks.push(disk);
+        acquired.push({ close: () => closeDisk(disk) });
+      }
       this.kvm = Kvm.open(cfg.kvmDevice);
       acquired.push(this.kvm);
       this.vm = this.kvm.createVm();
@@ -121,6 +141,9 @@ export class MicroVm {
       this.mem = GuestMemory.create(cfg.memoryMiB * MiB);
       acquired.push(this.mem);
       this.mem.regions.forEach((r, slot) => this.vm.setUserMemoryRegion(slot, r.gpa, r.size, this.mem.address + BigInt(r.offset)));
+      this.io = new IoThread(this.mem, this.log, (why) => this.finish({ kind: 'crashed', reason: why }));
+      acquired.push({ close: () => void this.io.close() });
+      acquired.push({ close: () => this.runners.forEach((r) => r.close()) });
       // Like Firecracker, the hypervisor announces its virtio-mmio devices on the kernel command line itself.
       const cmdline = [cfg.cmdline, ...this.attachVirtio().map((slot) => slot.kernelParam)].filter(Boolean).join(' ');
       this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
@@ -143,24 +166,31 @@ export class MicroVm {
   }
 
   /**
-   * Creates the configured virtio devices on the bus (the data path still runs here, through MMIO exits; issue 3
-   * moves notifications to ioeventfd and interrupts to irqfd). Returns their slots.
+   * Creates the configured virtio devices, each in its virtio-mmio slot: registers on the main thread (through MMIO
+   * exits), queues on the I/O thread (ioeventfd in, irqfd out). Returns their slots for the kernel command line.
    */
   private attachVirtio(): VirtioSlot[] {
-    const slots: VirtioSlot[] = [];
-    if (this.cfg.rng) {
-      const slot = virtioSlot(slots.length);
-      const transport = new MmioTransport(this.mem, new VirtioRng(this.mem), () => {
+    const devices: Array<[string, VirtioDevice]> = [];
+    if (this.cfg.rng) devices.push(['virtio-rng', new VirtioRng()]);
+    this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, new VirtioBlock(d)]));
+    if (devices.length > MAX_VIRTIO_DEVICES) {
+      throw new AzoteError('TooManyDevices', `${devices.length} virtio devices do not fit in ${MAX_VIRTIO_DEVICES} slots`, 'attach fewer disks');
+    }
+    return devices.map(([name, device], index) => {
+      const slot = virtioSlot(index);
+      const isr = new Int32Array(new SharedArrayBuffer(4));
+      const runner = new ThreadedRunner(this.vm, this.io, index, device.dataPath, device.queueSizes.length, slot.base, slot.irq, isr);
+      this.runners.push(runner);
+      const transport = new MmioTransport(this.mem, device, runner, () => {
         this.vm.irqLine(slot.irq, true);
         this.vm.irqLine(slot.irq, false);
-      });
-      this.bus.addMmio('virtio-rng', slot.base, VIRTIO_MMIO_WINDOW, {
+      }, isr, (why) => this.log.warn('virtio device needs a reset (the guest gave it something malformed)', { device: name, why }));
+      this.bus.addMmio(name, slot.base, VIRTIO_MMIO_WINDOW, {
         read: (offset, size) => BigInt(transport.read(offset, size)),
         write: (offset, size, value) => transport.write(offset, size, Number(value & 0xffffffffn)),
       });
-      slots.push(slot);
-    }
-    return slots;
+      return slot;
+    });
   }
 
   get bootPlan(): BootPlan {
@@ -315,12 +345,19 @@ export class MicroVm {
   private release(): void {
     if (this.closed || !this.end) return;
     this.closed = true;
-    // Threads still inside the kernel keep their own references; closing our fds is safe either way.
-    if (this.vcpus.every((h) => h.exited)) {
-      this.mem.close();
-      this.vm.close();
-      this.kvm.close();
-    }
-    this.resolveEnd?.(this.end);
+    const end = this.end;
+    // The I/O thread goes first: it may be inside a disk write into guest memory.
+    void this.io.close().then(() => {
+      for (const d of this.openDisks) closeDisk(d);
+      // vCPU threads still inside the kernel keep their own references; closing our fds is safe either way, but
+      // their memory mapping must stay.
+      if (this.vcpus.every((h) => h.exited)) {
+        this.mem.close();
+        this.vm.close();
+        for (const r of this.runners) r.close();
+        this.kvm.close();
+      }
+      this.resolveEnd?.(end);
+    });
   }
 }

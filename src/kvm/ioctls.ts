@@ -1,6 +1,6 @@
 // KVM ioctl request numbers, from the _IOC encoding of linux/ioctl.h (checked against the headers by a test).
 import { kvmRegs, kvmSregs, kvmFpu, kvmUserspaceMemoryRegion, kvmCpuid2, kvmMsrs, kvmPitConfig, kvmIrqLevel,
-  kvmLapicState, kvmMpState, kvmVcpuEvents } from './structs.js';
+  kvmLapicState, kvmMpState, kvmVcpuEvents, kvmIoeventfd, kvmIrqfd } from './structs.js';
 
 const KVMIO = 0xae;
 const NONE = 0, WRITE = 1, READ = 2;
@@ -20,6 +20,8 @@ export const KVM_SET_TSS_ADDR = ioc(NONE, 0x47, 0);
 export const KVM_SET_IDENTITY_MAP_ADDR = ioc(WRITE, 0x48, 8);
 export const KVM_CREATE_IRQCHIP = ioc(NONE, 0x60, 0);
 export const KVM_IRQ_LINE = ioc(WRITE, 0x61, kvmIrqLevel.size);
+export const KVM_IRQFD = ioc(WRITE, 0x76, kvmIrqfd.size);
+export const KVM_IOEVENTFD = ioc(WRITE, 0x79, kvmIoeventfd.size);
 export const KVM_CREATE_PIT2 = ioc(WRITE, 0x77, kvmPitConfig.size);
 export const KVM_RUN = ioc(NONE, 0x80, 0);
 export const KVM_GET_REGS = ioc(READ, 0x81, kvmRegs.size);
@@ -41,7 +43,7 @@ export const KVM_SET_VCPU_EVENTS = ioc(WRITE, 0xa0, kvmVcpuEvents.size);
 export const kvmIoctls: Record<string, number> = {
   KVM_GET_API_VERSION, KVM_CREATE_VM, KVM_CHECK_EXTENSION, KVM_GET_VCPU_MMAP_SIZE, KVM_GET_SUPPORTED_CPUID,
   KVM_CREATE_VCPU, KVM_SET_USER_MEMORY_REGION, KVM_SET_TSS_ADDR, KVM_SET_IDENTITY_MAP_ADDR, KVM_CREATE_IRQCHIP,
-  KVM_IRQ_LINE, KVM_CREATE_PIT2, KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS,
+  KVM_IRQ_LINE, KVM_IRQFD, KVM_IOEVENTFD, KVM_CREATE_PIT2, KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS,
   KVM_SET_MSRS, KVM_GET_FPU, KVM_SET_FPU, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_SET_CPUID2, KVM_GET_MP_STATE,
   KVM_SET_MP_STATE, KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS,
 };
@@ -50,6 +52,10 @@ export const KVM_API_VERSION = 12;
 export const KVM_CAP_IRQCHIP = 0;
 export const KVM_CAP_USER_MEMORY = 3;
 export const KVM_CAP_SET_TSS_ADDR = 4;
+export const KVM_CAP_IRQFD = 32;
 export const KVM_CAP_PIT2 = 33;
+export const KVM_CAP_IOEVENTFD = 36;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 export const KVM_PIT_SPEAKER_DUMMY = 1;
+export const KVM_IOEVENTFD_FLAG_DATAMATCH = 1, KVM_IOEVENTFD_FLAG_DEASSIGN = 4;
+export const KVM_IRQFD_FLAG_DEASSIGN = 1;

@@ -5,8 +5,8 @@ import { StructView } from '../base/struct.js';
 import * as libc from '../sys/libc.js';
 import * as K from './ioctls.js';
 import {
-  kvmCpuid2, kvmCpuidEntry2, kvmFpu, kvmIrqLevel, kvmLapicState, kvmMpState, kvmMsrEntry, kvmMsrs, kvmPitConfig,
-  kvmRegs, kvmRun, kvmSregs, kvmUserspaceMemoryRegion, kvmVcpuEvents,
+  kvmCpuid2, kvmCpuidEntry2, kvmFpu, kvmIoeventfd, kvmIrqfd, kvmIrqLevel, kvmLapicState, kvmMpState, kvmMsrEntry,
+  kvmMsrs, kvmPitConfig, kvmRegs, kvmRun, kvmSregs, kvmUserspaceMemoryRegion, kvmVcpuEvents,
 } from './structs.js';
 import { decodeExit, type VcpuExit } from './exit.js';
 
@@ -47,7 +47,8 @@ export class Kvm {
       throw new AzoteError('KvmVersion', `KVM API version ${version}, expected ${K.KVM_API_VERSION}`, 'use a Linux kernel with the stable KVM API');
     }
     for (const [cap, name] of [[K.KVM_CAP_IRQCHIP, 'IRQCHIP'], [K.KVM_CAP_USER_MEMORY, 'USER_MEMORY'],
-      [K.KVM_CAP_PIT2, 'PIT2'], [K.KVM_CAP_IMMEDIATE_EXIT, 'IMMEDIATE_EXIT']] as const) {
+      [K.KVM_CAP_PIT2, 'PIT2'], [K.KVM_CAP_IMMEDIATE_EXIT, 'IMMEDIATE_EXIT'],
+      [K.KVM_CAP_IOEVENTFD, 'IOEVENTFD'], [K.KVM_CAP_IRQFD, 'IRQFD']] as const) {
       if (kvm.checkExtension(cap) <= 0) {
         kvm.close();
         throw new AzoteError('KvmCapability', `KVM lacks KVM_CAP_${name}`, 'use a newer host kernel');
@@ -127,6 +128,23 @@ export class Vm {
   irqLine(irq: number, level: boolean): void {
     const l = StructView.alloc(kvmIrqLevel).set('irq', irq).set('level', level ? 1 : 0);
     libc.ioctlBuf(this.fd, K.KVM_IRQ_LINE, l.bytes());
+  }
+
+  /**
+   * Makes a guest write of `length` bytes to MMIO address `addr` signal eventfd `fd` inside KVM instead of exiting;
+   * with `datamatch`, only writes of that value. `assign: false` undoes the binding.
+   */
+  ioeventfd(fd: number, addr: number, length: number, datamatch: number | undefined, assign = true): void {
+    const e = StructView.alloc(kvmIoeventfd).set('addr', addr).set('len', length).set('fd', fd)
+      .set('datamatch', datamatch ?? 0)
+      .set('flags', (datamatch === undefined ? 0 : K.KVM_IOEVENTFD_FLAG_DATAMATCH) | (assign ? 0 : K.KVM_IOEVENTFD_FLAG_DEASSIGN));
+    libc.ioctlBuf(this.fd, K.KVM_IOEVENTFD, e.bytes());
+  }
+
+  /** Makes a write to eventfd `fd` raise interrupt line `gsi` (an edge) inside KVM; `assign: false` undoes it. */
+  irqfd(fd: number, gsi: number, assign = true): void {
+    const r = StructView.alloc(kvmIrqfd).set('fd', fd).set('gsi', gsi).set('flags', assign ? 0 : K.KVM_IRQFD_FLAG_DEASSIGN);
+    libc.ioctlBuf(this.fd, K.KVM_IRQFD, r.bytes());
   }
 
   /** Creates vCPU `id` and maps its kvm_run page. Call it on the thread that will run the vCPU. */

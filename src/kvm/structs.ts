@@ -130,7 +130,20 @@ export const kvmVcpuEvents = defineStruct('kvm_vcpu_events', 'struct kvm_vcpu_ev
   exceptionPayload: { offset: 56, type: 'u64', c: 'exception_payload' },
 });
 
+/** Binds an eventfd to guest writes of an MMIO or port address (optionally of one value): no exit to userspace. */
+export const kvmIoeventfd = defineStruct('kvm_ioeventfd', 'struct kvm_ioeventfd', 64, {
+  datamatch: { offset: 0, type: 'u64' }, addr: { offset: 8, type: 'u64' }, len: { offset: 16, type: 'u32' },
+  fd: { offset: 20, type: 'u32' }, flags: { offset: 24, type: 'u32' },
+});
+
+/** Binds an eventfd to an interrupt line: a write to it raises the GSI inside KVM. */
+export const kvmIrqfd = defineStruct('kvm_irqfd', 'struct kvm_irqfd', 32, {
+  fd: { offset: 0, type: 'u32' }, gsi: { offset: 4, type: 'u32' }, flags: { offset: 8, type: 'u32' },
+  resamplefd: { offset: 12, type: 'u32' },
+});
+
 export const kvmLayouts = [
   kvmRegs, kvmSegment, kvmDtable, kvmSregs, kvmFpu, kvmRun, kvmUserspaceMemoryRegion, kvmCpuid2, kvmCpuidEntry2,
-  kvmMsrs, kvmMsrEntry, kvmPitConfig, kvmIrqLevel, kvmLapicState, kvmMpState, kvmVcpuEvents,
+  kvmMsrs, kvmMsrEntry, kvmPitConfig, kvmIrqLevel, kvmLapicState, kvmMpState, kvmVcpuEvents, kvmIoeventfd,
+  kvmIrqfd,
 ];

@@ -25,6 +25,11 @@ const c = {
   sigaction: lib.func('int sigaction(int sig, const void *act, void *old)'),
   dlsym: lib.func('void *dlsym(void *handle, const char *name)'),
   exit: lib.func('void _exit(int status)'),
+  flock: lib.func('int flock(int fd, int op)'),
+  fallocate: lib.func('int fallocate(int fd, int mode, int64_t off, int64_t len)'),
+  poll: lib.func('int poll(void *fds, unsigned long n, int timeout)'),
+  read: lib.func('long read(int fd, void *buf, size_t n)'),
+  write: lib.func('long write(int fd, const void *buf, size_t n)'),
   prctl: lib.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)'),
 };
 
@@ -122,6 +127,60 @@ export function ftruncate(fd: number, length: number): void {
 
 export function eventfd(initval: number, flags: number): number {
   return check('eventfd', c.eventfd(initval, flags | EFD_CLOEXEC) as number);
+}
+
+export const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
+export const EWOULDBLOCK = EAGAIN, EOPNOTSUPP = 95;
+export const FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2, FALLOC_FL_ZERO_RANGE = 0x10;
+export const POLLIN = 1;
+
+/** flock(2); false when LOCK_NB was given and another open file holds a conflicting lock. */
+export function flock(fd: number, op: number): boolean {
+  if ((c.flock(fd, op) as number) === 0) return true;
+  if (errno() === EWOULDBLOCK && op & LOCK_NB) return false;
+  throw new SysError('flock', errno());
+}
+
+/** fallocate(2); false when the file system does not support `mode`. */
+export function fallocate(fd: number, mode: number, offset: number, length: number): boolean {
+  if ((c.fallocate(fd, mode, offset, length) as number) === 0) return true;
+  if (errno() === EOPNOTSUPP) return false;
+  throw new SysError('fallocate', errno());
+}
+
+/**
+ * Waits until one of `fds` is readable (POLLIN) or `timeoutMs` passes (-1: forever); returns the readable ones.
+ * Blocks the calling thread: for I/O threads, never the main thread.
+ */
+export function pollReadable(fds: readonly number[], timeoutMs: number): number[] {
+  const buf = new Uint8Array(8 * fds.length);
+  const dv = new DataView(buf.buffer);
+  fds.forEach((fd, i) => {
+    dv.setInt32(8 * i, fd, true);
+    dv.setInt16(8 * i + 4, POLLIN, true);
+  });
+  for (;;) {
+    const n = c.poll(buf, fds.length, timeoutMs) as number;
+    if (n >= 0) break;
+    if (errno() !== EINTR) check('poll', -1);
+  }
+  // POLLERR/POLLHUP count as readable: the handler's read then says what happened.
+  return fds.filter((_, i) => dv.getInt16(8 * i + 6, true) !== 0);
+}
+
+/** Reads and clears an eventfd's counter; 0 when it was not signalled (non-blocking fd). */
+export function eventfdRead(fd: number): bigint {
+  const b = new BigUint64Array(1);
+  const n = c.read(fd, b, 8) as number;
+  if (n === 8) return b[0] ?? 0n;
+  if (errno() === EAGAIN) return 0n;
+  return BigInt(check('eventfd read', -1));
+}
+
+/** Adds 1 to an eventfd's counter (wakes its reader, or fires the interrupt an irqfd binds to it). */
+export function eventfdSignal(fd: number): void {
+  const n = c.write(fd, BigUint64Array.of(1n), 8) as number;
+  if (n !== 8) check('eventfd write', -1);
 }
 
 export function gettid(): number {

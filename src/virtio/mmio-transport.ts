@@ -2,8 +2,13 @@
 // negotiate features, place queues and start a device. Every register write comes from the guest: a queue it
 // describes badly, or a chain the device then finds malformed, puts the device in DEVICE_NEEDS_RESET (with a
 // configuration-change interrupt once the driver is running) and the queues stop until the driver resets it.
-// Pure: the hypervisor maps it at an MMIO window and turns `interrupt` into an IRQ; tests drive it directly.
-import { SplitQueue, VirtqueueError, type QueueMemory } from './split-queue.js';
+// Pure: the hypervisor maps it at an MMIO window and turns `interrupt` into an IRQ; tests drive it directly. The
+// queues are served by a QueueRunner, which may live on another thread: the interrupt status is then shared memory
+// that the runner's side sets (INT_VRING) while this side reads and acknowledges it.
+import { SplitQueue, VirtqueueError, type QueueConfig, type QueueMemory } from './split-queue.js';
+import {
+  VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, type QueueRunner, type VirtioDevice,
+} from './device.js';
 
 export const VIRTIO_MMIO_MAGIC = 0x74726976; // "virt"
 export const VIRTIO_MMIO_VERSION = 2;
@@ -22,27 +27,6 @@ export const REG = {
 
 export const STATUS = { ACKNOWLEDGE: 1, DRIVER: 2, DRIVER_OK: 4, FEATURES_OK: 8, NEEDS_RESET: 0x40, FAILED: 0x80 } as const;
 export const INT_VRING = 1, INT_CONFIG = 2;
-export const VIRTIO_F_VERSION_1 = 32n, VIRTIO_F_RING_INDIRECT_DESC = 28n, VIRTIO_F_RING_EVENT_IDX = 29n;
-
-/** A device model: what it offers, its configuration space, and what it does with its queues. */
-export interface VirtioDevice {
-  readonly deviceId: number;
-  /** Feature bits offered; VIRTIO_F_VERSION_1 is added by the transport. */
-  readonly features: bigint;
-  /** The largest size of each queue (a power of two); their number is the number of queues. */
-  readonly queueSizes: readonly number[];
-  readConfig(offset: number, size: number): number;
-  writeConfig(offset: number, size: number, value: number): void;
-  /**
-   * The driver set DRIVER_OK: the queues (by index; undefined where the driver left one unused) are in place and the
-   * features final. `usedBuffers` raises the used-buffer interrupt.
-   */
-  activate(queues: readonly (SplitQueue | undefined)[], features: bigint, usedBuffers: () => void): void;
-  /** The driver notified queue `index`. May throw VirtqueueError for a malformed chain. */
-  notify(index: number): void;
-  /** Back to the state before activate. */
-  reset(): void;
-}
 
 interface QueueRegs {
   num: number;
@@ -62,7 +46,6 @@ export class MmioTransport {
   private driverFeaturesSel = 0;
   private driverFeatures = 0n;
   private queueSel = 0;
-  private interruptStatus = 0;
   private configGeneration = 0;
   private regs: QueueRegs[] = [];
   /** Why the device asked for a reset, if it did; for the hypervisor's log. */
@@ -71,7 +54,12 @@ export class MmioTransport {
   constructor(
     private readonly mem: QueueMemory,
     private readonly device: VirtioDevice,
+    private readonly runner: QueueRunner,
     private readonly interrupt: () => void,
+    /** InterruptStatus, shared with a runner on another thread. */
+    private readonly isr = new Int32Array(new SharedArrayBuffer(4)),
+    /** Told why, each time the device enters DEVICE_NEEDS_RESET. */
+    private readonly onNeedsReset: (why: string) => void = () => undefined,
   ) {
     this.resetRegisters();
   }
@@ -84,16 +72,15 @@ export class MmioTransport {
     this.status = 0;
     this.driverFeatures = 0n;
     this.deviceFeaturesSel = this.driverFeaturesSel = this.queueSel = 0;
-    this.interruptStatus = 0;
+    Atomics.store(this.isr, 0, 0);
     this.regs = this.device.queueSizes.map(() => ({ num: 0, ready: false, desc: 0, avail: 0, used: 0 }));
     this.failure = undefined;
   }
 
   /** Raises interrupt reasons (INT_VRING, INT_CONFIG); the device calls this after returning buffers. */
   signal(reasons: number): void {
-    const before = this.interruptStatus;
-    this.interruptStatus |= reasons;
-    if (this.interruptStatus !== before) this.interrupt();
+    const before = Atomics.or(this.isr, 0, reasons);
+    if ((before | reasons) !== before) this.interrupt();
   }
 
   /** The device cannot go on (a malformed queue): DEVICE_NEEDS_RESET, and tell a running driver. */
@@ -101,6 +88,8 @@ export class MmioTransport {
     if (this.status & STATUS.NEEDS_RESET) return;
     this.failure = why;
     this.status |= STATUS.NEEDS_RESET;
+    this.runner.stop();
+    this.onNeedsReset(why);
     if (this.status & STATUS.DRIVER_OK) this.signal(INT_CONFIG);
   }
 
@@ -117,7 +106,7 @@ export class MmioTransport {
         return this.deviceFeaturesSel > 1 ? 0 : Number((this.offered >> BigInt(32 * this.deviceFeaturesSel)) & 0xffffffffn);
       case REG.QUEUE_NUM_MAX: return q ? (this.device.queueSizes[this.queueSel] ?? 0) : 0;
       case REG.QUEUE_READY: return q?.ready ? 1 : 0;
-      case REG.INTERRUPT_STATUS: return this.interruptStatus;
+      case REG.INTERRUPT_STATUS: return Atomics.load(this.isr, 0);
       case REG.STATUS: return this.status;
       case REG.CONFIG_GENERATION: return this.configGeneration;
       default: return 0;
@@ -154,7 +143,7 @@ export class MmioTransport {
       case REG.QUEUE_USED_HIGH: if (queueWritable) q.used = withHigh(q.used, value); return;
       case REG.QUEUE_READY: this.setQueueReady(value === 1); return;
       case REG.QUEUE_NOTIFY: this.notify(value); return;
-      case REG.INTERRUPT_ACK: this.interruptStatus &= ~value; return;
+      case REG.INTERRUPT_ACK: Atomics.and(this.isr, 0, ~value); return;
       case REG.STATUS: this.setStatus(value); return;
       default: return;
     }
@@ -173,8 +162,8 @@ export class MmioTransport {
       return;
     }
     try {
-      // Built now to check the geometry; rebuilt with the final features at DRIVER_OK.
-      this.makeQueue(q);
+      // Built now to check the geometry; the runner builds its own with the final features at DRIVER_OK.
+      new SplitQueue(this.mem, this.queueConfig(q));
       q.ready = true;
     } catch (e) {
       if (!(e instanceof VirtqueueError)) throw e;
@@ -182,17 +171,17 @@ export class MmioTransport {
     }
   }
 
-  private makeQueue(q: QueueRegs): SplitQueue {
-    return new SplitQueue(this.mem, {
+  private queueConfig(q: QueueRegs): QueueConfig {
+    return {
       size: q.num, descAddr: q.desc, availAddr: q.avail, usedAddr: q.used,
       indirect: (this.driverFeatures >> VIRTIO_F_RING_INDIRECT_DESC & 1n) === 1n,
       eventIdx: (this.driverFeatures >> VIRTIO_F_RING_EVENT_IDX & 1n) === 1n,
-    });
+    };
   }
 
   private setStatus(value: number): void {
     if (value === 0) {
-      this.device.reset();
+      this.runner.stop();
       this.resetRegisters();
       this.configGeneration = (this.configGeneration + 1) >>> 0;
       return;
@@ -210,8 +199,11 @@ export class MmioTransport {
         return;
       }
       try {
-        const queues = this.regs.map((q) => (q.ready ? this.makeQueue(q) : undefined));
-        this.device.activate(queues, this.driverFeatures, () => this.signal(INT_VRING));
+        const queues = this.regs.map((q) => (q.ready ? this.queueConfig(q) : undefined));
+        this.runner.start(queues, this.driverFeatures, {
+          usedBuffers: () => this.signal(INT_VRING),
+          failed: (why) => this.needsReset(why),
+        });
       } catch (e) {
         if (!(e instanceof VirtqueueError)) throw e;
         this.needsReset(e.message);
@@ -221,11 +213,6 @@ export class MmioTransport {
 
   private notify(index: number): void {
     if (!(this.status & STATUS.DRIVER_OK) || this.status & STATUS.NEEDS_RESET || !this.regs[index]?.ready) return;
-    try {
-      this.device.notify(index);
-    } catch (e) {
-      if (!(e instanceof VirtqueueError)) throw e;
-      this.needsReset(`queue ${index}: ${e.message}`);
-    }
+    this.runner.notify(index);
   }
 }

@@ -2,8 +2,8 @@
 // CSPRNG. A guest may offer huge buffers: each chain gets at most RNG_MAX_BYTES_PER_CHAIN (the used length says how
 // many), so a request never makes the host allocate more than that.
 import { randomFillSync } from 'node:crypto';
-import type { SplitQueue, QueueMemory } from './split-queue.js';
-import { VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, type VirtioDevice } from './mmio-transport.js';
+import type { SplitQueue } from './split-queue.js';
+import { RING_FEATURES, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice } from './device.js';
 
 export const VIRTIO_ID_RNG = 4;
 export const RNG_QUEUE_SIZE = 256;
@@ -11,28 +11,25 @@ export const RNG_MAX_BYTES_PER_CHAIN = 64 * 1024;
 
 export class VirtioRng implements VirtioDevice {
   readonly deviceId = VIRTIO_ID_RNG;
-  readonly features = (1n << VIRTIO_F_RING_INDIRECT_DESC) | (1n << VIRTIO_F_RING_EVENT_IDX);
+  readonly features = RING_FEATURES;
   readonly queueSizes = [RNG_QUEUE_SIZE];
-  private queue: SplitQueue | undefined;
-  private usedBuffers: () => void = () => undefined;
-  /** Bytes handed to the guest since creation. */
-  served = 0;
-
-  constructor(private readonly mem: QueueMemory) {}
+  readonly dataPath: DataPathSpec = { kind: 'rng' };
 
   readConfig(): number {
     return 0; // no configuration space
   }
 
   writeConfig(): void {}
+}
 
-  activate(queues: readonly (SplitQueue | undefined)[], _features: bigint, usedBuffers: () => void): void {
-    this.queue = queues[0];
-    this.usedBuffers = usedBuffers;
-  }
+export class RngDataPath implements DataPath {
+  /** Bytes handed to the guest since the device started. */
+  served = 0;
 
-  notify(index: number): void {
-    if (index !== 0 || !this.queue) return;
+  constructor(private readonly mem: DeviceMemory, private readonly queue: SplitQueue | undefined) {}
+
+  process(index: number): boolean {
+    if (index !== 0 || !this.queue) return false;
     let interrupt = false;
     for (let chain = this.queue.pop(); chain; chain = this.queue.pop()) {
       let left = RNG_MAX_BYTES_PER_CHAIN;
@@ -40,18 +37,13 @@ export class VirtioRng implements VirtioDevice {
       for (const b of chain.writable) {
         const n = Math.min(b.len, left);
         if (n === 0) break;
-        this.mem.write(b.addr, randomFillSync(new Uint8Array(n)));
+        randomFillSync(this.mem.slice(b.addr, n));
         written += n;
         left -= n;
       }
       this.served += written;
       interrupt = this.queue.push(chain.head, written) || interrupt;
     }
-    if (interrupt) this.usedBuffers();
-  }
-
-  reset(): void {
-    this.queue = undefined;
-    this.usedBuffers = () => undefined;
+    return interrupt;
   }
 }

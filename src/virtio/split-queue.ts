@@ -47,7 +47,8 @@ export const MAX_QUEUE_SIZE = 32768;
 export type VirtqueueErrorCode =
   | 'BadQueueSize' | 'RingMisaligned' | 'RingOutsideMemory' | 'AvailIndexJump' | 'DescriptorIndexOutOfRange'
   | 'BufferOutsideMemory' | 'ChainTooLong' | 'IndirectNotNegotiated' | 'IndirectWithNext' | 'IndirectNotAtHead'
-  | 'NestedIndirect' | 'IndirectTableBadLength' | 'ReadableAfterWritable' | 'LengthOverflow' | 'UsedIdOutOfRange';
+  | 'NestedIndirect' | 'IndirectTableBadLength' | 'ReadableAfterWritable' | 'LengthOverflow' | 'UsedIdOutOfRange'
+  | 'MalformedRequest';
 
 export class VirtqueueError extends AzoteError {
   constructor(readonly reason: VirtqueueErrorCode, detail: string) {
@@ -80,6 +81,16 @@ export interface QueueConfig {
   readonly indirect: boolean;
   /** VIRTIO_F_RING_EVENT_IDX negotiated. */
   readonly eventIdx: boolean;
+}
+
+/**
+ * A full memory barrier. The driver runs on another CPU: a device that publishes an index and then reads the
+ * driver's (avail_event against avail idx, used idx against used_event) must not have the load pass the store, or
+ * both sides miss the other's update and a notification is lost. A seq-cst Atomics store is a locked instruction.
+ */
+const fenceCell = new Int32Array(new SharedArrayBuffer(4));
+function fence(): void {
+  Atomics.store(fenceCell, 0, 0);
 }
 
 function fail(reason: VirtqueueErrorCode, detail: string): never {
@@ -124,7 +135,10 @@ export class SplitQueue {
     const chain = this.walk(head);
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
     // With EVENT_IDX the device asks to be notified once the driver adds past what it has taken (avail_event).
-    if (this.cfg.eventIdx) this.mem.writeU16(this.cfg.usedAddr + RING_ENTRIES + USED_ELEM_SIZE * size, this.lastAvail);
+    if (this.cfg.eventIdx) {
+      this.mem.writeU16(this.cfg.usedAddr + RING_ENTRIES + USED_ELEM_SIZE * size, this.lastAvail);
+      fence(); // the next pending() must see a chain the driver added before it read avail_event
+    }
     return chain;
   }
 
@@ -142,6 +156,7 @@ export class SplitQueue {
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
     // The element is in place before the index that publishes it (x86 keeps stores in order).
     this.mem.writeU16(usedAddr + RING_IDX, this.usedIdx);
+    fence(); // the used index is visible before the driver's interrupt request is read
     if (!this.cfg.eventIdx) return (this.mem.readU16(availAddr + RING_FLAGS) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
     const usedEvent = this.mem.readU16(availAddr + RING_ENTRIES + 2 * size);
     // vring_need_event: notify when the new index passed used_event since the last notification point.
@@ -177,9 +192,8 @@ export class SplitQueue {
         if (d.len === 0 || d.len % DESC_SIZE !== 0 || d.len / DESC_SIZE > MAX_QUEUE_SIZE) {
           fail('IndirectTableBadLength', `indirect table of ${d.len} bytes is not 1 to ${MAX_QUEUE_SIZE} descriptors`);
         }
-        const addr = this.checkedRange(d.addr, d.len, index);
-        if (addr % DESC_ALIGN !== 0) fail('RingMisaligned', `indirect table at ${hex(addr)} is not ${DESC_ALIGN}-byte aligned`);
-        table = addr;
+        // No alignment is required of an indirect table (Linux's come from kmalloc, 8-byte aligned with SLOB).
+        table = this.checkedRange(d.addr, d.len, index);
         entries = d.len / DESC_SIZE;
         index = 0;
         indirect = true;

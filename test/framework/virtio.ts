@@ -1,8 +1,9 @@
 // Plain memory and a minimal driver for testing the virtio data paths without a VM.
-import type { QueueConfig, QueueMemory } from '../../src/virtio/split-queue.js';
+import type { QueueConfig } from '../../src/virtio/split-queue.js';
+import type { DeviceMemory } from '../../src/virtio/device.js';
 
 /** Guest memory as a plain array, with the same bounds rule as GuestMemory; counts any access outside it. */
-export class PlainMemory implements QueueMemory {
+export class PlainMemory implements DeviceMemory {
   readonly bytes: Uint8Array;
   private readonly dv: DataView;
   outside = 0;
@@ -27,6 +28,7 @@ export class PlainMemory implements QueueMemory {
   writeU32(gpa: number, v: number): void { this.dv.setUint32(this.at(gpa, 4), v, true); }
   writeU64(gpa: number, v: bigint): void { this.dv.setBigUint64(this.at(gpa, 8), v, true); }
   write(gpa: number, data: Uint8Array): void { this.bytes.set(data, this.at(gpa, data.length)); }
+  slice(gpa: number, length: number): Uint8Array { return this.bytes.subarray(this.at(gpa, length), gpa + length); }
 }
 
 /** A driver for the tests: writes descriptors and offers chains the way Linux's virtio_ring does. */

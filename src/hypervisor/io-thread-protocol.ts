@@ -1,0 +1,35 @@
+// What the VM's main thread and its I/O thread say to each other. The I/O thread runs the virtio data paths: it
+// waits on the queues' ioeventfds, serves them, and raises interrupts through irqfds, so a guest's notification and
+// its completion interrupt never pass through the main thread or a vCPU's exit to userspace.
+import type { MessagePort } from 'node:worker_threads';
+import type { DataPathSpec } from '../virtio/device.js';
+import type { QueueConfig } from '../virtio/split-queue.js';
+import type { SharedGuestMemory } from '../memory/guest-memory.js';
+
+export interface IoThreadInit {
+  readonly memory: SharedGuestMemory;
+  /** Signalled after each command is posted, to wake the thread from poll. */
+  readonly wakeFd: number;
+  /** The thread stores the number of the last command it finished here (Int32 slot 0) and notifies. */
+  readonly ack: SharedArrayBuffer;
+  readonly commands: MessagePort;
+}
+
+export type IoCommand =
+  | {
+    readonly type: 'start'; readonly seq: number; readonly device: number; readonly spec: DataPathSpec;
+    readonly queues: readonly (QueueConfig | undefined)[]; readonly features: bigint;
+    /** Per queue index: the eventfd KVM signals when the guest writes that index to QueueNotify. */
+    readonly notifyFds: readonly number[];
+    readonly irqFd: number;
+    /** The transport's InterruptStatus word. */
+    readonly isr: SharedArrayBuffer;
+  }
+  | { readonly type: 'stop'; readonly seq: number; readonly device: number }
+  | { readonly type: 'exit'; readonly seq: number };
+
+export type IoEvent =
+  /** The guest gave a device something malformed: it needs a reset (the thread stopped serving it). */
+  | { readonly type: 'failed'; readonly device: number; readonly why: string }
+  /** A data path failed in a way that is not the guest's doing. */
+  | { readonly type: 'crashed'; readonly device: number; readonly why: string };

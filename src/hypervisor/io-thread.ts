@@ -1,0 +1,99 @@
+// The VM's I/O thread: serves every started virtio device's queues. It sleeps in poll() on the queues' ioeventfds
+// and a wake eventfd for commands; a notified queue is served at once and the guest interrupted through the
+// device's irqfd (after setting INT_VRING in the transport's shared InterruptStatus).
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { errorMessage } from '../base/errors.js';
+import * as libc from '../sys/libc.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { VirtqueueError } from '../virtio/split-queue.js';
+import { createDataPath } from '../virtio/data-paths.js';
+import type { DataPath } from '../virtio/device.js';
+import { INT_VRING } from '../virtio/mmio-transport.js';
+import type { IoCommand, IoEvent, IoThreadInit } from './io-thread-protocol.js';
+
+interface Running {
+  readonly path: DataPath;
+  readonly irqFd: number;
+  readonly isr: Int32Array;
+}
+
+const init = workerData as IoThreadInit;
+const events = parentPort;
+if (!events) throw new Error('io-thread must run as a worker');
+const post = (e: IoEvent): void => events.postMessage(e);
+const mem = GuestMemory.attach(init.memory);
+const ack = new Int32Array(init.ack);
+const devices = new Map<number, Running>();
+/** Which device and queue each armed notify fd belongs to. */
+const notifyTargets = new Map<number, { device: number; queue: number }>();
+
+function serve(device: number, queue: number): void {
+  const d = devices.get(device);
+  if (!d) return;
+  try {
+    if (!d.path.process(queue)) return;
+    Atomics.or(d.isr, 0, INT_VRING);
+    libc.eventfdSignal(d.irqFd);
+  } catch (e) {
+    stopDevice(device);
+    post({ type: e instanceof VirtqueueError ? 'failed' : 'crashed', device, why: `queue ${queue}: ${errorMessage(e)}` });
+  }
+}
+
+function stopDevice(device: number): void {
+  devices.delete(device);
+  for (const [fd, t] of notifyTargets) if (t.device === device) notifyTargets.delete(fd);
+}
+
+/** Runs one command; false for exit. */
+function run(c: IoCommand): boolean {
+  switch (c.type) {
+    case 'start': {
+      stopDevice(c.device);
+      try {
+        const path = createDataPath(c.spec, mem, c.queues, c.features);
+        devices.set(c.device, { path, irqFd: c.irqFd, isr: new Int32Array(c.isr) });
+      } catch (e) {
+        post({ type: e instanceof VirtqueueError ? 'failed' : 'crashed', device: c.device, why: errorMessage(e) });
+        return true;
+      }
+      c.notifyFds.forEach((fd, queue) => notifyTargets.set(fd, { device: c.device, queue }));
+      // A notification written before the start is in the eventfd's counter; serving once more is harmless.
+      c.queues.forEach((q, queue) => { if (q) serve(c.device, queue); });
+      return true;
+    }
+    case 'stop':
+      stopDevice(c.device);
+      return true;
+    case 'exit':
+      return false;
+  }
+}
+
+function drainCommands(): boolean {
+  for (let m = receiveMessageOnPort(init.commands); m; m = receiveMessageOnPort(init.commands)) {
+    const c = m.message as IoCommand;
+    const goOn = run(c);
+    Atomics.store(ack, 0, c.seq);
+    Atomics.notify(ack, 0);
+    if (!goOn) return false;
+  }
+  return true;
+}
+
+function main(): void {
+  for (;;) {
+    const ready = libc.pollReadable([init.wakeFd, ...notifyTargets.keys()], -1);
+    for (const fd of ready) {
+      libc.eventfdRead(fd);
+      if (fd === init.wakeFd) {
+        if (!drainCommands()) return;
+        continue;
+      }
+      const t = notifyTargets.get(fd);
+      if (t) serve(t.device, t.queue);
+    }
+  }
+}
+
+main();

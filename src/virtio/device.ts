@@ -1,0 +1,57 @@
+// What a virtio device is made of. The model (features, configuration space) answers the driver's register accesses
+// through the transport; the data path serves the queues once the driver starts the device. The data path is built
+// from a serializable description, so the same code runs inline (tests), on the hypervisor's I/O thread, or later in
+// a card process behind vhost-user; it never assumes where it lives.
+import type { QueueConfig, QueueMemory } from './split-queue.js';
+
+export const VIRTIO_F_VERSION_1 = 32n, VIRTIO_F_RING_INDIRECT_DESC = 28n, VIRTIO_F_RING_EVENT_IDX = 29n;
+
+/** The ring features every Azote device offers. */
+export const RING_FEATURES = (1n << VIRTIO_F_RING_INDIRECT_DESC) | (1n << VIRTIO_F_RING_EVENT_IDX);
+
+/** How to build a device's data path: plain data (fd numbers are valid in every thread of the process). */
+export type DataPathSpec =
+  | { readonly kind: 'rng' }
+  | { readonly kind: 'blk'; readonly fd: number; readonly readOnly: boolean; readonly sectors: number; readonly serial: string };
+
+export interface VirtioDevice {
+  readonly deviceId: number;
+  /** Feature bits offered; VIRTIO_F_VERSION_1 is added by the transport. */
+  readonly features: bigint;
+  /** The largest size of each queue (a power of two); their number is the number of queues. */
+  readonly queueSizes: readonly number[];
+  readConfig(offset: number, size: number): number;
+  writeConfig(offset: number, size: number, value: number): void;
+  readonly dataPath: DataPathSpec;
+}
+
+/** Guest memory as a data path sees it: the queue's checked accessors and live views for zero-copy I/O. */
+export interface DeviceMemory extends QueueMemory {
+  /** A live view of [gpa, gpa+length); throws when the range is not inside guest memory. */
+  slice(gpa: number, length: number): Uint8Array;
+}
+
+/** A running device's queue work: pops chains, does the I/O, returns them. */
+export interface DataPath {
+  /**
+   * Serves what the driver made available on queue `index`. Returns whether the driver should be interrupted.
+   * Throws VirtqueueError for a malformed chain or request; the device then needs a reset.
+   */
+  process(index: number): boolean;
+}
+
+/** What the transport hears back from a running data path. */
+export interface RunnerEvents {
+  usedBuffers(): void;
+  failed(why: string): void;
+}
+
+/** Runs a device's data path somewhere: inline, on an I/O thread, or in another process. */
+export interface QueueRunner {
+  /** The driver set DRIVER_OK: serve these queues (undefined where the driver left one unused). */
+  start(queues: readonly (QueueConfig | undefined)[], features: bigint, events: RunnerEvents): void;
+  /** The driver notified queue `index` through the register (not through an ioeventfd). */
+  notify(index: number): void;
+  /** The device was reset: once this returns, the data path no longer touches the queues. */
+  stop(): void;
+}
