@@ -1,10 +1,13 @@
 /*
- * Azote guest init: PID 1 of the initramfs that src/images/initramfs.ts builds.
+ * Azote guest init: PID 1 of the initramfs that src/images/initramfs.ts builds, and /sbin/init of the root file
+ * system images that src/images/rootfs.ts builds.
  *
  * 1. Tells the hypervisor it started (boot marker port, guest/ABI.md), mounts /dev /proc /sys /tmp /run.
  * 2. Reads the run request the host appended as a second cpio archive: /azote/argv (NUL-separated arguments)
- *    and /azote/env (NUL-separated KEY=VALUE). With arguments it runs that command on the serial console, output
- *    bytes unmodified (no "\n" -> "\r\n") and no echo; without /azote/argv it runs an interactive /bin/sh.
+ *    and /azote/env (NUL-separated KEY=VALUE). Booted from a disk image (no initramfs), the same two lists come
+ *    base64-encoded on the kernel command line as azote.argv= and azote.env= (the kernel keeps parameters with
+ *    a dot away from init's own arguments and environment). With arguments it runs that command on the serial
+ *    console, output bytes unmodified (no "\n" -> "\r\n") and no echo; without any it runs an interactive /bin/sh.
  * 3. Reports the program's exit status (or 128 + signal) on the exit-status port, then restarts the machine
  *    through the keyboard controller (the kernel runs with reboot=k), which the hypervisor treats as a clean stop.
  *    Without port access (a kernel without CONFIG_X86_IOPL_IOPERM) init says so; the host then sees a plain reset.
@@ -93,48 +96,16 @@ static void ensure_stdio(void)
 		close(fd);
 }
 
-/*
- * Reads a file of NUL-terminated strings into a NULL-terminated vector (a missing last NUL is tolerated).
- * Returns the count; -1 if the file does not exist. Other errors are reported and count as "no entries".
- */
-static int read_list(const char *path, char ***out)
+/* Splits `size` bytes of NUL-terminated strings (a missing last NUL is tolerated) into a NULL-terminated vector. */
+static int split_list(char *buf, size_t size, const char *what, char ***out)
 {
-	static char *empty[1];
-	*out = empty;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return -1;
-		say_errno(path);
-		return 0;
-	}
-	struct stat st;
-	char *buf = NULL;
-	size_t size = 0;
-	if (fstat(fd, &st) == 0 && (buf = malloc((size_t)st.st_size + 1)) != NULL) {
-		ssize_t n;
-		while (size < (size_t)st.st_size && (n = read(fd, buf + size, (size_t)st.st_size - size)) != 0) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				say_errno(path);
-				break;
-			}
-			size += (size_t)n;
-		}
-	} else {
-		say_errno(path);
-	}
-	close(fd);
-	if (!buf)
-		return 0;
 	buf[size] = '\0';
 	int count = 0;
 	for (size_t i = 0; i < size; i += strlen(buf + i) + 1)
 		count++;
 	char **list = malloc(((size_t)count + 1) * sizeof(*list));
 	if (!list) {
-		say_errno(path);
+		say_errno(what);
 		return 0;
 	}
 	count = 0;
@@ -143,6 +114,126 @@ static int read_list(const char *path, char ***out)
 	list[count] = NULL;
 	*out = list;
 	return count;
+}
+
+/* Reads a whole file into a NUL-terminated buffer; NULL (errno set) on failure. */
+static char *read_file(const char *path, size_t *size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap + 1);
+	for (ssize_t n = 1; buf && n != 0;) {
+		if (len == cap) {
+			char *more = realloc(buf, 2 * cap + 1);
+			if (!more) {
+				free(buf);
+				buf = NULL;
+				break;
+			}
+			buf = more;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			free(buf);
+			buf = NULL;
+			break;
+		}
+		len += (size_t)n;
+	}
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	if (buf) {
+		buf[len] = '\0';
+		*size = len;
+	}
+	return buf;
+}
+
+/*
+ * Reads a file of NUL-terminated strings into a NULL-terminated vector.
+ * Returns the count; -1 if the file does not exist. Other errors are reported and count as "no entries".
+ */
+static int read_list(const char *path, char ***out)
+{
+	static char *empty[1];
+	*out = empty;
+	size_t size;
+	char *buf = read_file(path, &size);
+	if (!buf) {
+		if (errno == ENOENT)
+			return -1;
+		say_errno(path);
+		return 0;
+	}
+	return split_list(buf, size, path, out);
+}
+
+static int base64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/*
+ * The list in kernel parameter `key` (e.g. "azote.argv="), base64 of NUL-terminated strings, from /proc/cmdline.
+ * Returns the count; -1 if the parameter is absent.
+ */
+static int cmdline_list(const char *key, char ***out)
+{
+	static char *empty[1];
+	*out = empty;
+	size_t size;
+	char *cmdline = read_file("/proc/cmdline", &size);
+	if (!cmdline)
+		return -1;
+	size_t klen = strlen(key);
+	char *value = NULL;
+	for (char *p = cmdline; *p; p++) {
+		if ((p == cmdline || p[-1] == ' ') && strncmp(p, key, klen) == 0) {
+			value = p + klen;
+			break;
+		}
+	}
+	if (!value)
+		return -1;
+	char *buf = malloc(strlen(value) + 1);
+	if (!buf) {
+		say_errno(key);
+		return 0;
+	}
+	size_t n = 0;
+	unsigned acc = 0;
+	int bits = 0;
+	for (char *p = value; *p && *p != ' ' && *p != '\n' && *p != '='; p++) {
+		int v = base64_value(*p);
+		if (v < 0) {
+			say(key, "is not base64");
+			return 0;
+		}
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			buf[n++] = (char)((acc >> bits) & 0xff);
+		}
+	}
+	free(cmdline);
+	return split_list(buf, n, key, out);
 }
 
 /* The console the program gets as its terminal: the first serial port, else whatever /dev/console is. */
@@ -276,10 +367,14 @@ int main(void)
 		setenv("TERM", "linux", 1);
 	char **env, **argv;
 	int nenv = read_list("/azote/env", &env);
+	if (nenv < 0)
+		nenv = cmdline_list("azote.env=", &env);
 	for (int i = 0; i < nenv; i++)
 		if (strchr(env[i], '=') && putenv(env[i]) != 0)
 			say_errno("putenv");
 	int argc = read_list("/azote/argv", &argv);
+	if (argc < 0)
+		argc = cmdline_list("azote.argv=", &argv);
 	int command = argc >= 0;
 
 	/* PID 1 leads the session that owns the console; job-control signals must not stop it. */

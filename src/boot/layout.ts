@@ -10,7 +10,8 @@ export const PML4 = 0x9000;
 export const PDPT = 0xa000;
 export const PD = 0xb000;
 export const CMDLINE = 0x20000;
-export const CMDLINE_MAX = 0x10000;
+/** Linux on x86-64 keeps at most COMMAND_LINE_SIZE (2048) bytes of its command line, NUL included. */
+export const CMDLINE_MAX = 2048;
 export const EBDA_START = 0x9fc00;
 export const MPTABLE = EBDA_START;
 export const LEGACY_HOLE_END = 0x100000;

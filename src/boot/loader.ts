@@ -40,7 +40,8 @@ function notAKernel(why: string): AzoteError {
 export function loadGuest(mem: GuestMemory, cfg: BootConfig): BootPlan {
   const cmd = new TextEncoder().encode(cfg.cmdline);
   if (cmd.length + 1 > CMDLINE_MAX) {
-    throw new AzoteError('CmdlineTooLong', `kernel command line is ${cmd.length} bytes; at most ${CMDLINE_MAX - 1} fit`);
+    throw new AzoteError('CmdlineTooLong', `the kernel command line is ${cmd.length} bytes; Linux keeps at most ${CMDLINE_MAX - 1}`,
+      'shorten it (with --image, the command and its environment ride on it: put long ones in a script on a --disk)');
   }
   mem.write(CMDLINE, cmd);
   mem.writeU8(CMDLINE + cmd.length, 0);

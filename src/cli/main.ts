@@ -29,6 +29,7 @@ program.command('run')
   .option('--initrd <path>', 'initramfs (default: Azote\'s busybox initramfs)')
   .option('--cmdline <text>', 'kernel command line (replaces the default)')
   .option('-e, --env <KEY=VALUE>', 'environment variable for COMMAND (repeatable)', collect, [])
+  .option('--image <name>', 'boot from a fresh copy of this image as /dev/vda (root=/dev/vda); changes end with the VM')
   .option('--disk <path[,ro]>', 'attach a raw disk image as the next /dev/vdX (",ro": read-only; repeatable)', collect, [])
   .option('--no-rng', 'leave out the virtio-rng entropy device')
   .option('-v, --verbose', 'show the guest kernel\'s boot messages', false)
@@ -38,8 +39,23 @@ program.command('run')
     const { runCommand } = await import('./run.js');
     process.exitCode = await runCommand(command, {
       vcpus: opts.vcpus, mem: opts.mem, kernel: opts.kernel, initrd: opts.initrd, cmdline: opts.cmdline,
-      verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk,
+      verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk, image: opts.image,
     }, log);
+  });
+
+const image = program.command('image').description('root file system images (ext4) for --image');
+image.command('build')
+  .description('build the default image (busybox, init, dropbear); instant when nothing changed')
+  .argument('[name]', 'name to give it', 'default')
+  .action(async (name: string) => {
+    const { imageBuild } = await import('./image.js');
+    await imageBuild(name, log);
+  });
+image.command('ls')
+  .description('list the images in the catalogue')
+  .action(async () => {
+    const { imageList } = await import('./image.js');
+    imageList();
   });
 
 program.command('setup')

@@ -1,12 +1,15 @@
 // `azote run`: boot a microVM on our kernel and initramfs (or the user's), run one command or a shell in it,
 // and leave with the command's exit status.
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { detectKvmFlavour } from '../kvm/kvm.js';
 import { MicroVm, type DiskSpec, type VmEnd } from '../hypervisor/vm.js';
 import { ensureKernel } from '../images/kernel.js';
-import { ensureBaseInitramfs, runRequestArchive } from '../images/initramfs.js';
+import { ensureBaseInitramfs } from '../images/initramfs.js';
+import { runRequestArchive, runRequestParams } from '../images/run-request.js';
+import { findImage, instanceCopy } from '../images/rootfs.js';
 import { guestCmdline } from '../images/cmdline.js';
 import { attachConsole, type ConsoleInput } from './console.js';
 
@@ -22,6 +25,8 @@ export interface RunOptions {
   readonly rng: boolean;
   /** --disk values: PATH or PATH,ro. */
   readonly disks: string[];
+  /** Boot from a fresh copy of this image (root=/dev/vda) instead of the initramfs. */
+  readonly image?: string | undefined;
 }
 
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
@@ -73,12 +78,41 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   const env = parseEnv(o.env);
   const disks = o.disks.map(parseDisk);
   const kernel = o.kernel ? readInput(o.kernel, 'kernel') : readFileSync((await ensureKernel(log)).vmlinux);
-  const base = o.initrd ? readInput(o.initrd, 'initrd') : readFileSync(await ensureBaseInitramfs(log));
-  // Linux unpacks concatenated cpio archives: the run request rides after the base image, starting on a 4-byte
-  // boundary (Linux looks for the next archive's magic only there; a user's compressed image may end anywhere).
-  const request = runRequestArchive(shell ? undefined : argv, env);
-  const initrd = Buffer.concat([base, Buffer.alloc((4 - (base.length % 4)) % 4), request]);
-  const cmdline = o.cmdline ?? guestCmdline({ nestedPvm: flavour === 'nested-pvm', quiet: !o.verbose });
+  const base = guestCmdline({ nestedPvm: flavour === 'nested-pvm', quiet: !o.verbose });
+  let initrd: Uint8Array | undefined;
+  let cmdline: string;
+  let root: { dir: string; path: string } | undefined;
+  if (o.image) {
+    if (o.initrd) throw new AzoteError('BadArguments', '--image and --initrd do not go together', 'use one of them');
+    const image = findImage(o.image);
+    root = await instanceCopy(image, tmpdir());
+    disks.unshift({ path: root.path, readOnly: false });
+    cmdline = o.cmdline ?? [base, 'root=/dev/vda', 'rw', 'rootfstype=ext4', ...runRequestParams(shell ? undefined : argv, env)].join(' ');
+  } else {
+    const initramfs = o.initrd ? readInput(o.initrd, 'initrd') : readFileSync(await ensureBaseInitramfs(log));
+    // Linux unpacks concatenated cpio archives: the run request rides after the base image, starting on a 4-byte
+    // boundary (Linux looks for the next archive's magic only there; a user's compressed image may end anywhere).
+    const request = runRequestArchive(shell ? undefined : argv, env);
+    initrd = Buffer.concat([initramfs, Buffer.alloc((4 - (initramfs.length % 4)) % 4), request]);
+    cmdline = o.cmdline ?? base;
+  }
+  try {
+    return await boot(o, { kernel, initrd, cmdline, disks, shell, flavour }, log);
+  } finally {
+    if (root) rmSync(root.dir, { recursive: true, force: true });
+  }
+}
+
+interface BootInputs {
+  readonly kernel: Uint8Array;
+  readonly initrd: Uint8Array | undefined;
+  readonly cmdline: string;
+  readonly disks: DiskSpec[];
+  readonly shell: boolean;
+  readonly flavour: ReturnType<typeof detectKvmFlavour>;
+}
+
+async function boot(o: RunOptions, { kernel, initrd, cmdline, disks, shell, flavour }: BootInputs, log: Logger): Promise<number> {
   log.debug('starting VM', { vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
 
   // The newest console output, kept as it came (a byte per chunk, often) and decoded only if the VM fails.

@@ -3,7 +3,7 @@
 // (guest/kernel/README.md), and Debian's busybox shell runs its applets without links (FEATURE_SH_STANDALONE),
 // as does our init for a command that is not a file. Uncompressed: decompression is slower still there.
 // Built once and cached under <cache>/initramfs/<key>.cpio. The host appends a second small archive per run
-// (runRequestArchive) that carries the command; Linux unpacks concatenated archives in order.
+// (run-request.ts) that carries the command; Linux unpacks concatenated archives in order.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
@@ -143,33 +143,4 @@ export async function ensureBaseInitramfs(log: Logger): Promise<string> {
     rmSync(work, { recursive: true, force: true });
   }
   return target;
-}
-
-const ENV_NAME = /^[^=\0]+$/;
-
-/**
- * The run request: a small archive to append to the base image, with azote/argv (the command's arguments, each
- * followed by a NUL) and azote/env (KEY=VALUE entries, each followed by a NUL). With argv undefined the archive
- * has no azote/argv and the guest starts an interactive shell; with no env either, it is an empty archive.
- * The azote/ directory itself comes from the base image.
- */
-export function runRequestArchive(argv: string[] | undefined, env: Record<string, string> = {}): Buffer {
-  if (argv !== undefined && argv.length === 0) {
-    throw new AzoteError('BadArgument', 'the command to run is empty', 'give a command, or none for a shell');
-  }
-  for (const a of argv ?? []) {
-    if (a.includes('\0')) throw new AzoteError('BadArgument', `command argument ${JSON.stringify(a)} contains a NUL byte`);
-  }
-  const entries = Object.entries(env).map(([k, v]) => {
-    if (!ENV_NAME.test(k)) {
-      throw new AzoteError('BadEnv', `environment variable name ${JSON.stringify(k)} is empty or has "=" or NUL`);
-    }
-    if (v.includes('\0')) throw new AzoteError('BadEnv', `the value of environment variable ${k} contains a NUL byte`);
-    return `${k}=${v}`;
-  });
-  const list = (items: string[]): Buffer => Buffer.from(items.map((i) => `${i}\0`).join(''), 'utf8');
-  const w = new CpioWriter();
-  if (argv !== undefined) w.file('azote/argv', list(argv), 0o644);
-  if (entries.length > 0) w.file('azote/env', list(entries), 0o644);
-  return w.finish();
 }

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AzoteError } from '../../src/base/errors.js';
 import { silentLogger } from '../../src/base/log.js';
-import { ensureBaseInitramfs, runRequestArchive } from '../../src/images/initramfs.js';
+import { ensureBaseInitramfs } from '../../src/images/initramfs.js';
+import { runRequestArchive } from '../../src/images/run-request.js';
 import { skipWithoutCpio } from '../framework/host-tools.js';
 
 const skipNoCpio = skipWithoutCpio('initramfs read-back tests');
