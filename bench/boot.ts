@@ -30,6 +30,7 @@ import { projectRoot } from '../src/images/paths.js';
 import { detectKvmFlavour } from '../src/kvm/kvm.js';
 import { BenchError, makeTempDir, readRss, removeTempDir, runSync, withChild, type RssSplit } from './proc.js';
 import { renderMetric, type Metric, type MetricResult } from './stats.js';
+import { envInt, progress, qemuVersion, rotated, say } from './common.js';
 
 const VCPUS = 1;
 const MEM_MIB = 64;
@@ -54,14 +55,6 @@ export interface BootReport {
   readonly skipped: string[];
 }
 
-function envInt(name: string, dflt: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new BenchError(`${name}=${v} is not a positive integer`);
-  return n;
-}
-
 function kvmProblem(): string | undefined {
   try {
     accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
@@ -72,17 +65,6 @@ function kvmProblem(): string | undefined {
   }
 }
 
-function qemuVersion(qemu: string): string {
-  let out: string;
-  try {
-    out = runSync([qemu, '--version'], 'checking QEMU');
-  } catch (e) {
-    throw new BenchError(`${(e as Error).message}\n  the boot benchmark compares with QEMU: install qemu-system-x86 `
-      + `(apt-get install -y qemu-system-x86), or set QEMU=/path/to/qemu-system-x86_64`);
-  }
-  return out.split('\n')[0]?.trim() ?? 'unknown';
-}
-
 /** One way of running a guest: its command and what its exit status should be. */
 interface Variant {
   readonly name: string;
@@ -90,21 +72,6 @@ interface Variant {
   readonly status: number;
   /** Name pattern of the guest RAM mapping in /proc/PID/smaps. */
   readonly guestMapping: RegExp;
-}
-
-/** Rotates the order of `items` by `i`, so each variant takes each position in turn (interleaving). */
-function rotated<T>(items: readonly T[], i: number): T[] {
-  const k = i % items.length;
-  return [...items.slice(k), ...items.slice(0, k)];
-}
-
-function say(line: string): void {
-  process.stdout.write(`${line}\n`);
-}
-
-/** A transient progress line, on a terminal only. */
-function progress(line: string): void {
-  if (process.stderr.isTTY) process.stderr.write(`${line}\x1b[K\r`);
 }
 
 class BootBench {

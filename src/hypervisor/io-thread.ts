@@ -27,18 +27,21 @@ const devices = new Map<number, Running>();
 /** Which device and queue each armed notify fd belongs to. */
 const notifyTargets = new Map<number, { device: number; queue: number }>();
 
-function serve(device: number, queue: number): void {
+/** Runs one piece of a device's work; interrupts the guest if it asks, stops the device if it fails. */
+function serve(device: number, what: string, work: (path: DataPath) => boolean): void {
   const d = devices.get(device);
   if (!d) return;
   try {
-    if (!d.path.process(queue)) return;
+    if (!work(d.path)) return;
     Atomics.or(d.isr, 0, INT_VRING);
     libc.eventfdSignal(d.irqFd);
   } catch (e) {
     stopDevice(device);
-    post({ type: e instanceof VirtqueueError ? 'failed' : 'crashed', device, why: `queue ${queue}: ${errorMessage(e)}` });
+    post({ type: e instanceof VirtqueueError ? 'failed' : 'crashed', device, why: `${what}: ${errorMessage(e)}` });
   }
 }
+
+const serveQueue = (device: number, queue: number): void => serve(device, `queue ${queue}`, (p) => p.process(queue));
 
 function stopDevice(device: number): void {
   devices.delete(device);
@@ -59,7 +62,7 @@ function run(c: IoCommand): boolean {
       }
       c.notifyFds.forEach((fd, queue) => notifyTargets.set(fd, { device: c.device, queue }));
       // A notification written before the start is in the eventfd's counter; serving once more is harmless.
-      c.queues.forEach((q, queue) => { if (q) serve(c.device, queue); });
+      c.queues.forEach((q, queue) => { if (q) serveQueue(c.device, queue); });
       return true;
     }
     case 'stop':
@@ -83,15 +86,24 @@ function drainCommands(): boolean {
 
 function main(): void {
   for (;;) {
-    const ready = libc.pollReadable([init.wakeFd, ...notifyTargets.keys()], -1);
+    // The devices' own fds (a TAP...), as each data path wants them now.
+    const hostFds = new Map<number, number>();
+    for (const [device, d] of devices) for (const fd of d.path.watched?.() ?? []) hostFds.set(fd, device);
+    const ready = libc.pollReadable([init.wakeFd, ...notifyTargets.keys(), ...hostFds.keys()], -1);
     for (const fd of ready) {
-      libc.eventfdRead(fd);
       if (fd === init.wakeFd) {
+        libc.eventfdRead(fd);
         if (!drainCommands()) return;
         continue;
       }
       const t = notifyTargets.get(fd);
-      if (t) serve(t.device, t.queue);
+      if (t) {
+        libc.eventfdRead(fd);
+        serveQueue(t.device, t.queue);
+        continue;
+      }
+      const device = hostFds.get(fd);
+      if (device !== undefined) serve(device, `fd ${fd}`, (p) => p.readable?.(fd) ?? false);
     }
   }
 }

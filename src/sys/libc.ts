@@ -177,6 +177,28 @@ export function eventfdRead(fd: number): bigint {
   return BigInt(check('eventfd read', -1));
 }
 
+/** read(2) on a non-blocking fd: the bytes read, 0 at end of file, -1 when nothing is there now (EAGAIN). */
+export function readSome(fd: number, into: Uint8Array): number {
+  for (;;) {
+    const n = c.read(fd, into, into.length) as number;
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === EAGAIN) return -1;
+    if (e !== EINTR) throw new SysError('read', e);
+  }
+}
+
+/** write(2) on a non-blocking fd: the bytes written, -1 when it would block (EAGAIN). */
+export function writeSome(fd: number, from: Uint8Array): number {
+  for (;;) {
+    const n = c.write(fd, from, from.length) as number;
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === EAGAIN) return -1;
+    if (e !== EINTR) throw new SysError('write', e);
+  }
+}
+
 /** Adds 1 to an eventfd's counter (wakes its reader, or fires the interrupt an irqfd binds to it). */
 export function eventfdSignal(fd: number): void {
   const n = c.write(fd, BigUint64Array.of(1n), 8) as number;

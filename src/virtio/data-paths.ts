@@ -4,6 +4,8 @@ import type { DataPath, DataPathSpec, DeviceMemory } from './device.js';
 import { RngDataPath } from './rng.js';
 import { BlockDataPath } from './blk.js';
 import { RawFileBackend } from './raw-file.js';
+import { NetDataPath } from './net.js';
+import { TapBackend } from './tap-backend.js';
 
 /** Checks each queue's geometry (VirtqueueError) and builds the data path over them. */
 export function createDataPath(
@@ -13,5 +15,6 @@ export function createDataPath(
   switch (spec.kind) {
     case 'rng': return new RngDataPath(mem, queues[0]);
     case 'blk': return new BlockDataPath(mem, queues, features, new RawFileBackend(spec.fd, spec.sectors, spec.readOnly), spec.serial);
+    case 'net': return new NetDataPath(mem, queues, new TapBackend(spec.tapFd));
   }
 }

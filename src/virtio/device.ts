@@ -12,7 +12,8 @@ export const RING_FEATURES = (1n << VIRTIO_F_RING_INDIRECT_DESC) | (1n << VIRTIO
 /** How to build a device's data path: plain data (fd numbers are valid in every thread of the process). */
 export type DataPathSpec =
   | { readonly kind: 'rng' }
-  | { readonly kind: 'blk'; readonly fd: number; readonly readOnly: boolean; readonly sectors: number; readonly serial: string };
+  | { readonly kind: 'blk'; readonly fd: number; readonly readOnly: boolean; readonly sectors: number; readonly serial: string }
+  | { readonly kind: 'net'; readonly tapFd: number };
 
 export interface VirtioDevice {
   readonly deviceId: number;
@@ -38,6 +39,10 @@ export interface DataPath {
    * Throws VirtqueueError for a malformed chain or request; the device then needs a reset.
    */
   process(index: number): boolean;
+  /** Host fds the data path waits on besides its queues (a TAP, sockets); asked again after every event. */
+  watched?(): readonly number[];
+  /** One of the watched fds is readable (or hung up). Returns whether the driver should be interrupted. */
+  readable?(fd: number): boolean;
 }
 
 /** What the transport hears back from a running data path. */
