@@ -8,6 +8,7 @@
  *    base64-encoded on the kernel command line as azote.argv= and azote.env= (the kernel keeps parameters with
  *    a dot away from init's own arguments and environment). With arguments it runs that command on the serial
  *    console, output bytes unmodified (no "\n" -> "\r\n") and no echo; without any it runs an interactive /bin/sh.
+ *    With azote.net= on the command line it first configures eth0 (setup_network).
  * 3. Reports the program's exit status (or 128 + signal) on the exit-status port, then restarts the machine
  *    through the keyboard controller (the kernel runs with reboot=k), which the hypervisor treats as a clean stop.
  *    Without port access (a kernel without CONFIG_X86_IOPL_IOPERM) init says so; the host then sees a plain reset.
@@ -26,6 +27,11 @@
 #include <sys/io.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -189,37 +195,41 @@ static int base64_value(char c)
 	return -1;
 }
 
+/* The value of kernel parameter `key` (e.g. "azote.argv="), up to the next space, from /proc/cmdline; NULL if absent. */
+static char *cmdline_param(const char *key)
+{
+	size_t size;
+	char *cmdline = read_file("/proc/cmdline", &size);
+	if (!cmdline)
+		return NULL;
+	size_t klen = strlen(key);
+	char *value = NULL;
+	for (char *p = cmdline; *p; p++) {
+		if ((p == cmdline || p[-1] == ' ') && strncmp(p, key, klen) == 0) {
+			value = strndup(p + klen, strcspn(p + klen, " \n"));
+			break;
+		}
+	}
+	free(cmdline);
+	return value;
+}
+
 /*
- * The list in kernel parameter `key` (e.g. "azote.argv="), base64 of NUL-terminated strings, from /proc/cmdline.
+ * The list in kernel parameter `key`, base64 of NUL-terminated strings.
  * Returns the count; -1 if the parameter is absent.
  */
 static int cmdline_list(const char *key, char ***out)
 {
 	static char *empty[1];
 	*out = empty;
-	size_t size;
-	char *cmdline = read_file("/proc/cmdline", &size);
-	if (!cmdline)
-		return -1;
-	size_t klen = strlen(key);
-	char *value = NULL;
-	for (char *p = cmdline; *p; p++) {
-		if ((p == cmdline || p[-1] == ' ') && strncmp(p, key, klen) == 0) {
-			value = p + klen;
-			break;
-		}
-	}
+	char *value = cmdline_param(key);
 	if (!value)
 		return -1;
-	char *buf = malloc(strlen(value) + 1);
-	if (!buf) {
-		say_errno(key);
-		return 0;
-	}
 	size_t n = 0;
 	unsigned acc = 0;
 	int bits = 0;
-	for (char *p = value; *p && *p != ' ' && *p != '\n' && *p != '='; p++) {
+	/* Decoded in place: the output never outgrows the input. */
+	for (char *p = value; *p && *p != '='; p++) {
 		int v = base64_value(*p);
 		if (v < 0) {
 			say(key, "is not base64");
@@ -229,11 +239,84 @@ static int cmdline_list(const char *key, char ***out)
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;
-			buf[n++] = (char)((acc >> bits) & 0xff);
+			value[n++] = (char)((acc >> bits) & 0xff);
 		}
 	}
-	free(cmdline);
-	return split_list(buf, n, key, out);
+	return split_list(value, n, key, out);
+}
+
+static void interface_request(struct ifreq *r, const char *name)
+{
+	memset(r, 0, sizeof(*r));
+	strncpy(r->ifr_name, name, IFNAMSIZ - 1);
+}
+
+static int set_address(int s, const char *name, unsigned long request, struct in_addr a)
+{
+	struct ifreq r;
+	interface_request(&r, name);
+	struct sockaddr_in *sin = (struct sockaddr_in *)&r.ifr_addr;
+	sin->sin_family = AF_INET;
+	sin->sin_addr = a;
+	return ioctl(s, request, &r);
+}
+
+static int link_up(int s, const char *name)
+{
+	struct ifreq r;
+	interface_request(&r, name);
+	if (ioctl(s, SIOCGIFFLAGS, &r) < 0)
+		return -1;
+	r.ifr_flags |= IFF_UP | IFF_RUNNING;
+	return ioctl(s, SIOCSIFFLAGS, &r);
+}
+
+/*
+ * Brings lo up and, with azote.net=GUEST/PREFIX,HOST on the command line, gives eth0 that address and a default
+ * route through the host's end of the link; the command gets AZOTE_GUEST_IP and AZOTE_HOST_IP.
+ */
+static void setup_network(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		say_errno("socket");
+		return;
+	}
+	if (link_up(s, "lo") < 0)
+		say_errno("bringing lo up");
+	char *net = cmdline_param("azote.net=");
+	char *slash = net ? strchr(net, '/') : NULL;
+	char *comma = slash ? strchr(slash, ',') : NULL;
+	if (net && (!slash || !comma)) {
+		say("azote.net=", "is not GUEST/PREFIX,HOST");
+	} else if (net) {
+		*slash = *comma = '\0';
+		int prefix = atoi(slash + 1);
+		struct in_addr guest, host, mask;
+		mask.s_addr = htonl(prefix <= 0 ? 0 : 0xffffffffu << (32 - (prefix > 32 ? 32 : prefix)));
+		if (inet_pton(AF_INET, net, &guest) != 1 || inet_pton(AF_INET, comma + 1, &host) != 1) {
+			say("azote.net=", "has an address that is not IPv4");
+		} else if (set_address(s, "eth0", SIOCSIFADDR, guest) < 0 || set_address(s, "eth0", SIOCSIFNETMASK, mask) < 0 ||
+			   link_up(s, "eth0") < 0) {
+			say_errno("configuring eth0");
+		} else {
+			struct rtentry rt;
+			memset(&rt, 0, sizeof(rt));
+			((struct sockaddr_in *)&rt.rt_dst)->sin_family = AF_INET;
+			((struct sockaddr_in *)&rt.rt_genmask)->sin_family = AF_INET;
+			struct sockaddr_in *gw = (struct sockaddr_in *)&rt.rt_gateway;
+			gw->sin_family = AF_INET;
+			gw->sin_addr = host;
+			rt.rt_flags = RTF_UP | RTF_GATEWAY;
+			rt.rt_dev = "eth0";
+			if (ioctl(s, SIOCADDRT, &rt) < 0)
+				say_errno("adding the default route");
+			setenv("AZOTE_GUEST_IP", net, 1);
+			setenv("AZOTE_HOST_IP", comma + 1, 1);
+		}
+	}
+	free(net);
+	close(s);
 }
 
 /* The console the program gets as its terminal: the first serial port, else whatever /dev/console is. */
@@ -360,6 +443,7 @@ int main(void)
 	mount_fs("tmpfs", "/run", MS_NOSUID | MS_NODEV, "mode=0755");
 	if (sethostname("azote", 5) < 0)
 		say_errno("sethostname");
+	setup_network();
 
 	setenv("PATH", "/bin:/sbin:/usr/bin:/usr/sbin", 1);
 	setenv("HOME", "/root", 1);

@@ -27,6 +27,8 @@ export interface RunOptions {
   readonly disks: string[];
   /** Boot from a fresh copy of this image (root=/dev/vda) instead of the initramfs. */
   readonly image?: string | undefined;
+  /** --net: "tap" is the one kind there is. */
+  readonly net?: string | undefined;
 }
 
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
@@ -77,6 +79,9 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   const shell = argv.length === 0;
   const env = parseEnv(o.env);
   const disks = o.disks.map(parseDisk);
+  if (o.net !== undefined && o.net !== 'tap') {
+    throw new AzoteError('BadNet', `--net ${o.net} is not a kind of network Azote has`, 'use --net tap');
+  }
   const kernel = o.kernel ? readInput(o.kernel, 'kernel') : readFileSync((await ensureKernel(log)).vmlinux);
   const base = guestCmdline({ nestedPvm: flavour === 'nested-pvm', quiet: !o.verbose });
   let initrd: Uint8Array | undefined;
@@ -121,7 +126,7 @@ async function boot(o: RunOptions, { kernel, initrd, cmdline, disks, shell, flav
   // The console is attached once the VM exists; the VM wakes it when the guest has taken queued input.
   const host: { console?: ConsoleInput | undefined } = {};
   const vm = new MicroVm({
-    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng, disks,
+    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng, disks, net: o.net === 'tap',
     output: (bytes) => {
       process.stdout.write(bytes);
       tail.push(bytes);
@@ -136,6 +141,8 @@ async function boot(o: RunOptions, { kernel, initrd, cmdline, disks, shell, flav
       if (o.bootTime && v === 1) process.stderr.write(`azote: init reached ${performance.now().toFixed(1)} ms after process start\n`);
     },
   });
+  // Where to reach the guest: the user needs it, so it is said whatever the log level.
+  if (vm.tap) process.stderr.write(`azote: network: TAP ${vm.tap.name}, host ${vm.tap.hostIp}, guest ${vm.tap.guestIp}/${vm.tap.prefix}\n`);
   host.console = shell || process.stdin.isTTY ? attachConsole((b) => vm.input(b), () => vm.stop()) : undefined;
   const onSignal = (): void => vm.stop();
   process.on('SIGINT', onSignal);

@@ -21,6 +21,8 @@ import { VirtioRng } from '../virtio/rng.js';
 import { VirtioBlock, type BlockDiskInfo } from '../virtio/blk.js';
 import { closeDisk, openDisk } from '../virtio/raw-file.js';
 import { IoThread, ThreadedRunner } from './io-thread-host.js';
+import { VirtioNet } from '../virtio/net.js';
+import { createTap, type Tap } from './tap.js';
 import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
@@ -43,6 +45,8 @@ export interface VmConfig {
   readonly rng?: boolean;
   /** Disks, in order: the first is /dev/vda in a Linux guest. Each is locked while the VM runs. */
   readonly disks?: readonly DiskSpec[];
+  /** A virtio-net device on a new TAP device (needs CAP_NET_ADMIN); the guest's init configures eth0. */
+  readonly net?: boolean;
   /** After input() returned false (too much queued), called once the guest has taken all of it. */
   readonly inputReady?: () => void;
 }
@@ -115,6 +119,8 @@ export class MicroVm {
   private readonly io: IoThread;
   private readonly runners: ThreadedRunner[] = [];
   private readonly openDisks: BlockDiskInfo[] = [];
+  /** The VM's TAP device, with --net. */
+  readonly tap: Tap | undefined;
   readonly flavour: KvmFlavour;
 
   constructor(private readonly cfg: VmConfig) {
@@ -129,6 +135,11 @@ export class MicroVm {
         const disk = openDisk(d.path, d.readOnly);
         this.openDisks.push(disk);
         acquired.push({ close: () => closeDisk(disk) });
+      }
+      if (cfg.net) {
+        const tap = createTap();
+        this.tap = tap;
+        acquired.push({ close: () => libc.close(tap.fd) });
       }
       this.kvm = Kvm.open(cfg.kvmDevice);
       acquired.push(this.kvm);
@@ -145,7 +156,8 @@ export class MicroVm {
       acquired.push({ close: () => void this.io.close() });
       acquired.push({ close: () => this.runners.forEach((r) => r.close()) });
       // Like Firecracker, the hypervisor announces its virtio-mmio devices on the kernel command line itself.
-      const cmdline = [cfg.cmdline, ...this.attachVirtio().map((slot) => slot.kernelParam)].filter(Boolean).join(' ');
+      const network = this.tap ? [`azote.net=${this.tap.guestIp}/${this.tap.prefix},${this.tap.hostIp}`] : [];
+      const cmdline = [cfg.cmdline, ...network, ...this.attachVirtio().map((slot) => slot.kernelParam)].filter(Boolean).join(' ');
       this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
     } catch (e) {
       for (const r of acquired.reverse()) r.close();
@@ -173,6 +185,7 @@ export class MicroVm {
     const devices: Array<[string, VirtioDevice]> = [];
     if (this.cfg.rng) devices.push(['virtio-rng', new VirtioRng()]);
     this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, new VirtioBlock(d)]));
+    if (this.tap) devices.push(['virtio-net0', new VirtioNet(this.tap.mac, { kind: 'net', tapFd: this.tap.fd })]);
     if (devices.length > MAX_VIRTIO_DEVICES) {
       throw new AzoteError('TooManyDevices', `${devices.length} virtio devices do not fit in ${MAX_VIRTIO_DEVICES} slots`, 'attach fewer disks');
     }
@@ -349,6 +362,7 @@ export class MicroVm {
     // The I/O thread goes first: it may be inside a disk write into guest memory.
     void this.io.close().then(() => {
       for (const d of this.openDisks) closeDisk(d);
+      if (this.tap) libc.close(this.tap.fd);
       // vCPU threads still inside the kernel keep their own references; closing our fds is safe either way, but
       // their memory mapping must stay.
       if (this.vcpus.every((h) => h.exited)) {

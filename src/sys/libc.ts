@@ -26,6 +26,7 @@ const c = {
   dlsym: lib.func('void *dlsym(void *handle, const char *name)'),
   exit: lib.func('void _exit(int status)'),
   flock: lib.func('int flock(int fd, int op)'),
+  socket: lib.func('int socket(int domain, int type, int protocol)'),
   fallocate: lib.func('int fallocate(int fd, int mode, int64_t off, int64_t len)'),
   poll: lib.func('int poll(void *fds, unsigned long n, int timeout)'),
   read: lib.func('long read(int fd, void *buf, size_t n)'),
@@ -127,6 +128,13 @@ export function ftruncate(fd: number, length: number): void {
 
 export function eventfd(initval: number, flags: number): number {
   return check('eventfd', c.eventfd(initval, flags | EFD_CLOEXEC) as number);
+}
+
+export const AF_UNIX = 1, AF_INET = 2, SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
+
+export function socket(domain: number, type: number, protocol = 0): number {
+  return check('socket', c.socket(domain, type | SOCK_CLOEXEC, protocol) as number);
 }
 
 export const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;

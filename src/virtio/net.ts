@@ -18,7 +18,7 @@ export const MAX_FRAME = 1518;
 const RX_BATCH = 64;
 
 // Layouts from section 5.1.4 and 5.1.6; test/virtio/net.test.ts checks them against <linux/virtio_net.h>.
-export const virtioNetConfig = defineStruct('virtio_net_config', 'struct virtio_net_config', 6 + 2 + 2 + 2, {
+export const virtioNetConfig = defineStruct('virtio_net_config', 'struct virtio_net_config', 24, {
   mac: { offset: 0, type: { bytes: 6 } }, status: { offset: 6, type: 'u16' },
   maxVirtqueuePairs: { offset: 8, type: 'u16', c: 'max_virtqueue_pairs' }, mtu: { offset: 10, type: 'u16' },
 });
