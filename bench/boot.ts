@@ -28,7 +28,7 @@ import { runRequestArchive } from '../src/images/run-request.js';
 import { ensureKernel, kernelKey } from '../src/images/kernel.js';
 import { projectRoot } from '../src/images/paths.js';
 import { detectKvmFlavour } from '../src/kvm/kvm.js';
-import { BenchError, makeTempDir, readRss, removeTempDir, runSync, withChild, type RssSplit } from './proc.js';
+import { makeTempDir, readRss, removeTempDir, runSync, withChild, type RssSplit } from './proc.js';
 import { renderMetric, type Metric, type MetricResult } from './stats.js';
 import { envInt, progress, qemuVersion, rotated, say } from './common.js';
 
