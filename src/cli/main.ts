@@ -33,6 +33,8 @@ program.command('run')
   .option('--disk <path[,ro]>', 'attach a raw disk image as the next /dev/vdX (",ro": read-only; repeatable)', collect, [])
   .option('--net <kind>', 'network: "tap" gives the guest eth0 on a new TAP device (needs CAP_NET_ADMIN); '
     + 'the command sees AZOTE_HOST_IP and AZOTE_GUEST_IP')
+  .option('--vsock <path>', 'virtio-vsock: host programs reach guest port P by connecting to PATH and sending '
+    + '"CONNECT P\\n"; guest connections to CID 2 port P go to PATH_P')
   .option('--no-rng', 'leave out the virtio-rng entropy device')
   .option('-v, --verbose', 'show the guest kernel\'s boot messages', false)
   .option('--boot-time', 'print when the guest\'s init started, in ms after process start', false)
@@ -41,7 +43,7 @@ program.command('run')
     const { runCommand } = await import('./run.js');
     process.exitCode = await runCommand(command, {
       vcpus: opts.vcpus, mem: opts.mem, kernel: opts.kernel, initrd: opts.initrd, cmdline: opts.cmdline,
-      verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk, image: opts.image, net: opts.net,
+      verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk, image: opts.image, net: opts.net, vsock: opts.vsock,
     }, log);
   });
 

@@ -29,6 +29,8 @@ export interface RunOptions {
   readonly image?: string | undefined;
   /** --net: "tap" is the one kind there is. */
   readonly net?: string | undefined;
+  /** --vsock: the host end's Unix socket path. */
+  readonly vsock?: string | undefined;
 }
 
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
@@ -127,6 +129,7 @@ async function boot(o: RunOptions, { kernel, initrd, cmdline, disks, shell, flav
   const host: { console?: ConsoleInput | undefined } = {};
   const vm = new MicroVm({
     kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng, disks, net: o.net === 'tap',
+    ...(o.vsock !== undefined ? { vsock: o.vsock } : {}),
     output: (bytes) => {
       process.stdout.write(bytes);
       tail.push(bytes);

@@ -44,6 +44,7 @@ function serve(device: number, what: string, work: (path: DataPath) => boolean):
 const serveQueue = (device: number, queue: number): void => serve(device, `queue ${queue}`, (p) => p.process(queue));
 
 function stopDevice(device: number): void {
+  devices.get(device)?.path.close?.();
   devices.delete(device);
   for (const [fd, t] of notifyTargets) if (t.device === device) notifyTargets.delete(fd);
 }
@@ -88,9 +89,17 @@ function main(): void {
   for (;;) {
     // The devices' own fds (a TAP...), as each data path wants them now.
     const hostFds = new Map<number, number>();
-    for (const [device, d] of devices) for (const fd of d.path.watched?.() ?? []) hostFds.set(fd, device);
-    const ready = libc.pollReadable([init.wakeFd, ...notifyTargets.keys(), ...hostFds.keys()], -1);
-    for (const fd of ready) {
+    const writeFds = new Map<number, number>();
+    for (const [device, d] of devices) {
+      for (const fd of d.path.watched?.() ?? []) hostFds.set(fd, device);
+      for (const fd of d.path.watchedWritable?.() ?? []) writeFds.set(fd, device);
+    }
+    const ready = libc.pollFds([init.wakeFd, ...notifyTargets.keys(), ...hostFds.keys()], [...writeFds.keys()], -1);
+    for (const fd of ready.write) {
+      const device = writeFds.get(fd);
+      if (device !== undefined) serve(device, `fd ${fd}`, (p) => p.writable?.(fd) ?? false);
+    }
+    for (const fd of ready.read) {
       if (fd === init.wakeFd) {
         libc.eventfdRead(fd);
         if (!drainCommands()) return;
@@ -103,7 +112,10 @@ function main(): void {
         continue;
       }
       const device = hostFds.get(fd);
-      if (device !== undefined) serve(device, `fd ${fd}`, (p) => p.readable?.(fd) ?? false);
+      // An earlier handler this round may have closed the fd (and the data path forgotten it).
+      if (device !== undefined && (devices.get(device)?.path.watched?.() ?? []).includes(fd)) {
+        serve(device, `fd ${fd}`, (p) => p.readable?.(fd) ?? false);
+      }
     }
   }
 }

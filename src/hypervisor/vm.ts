@@ -23,6 +23,8 @@ import { closeDisk, openDisk } from '../virtio/raw-file.js';
 import { IoThread, ThreadedRunner } from './io-thread-host.js';
 import { VirtioNet } from '../virtio/net.js';
 import { createTap, type Tap } from './tap.js';
+import { VirtioVsock } from '../virtio/vsock.js';
+import { GUEST_CID, listenVsock } from './vsock-socket.js';
 import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
@@ -47,6 +49,8 @@ export interface VmConfig {
   readonly disks?: readonly DiskSpec[];
   /** A virtio-net device on a new TAP device (needs CAP_NET_ADMIN); the guest's init configures eth0. */
   readonly net?: boolean;
+  /** A virtio-vsock device whose host end is a Unix socket at this path (Firecracker's hybrid form). */
+  readonly vsock?: string;
   /** After input() returned false (too much queued), called once the guest has taken all of it. */
   readonly inputReady?: () => void;
 }
@@ -121,6 +125,7 @@ export class MicroVm {
   private readonly openDisks: BlockDiskInfo[] = [];
   /** The VM's TAP device, with --net. */
   readonly tap: Tap | undefined;
+  private vsockListen: { fd: number; release(): void } | undefined;
   readonly flavour: KvmFlavour;
 
   constructor(private readonly cfg: VmConfig) {
@@ -140,6 +145,11 @@ export class MicroVm {
         const tap = createTap();
         this.tap = tap;
         acquired.push({ close: () => libc.close(tap.fd) });
+      }
+      if (cfg.vsock !== undefined) {
+        const listening = listenVsock(cfg.vsock);
+        this.vsockListen = listening;
+        acquired.push({ close: () => listening.release() });
       }
       this.kvm = Kvm.open(cfg.kvmDevice);
       acquired.push(this.kvm);
@@ -186,6 +196,10 @@ export class MicroVm {
     if (this.cfg.rng) devices.push(['virtio-rng', new VirtioRng()]);
     this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, new VirtioBlock(d)]));
     if (this.tap) devices.push(['virtio-net0', new VirtioNet(this.tap.mac, { kind: 'net', tapFd: this.tap.fd })]);
+    if (this.vsockListen !== undefined && this.cfg.vsock !== undefined) {
+      devices.push(['virtio-vsock0', new VirtioVsock(GUEST_CID,
+        { kind: 'vsock', guestCid: GUEST_CID, listenFd: this.vsockListen.fd, path: this.cfg.vsock })]);
+    }
     if (devices.length > MAX_VIRTIO_DEVICES) {
       throw new AzoteError('TooManyDevices', `${devices.length} virtio devices do not fit in ${MAX_VIRTIO_DEVICES} slots`, 'attach fewer disks');
     }
@@ -363,6 +377,7 @@ export class MicroVm {
     void this.io.close().then(() => {
       for (const d of this.openDisks) closeDisk(d);
       if (this.tap) libc.close(this.tap.fd);
+      this.vsockListen?.release();
       // vCPU threads still inside the kernel keep their own references; closing our fds is safe either way, but
       // their memory mapping must stay.
       if (this.vcpus.every((h) => h.exited)) {

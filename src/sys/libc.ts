@@ -2,6 +2,7 @@
 // ioctl is declared with fixed arities: a variadic declaration would leave garbage in the third argument.
 import koffi from 'koffi';
 import { AzoteError } from '../base/errors.js';
+import { defineStruct, StructView } from '../base/struct.js';
 import { constants as osConstants } from 'node:os';
 
 const lib = koffi.load('libc.so.6');
@@ -27,6 +28,11 @@ const c = {
   exit: lib.func('void _exit(int status)'),
   flock: lib.func('int flock(int fd, int op)'),
   socket: lib.func('int socket(int domain, int type, int protocol)'),
+  bind: lib.func('int bind(int fd, const void *addr, unsigned int len)'),
+  listen: lib.func('int listen(int fd, int backlog)'),
+  accept4: lib.func('int accept4(int fd, void *addr, void *len, int flags)'),
+  connect: lib.func('int connect(int fd, const void *addr, unsigned int len)'),
+  shutdown: lib.func('int shutdown(int fd, int how)'),
   fallocate: lib.func('int fallocate(int fd, int mode, int64_t off, int64_t len)'),
   poll: lib.func('int poll(void *fds, unsigned long n, int timeout)'),
   read: lib.func('long read(int fd, void *buf, size_t n)'),
@@ -156,24 +162,95 @@ export function fallocate(fd: number, mode: number, offset: number, length: numb
   throw new SysError('fallocate', errno());
 }
 
+export const POLLOUT = 4;
+
 /**
- * Waits until one of `fds` is readable (POLLIN) or `timeoutMs` passes (-1: forever); returns the readable ones.
- * Blocks the calling thread: for I/O threads, never the main thread.
+ * Waits until one of `readFds` is readable or one of `writeFds` writable, or `timeoutMs` passes (-1: forever).
+ * Returns the fds that are ready (errors and hang-ups count as ready: the handler's read or write then says what
+ * happened). Blocks the calling thread: for I/O threads, never the main thread.
  */
-export function pollReadable(fds: readonly number[], timeoutMs: number): number[] {
-  const buf = new Uint8Array(8 * fds.length);
+export function pollFds(readFds: readonly number[], writeFds: readonly number[], timeoutMs: number): { read: number[]; write: number[] } {
+  const all = [...readFds.map((fd) => [fd, POLLIN] as const), ...writeFds.map((fd) => [fd, POLLOUT] as const)];
+  const buf = new Uint8Array(8 * all.length);
   const dv = new DataView(buf.buffer);
-  fds.forEach((fd, i) => {
+  all.forEach(([fd, events], i) => {
     dv.setInt32(8 * i, fd, true);
-    dv.setInt16(8 * i + 4, POLLIN, true);
+    dv.setInt16(8 * i + 4, events, true);
   });
   for (;;) {
-    const n = c.poll(buf, fds.length, timeoutMs) as number;
+    const n = c.poll(buf, all.length, timeoutMs) as number;
     if (n >= 0) break;
     if (errno() !== EINTR) check('poll', -1);
   }
-  // POLLERR/POLLHUP count as readable: the handler's read then says what happened.
-  return fds.filter((_, i) => dv.getInt16(8 * i + 6, true) !== 0);
+  const ready = all.filter((_, i) => dv.getInt16(8 * i + 6, true) !== 0);
+  return { read: ready.filter(([, e]) => e === POLLIN).map(([fd]) => fd), write: ready.filter(([, e]) => e === POLLOUT).map(([fd]) => fd) };
+}
+
+/** Waits until one of `fds` is readable (see pollFds). */
+export function pollReadable(fds: readonly number[], timeoutMs: number): number[] {
+  return pollFds(fds, [], timeoutMs).read;
+}
+
+const SUN_PATH_MAX = 108;
+/** struct sockaddr_un; test/sys/libc.test.ts checks it against <sys/un.h>. */
+export const sockaddrUn = defineStruct('sockaddr_un', 'struct sockaddr_un', 2 + SUN_PATH_MAX, {
+  family: { offset: 0, type: 'u16', c: 'sun_family' }, path: { offset: 2, type: { bytes: SUN_PATH_MAX }, c: 'sun_path' },
+});
+
+/** struct sockaddr_un for `path` (the path NUL-terminated). */
+function unixAddress(path: string): Uint8Array {
+  const bytes = new TextEncoder().encode(path);
+  if (bytes.length >= SUN_PATH_MAX) {
+    throw new AzoteError('SocketPathTooLong', `the socket path ${path} is ${bytes.length} bytes; at most ${SUN_PATH_MAX - 1} fit`,
+      'use a shorter path (a relative one, or one under /tmp)');
+  }
+  const a = StructView.alloc(sockaddrUn).set('family', AF_UNIX);
+  a.bytes().set(bytes, sockaddrUn.fields.path.offset);
+  return a.bytes();
+}
+
+/** A non-blocking Unix stream socket listening at `path`. */
+export function listenUnix(path: string, backlog = 64): number {
+  const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK);
+  try {
+    const a = unixAddress(path);
+    check(`bind ${path}`, c.bind(fd, a, a.length) as number);
+    check('listen', c.listen(fd, backlog) as number);
+    return fd;
+  } catch (e) {
+    close(fd);
+    throw e;
+  }
+}
+
+/** A non-blocking Unix stream socket connected to `path`; throws SysError (ENOENT, ECONNREFUSED, EAGAIN...) when not. */
+export function connectUnix(path: string): number {
+  const fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK);
+  try {
+    const a = unixAddress(path);
+    check(`connect ${path}`, c.connect(fd, a, a.length) as number);
+    return fd;
+  } catch (e) {
+    close(fd);
+    throw e;
+  }
+}
+
+/** The next connection waiting on a listening socket (non-blocking, close-on-exec), or -1 when none is. */
+export function acceptNonBlocking(fd: number): number {
+  for (;;) {
+    const n = c.accept4(fd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC) as number;
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === EAGAIN) return -1;
+    if (e !== EINTR) throw new SysError('accept4', e);
+  }
+}
+
+export const SHUT_WR = 1;
+
+export function shutdown(fd: number, how: number): void {
+  c.shutdown(fd, how); // a socket the peer already closed has nothing left to shut
 }
 
 /** Reads and clears an eventfd's counter; 0 when it was not signalled (non-blocking fd). */

@@ -6,6 +6,7 @@ import { BlockDataPath } from './blk.js';
 import { RawFileBackend } from './raw-file.js';
 import { NetDataPath } from './net.js';
 import { TapBackend } from './tap-backend.js';
+import { VsockDataPath } from './vsock.js';
 
 /** Checks each queue's geometry (VirtqueueError) and builds the data path over them. */
 export function createDataPath(
@@ -16,5 +17,6 @@ export function createDataPath(
     case 'rng': return new RngDataPath(mem, queues[0]);
     case 'blk': return new BlockDataPath(mem, queues, features, new RawFileBackend(spec.fd, spec.sectors, spec.readOnly), spec.serial);
     case 'net': return new NetDataPath(mem, queues, new TapBackend(spec.tapFd));
+    case 'vsock': return new VsockDataPath(mem, queues, spec.guestCid, spec.listenFd, spec.path);
   }
 }

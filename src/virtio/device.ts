@@ -13,7 +13,8 @@ export const RING_FEATURES = (1n << VIRTIO_F_RING_INDIRECT_DESC) | (1n << VIRTIO
 export type DataPathSpec =
   | { readonly kind: 'rng' }
   | { readonly kind: 'blk'; readonly fd: number; readonly readOnly: boolean; readonly sectors: number; readonly serial: string }
-  | { readonly kind: 'net'; readonly tapFd: number };
+  | { readonly kind: 'net'; readonly tapFd: number }
+  | { readonly kind: 'vsock'; readonly guestCid: number; readonly listenFd: number; readonly path: string };
 
 export interface VirtioDevice {
   readonly deviceId: number;
@@ -43,6 +44,11 @@ export interface DataPath {
   watched?(): readonly number[];
   /** One of the watched fds is readable (or hung up). Returns whether the driver should be interrupted. */
   readable?(fd: number): boolean;
+  /** Host fds the data path waits to write to (output it could not place yet). */
+  watchedWritable?(): readonly number[];
+  writable?(fd: number): boolean;
+  /** Releases what the data path opened itself (connections); its queues are no longer served. */
+  close?(): void;
 }
 
 /** What the transport hears back from a running data path. */
