@@ -8,7 +8,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import * as libc from '../../src/sys/libc.js';
 import {
-  HOST_BUF_ALLOC, HOST_CID, OP, RX_QUEUE, SHUTDOWN_RCV, SHUTDOWN_SEND, TX_QUEUE, VIRTIO_ID_VSOCK, VSOCK_TYPE_STREAM,
+  HOST_BUF_ALLOC, HOST_CID, OP, SHUTDOWN_RCV, SHUTDOWN_SEND, TX_QUEUE, VIRTIO_ID_VSOCK, VSOCK_TYPE_STREAM,
   VsockDataPath, virtioVsockConfig, virtioVsockHdr,
 } from '../../src/virtio/vsock.js';
 import { SplitQueue, VirtqueueError, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, type QueueConfig } from '../../src/virtio/split-queue.js';
