@@ -2,11 +2,13 @@
 // output is one JSON object with every result, for machine reading.
 import { runBoot } from './boot.js';
 import { runBlock } from './block.js';
+import { runVsock } from './vsock.js';
 import { BenchError, killAllChildren } from './proc.js';
 
 const benches: Record<string, () => Promise<unknown>> = {
   boot: runBoot,
   block: runBlock,
+  vsock: runVsock,
 };
 
 function fail(message: string, status: number): never {

@@ -61,7 +61,7 @@ export function renderMetric(m: Metric, digits = 1): { text: string; result: Met
   const nameWidth = Math.max(24, ...rows.map((r) => r.name.length));
   const col = (s: string): string => s.padStart(10);
   const rcol = (s: string): string => s.padStart(12);
-  const ratioHead = m.baseline ? rcol('azote/qemu') : '';
+  const ratioHead = m.baseline ? rcol('ratio') : '';
   const lines = [`== ${m.title} [${m.unit}]`];
   lines.push(`  ${'VMM'.padEnd(nameWidth)} ${'runs'.padStart(5)}${col('median')}${col('min')}${col('max')}${ratioHead}`);
   for (const r of rows) {
@@ -69,7 +69,7 @@ export function renderMetric(m: Metric, digits = 1): { text: string; result: Met
     lines.push(`  ${r.name.padEnd(nameWidth)} ${String(r.runs).padStart(5)}${col(r.median.toFixed(digits))}`
       + `${col(r.min.toFixed(digits))}${col(r.max.toFixed(digits))}${rc}`);
   }
-  if (m.baseline) lines.push(`  (azote/qemu: the row's median / the median of "${m.baseline}")`);
+  if (m.baseline) lines.push(`  (ratio: the row's median / the median of "${m.baseline}")`);
   for (const n of m.notes ?? []) lines.push(`  note: ${n}`);
   return { text: lines.join('\n'), result: { id: m.id, title: m.title, unit: m.unit, baseline: m.baseline, rows } };
 }

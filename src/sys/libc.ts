@@ -186,11 +186,6 @@ export function pollFds(readFds: readonly number[], writeFds: readonly number[],
   return { read: ready.filter(([, e]) => e === POLLIN).map(([fd]) => fd), write: ready.filter(([, e]) => e === POLLOUT).map(([fd]) => fd) };
 }
 
-/** Waits until one of `fds` is readable (see pollFds). */
-export function pollReadable(fds: readonly number[], timeoutMs: number): number[] {
-  return pollFds(fds, [], timeoutMs).read;
-}
-
 const SUN_PATH_MAX = 108;
 /** struct sockaddr_un; test/sys/libc.test.ts checks it against <sys/un.h>. */
 export const sockaddrUn = defineStruct('sockaddr_un', 'struct sockaddr_un', 2 + SUN_PATH_MAX, {
