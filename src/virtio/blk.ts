@@ -5,7 +5,10 @@
 // disk cannot do (out of range, read-only, an I/O error) completes with IOERR or UNSUPP, and the device goes on.
 import { defineStruct, StructView } from '../base/struct.js';
 import { VirtqueueError, type DescriptorChain, type GuestBuffer, type SplitQueue } from './split-queue.js';
-import { RING_FEATURES, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice } from './device.js';
+import { gather, ranges, scatter } from './guest-buffers.js';
+import {
+  RING_FEATURES, readConfigBytes, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice,
+} from './device.js';
 
 export const VIRTIO_ID_BLOCK = 2;
 export const SECTOR_SIZE = 512;
@@ -84,10 +87,7 @@ export class VirtioBlock implements VirtioDevice {
   }
 
   readConfig(offset: number, size: number): number {
-    const bytes = this.config.bytes();
-    let v = 0;
-    for (let i = Math.min(size, 4) - 1; i >= 0; i--) v = v * 256 + (bytes[offset + i] ?? 0);
-    return v;
+    return readConfigBytes(this.config.bytes(), offset, size);
   }
 
   writeConfig(): void {} // nothing in it is writable without VIRTIO_BLK_F_CONFIG_WCE
@@ -95,21 +95,6 @@ export class VirtioBlock implements VirtioDevice {
 
 function malformed(detail: string): never {
   throw new VirtqueueError('MalformedRequest', detail);
-}
-
-/** The guest ranges covering `length` bytes of `buffers` from byte `skip` on. */
-function* ranges(buffers: readonly GuestBuffer[], skip: number, length: number): Generator<GuestBuffer> {
-  for (const b of buffers) {
-    if (length === 0) return;
-    if (skip >= b.len) {
-      skip -= b.len;
-      continue;
-    }
-    const len = Math.min(b.len - skip, length);
-    yield { addr: b.addr + skip, len };
-    length -= len;
-    skip = 0;
-  }
 }
 
 class IoRefused extends Error {
@@ -151,7 +136,7 @@ export class BlockDataPath implements DataPath {
   private serve(chain: DescriptorChain): number {
     if (chain.readableBytes < virtioBlkOuthdr.size) malformed(`request ${chain.head} has no 16-byte header`);
     if (chain.writableBytes < 1) malformed(`request ${chain.head} has no status byte`);
-    const header = new StructView(virtioBlkOuthdr, this.gather(chain.readable, 0, virtioBlkOuthdr.size));
+    const header = new StructView(virtioBlkOuthdr, gather(this.mem, chain.readable, 0, virtioBlkOuthdr.size));
     const type = header.get('type');
     const sector = header.get64('sector');
     const dataIn = chain.writableBytes - 1;
@@ -172,13 +157,13 @@ export class BlockDataPath implements DataPath {
           break;
         case BLK_T.GET_ID: {
           const n = Math.min(dataIn, BLK_ID_BYTES);
-          this.scatter(chain.writable, this.serial.subarray(0, n));
+          scatter(this.mem, chain.writable, 0, this.serial.subarray(0, n));
           written = n;
           break;
         }
         case BLK_T.DISCARD:
         case BLK_T.WRITE_ZEROES:
-          this.ranges(chain, dataOut, type === BLK_T.DISCARD);
+          this.discardOrZero(chain, dataOut, type === BLK_T.DISCARD);
           break;
         default:
           status = BLK_S.UNSUPP;
@@ -193,7 +178,7 @@ export class BlockDataPath implements DataPath {
         this.lastIoError = e instanceof Error ? e.message : String(e);
       }
     }
-    this.scatterAt(chain.writable, chain.writableBytes - 1, Uint8Array.of(status));
+    scatter(this.mem, chain.writable, chain.writableBytes - 1, Uint8Array.of(status));
     return written + 1;
   }
 
@@ -215,11 +200,11 @@ export class BlockDataPath implements DataPath {
     }
   }
 
-  private ranges(chain: DescriptorChain, length: number, discard: boolean): void {
+  private discardOrZero(chain: DescriptorChain, length: number, discard: boolean): void {
     const size = virtioBlkDiscardWriteZeroes.size;
     if (this.disk.readOnly) throw new IoRefused(BLK_S.IOERR);
     if (length === 0 || length % size !== 0 || length / size > MAX_DISCARD_SEGMENTS) throw new IoRefused(BLK_S.UNSUPP);
-    const all = this.gather(chain.readable, virtioBlkOuthdr.size, length);
+    const all = gather(this.mem, chain.readable, virtioBlkOuthdr.size, length);
     const segments: Array<{ offset: number; bytes: number; unmap: boolean }> = [];
     for (let at = 0; at < length; at += size) {
       const seg = new StructView(virtioBlkDiscardWriteZeroes, all, at);
@@ -235,28 +220,6 @@ export class BlockDataPath implements DataPath {
     for (const s of segments) {
       if (discard) this.disk.discard(s.offset, s.bytes);
       else this.disk.writeZeroes(s.offset, s.bytes, s.unmap);
-    }
-  }
-
-  private gather(buffers: readonly GuestBuffer[], skip: number, length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    let at = 0;
-    for (const r of ranges(buffers, skip, length)) {
-      out.set(this.mem.slice(r.addr, r.len), at);
-      at += r.len;
-    }
-    return out;
-  }
-
-  private scatter(buffers: readonly GuestBuffer[], data: Uint8Array): void {
-    this.scatterAt(buffers, 0, data);
-  }
-
-  private scatterAt(buffers: readonly GuestBuffer[], skip: number, data: Uint8Array): void {
-    let at = 0;
-    for (const r of ranges(buffers, skip, data.length)) {
-      this.mem.write(r.addr, data.subarray(at, at + r.len));
-      at += r.len;
     }
   }
 }

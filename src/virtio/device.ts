@@ -66,3 +66,10 @@ export interface QueueRunner {
   /** The device was reset: once this returns, the data path no longer touches the queues. */
   stop(): void;
 }
+
+/** A configuration-space read of `size` bytes (1, 2 or 4) at `offset` of `bytes`, little-endian; zeros past the end. */
+export function readConfigBytes(bytes: Uint8Array, offset: number, size: number): number {
+  let v = 0;
+  for (let i = Math.min(size, 4) - 1; i >= 0; i--) v = v * 256 + (bytes[offset + i] ?? 0);
+  return v;
+}

@@ -4,8 +4,11 @@
 // hypervisor; a virtual switch port in a card later). When the guest has posted no receive buffer, the data path
 // stops taking frames from the backend (they wait in its queue) until the guest adds buffers.
 import { defineStruct, StructView } from '../base/struct.js';
-import { VirtqueueError, type GuestBuffer, type SplitQueue } from './split-queue.js';
-import { RING_FEATURES, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice } from './device.js';
+import { VirtqueueError, type SplitQueue } from './split-queue.js';
+import { gather, scatter } from './guest-buffers.js';
+import {
+  RING_FEATURES, readConfigBytes, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice,
+} from './device.js';
 
 export const VIRTIO_ID_NET = 1;
 export const NET_QUEUE_SIZE = 256;
@@ -52,10 +55,7 @@ export class VirtioNet implements VirtioDevice {
   }
 
   readConfig(offset: number, size: number): number {
-    const bytes = this.config.bytes();
-    let v = 0;
-    for (let i = Math.min(size, 4) - 1; i >= 0; i--) v = v * 256 + (bytes[offset + i] ?? 0);
-    return v;
+    return readConfigBytes(this.config.bytes(), offset, size);
   }
 
   writeConfig(): void {} // the MAC is only writable with VIRTIO_NET_F_CTRL_MAC_ADDR, not offered
@@ -101,9 +101,7 @@ export class NetDataPath implements DataPath {
       if (length > MAX_FRAME) {
         this.counters.txDropped++; // larger than any frame without offloads: the driver broke the rules
       } else {
-        const frame = new Uint8Array(length);
-        this.copyOut(chain.readable, virtioNetHdr.size, frame);
-        if (this.backend.send(frame)) this.counters.txFrames++;
+        if (this.backend.send(gather(this.mem, chain.readable, virtioNetHdr.size, length))) this.counters.txFrames++;
         else this.counters.txDropped++;
       }
       interrupt = queue.push(chain.head, 0) || interrupt;
@@ -124,8 +122,8 @@ export class NetDataPath implements DataPath {
       const total = virtioNetHdr.size + this.pending;
       let written = 0;
       if (chain.writableBytes >= total) {
-        this.copyIn(chain.writable, this.header, 0);
-        this.copyIn(chain.writable, this.frame.subarray(0, this.pending), virtioNetHdr.size);
+        scatter(this.mem, chain.writable, 0, this.header);
+        scatter(this.mem, chain.writable, virtioNetHdr.size, this.frame.subarray(0, this.pending));
         written = total;
         this.counters.rxFrames++;
       } else {
@@ -135,35 +133,5 @@ export class NetDataPath implements DataPath {
       interrupt = queue.push(chain.head, written) || interrupt;
     }
     return interrupt;
-  }
-
-  private copyOut(buffers: readonly GuestBuffer[], skip: number, into: Uint8Array): void {
-    let at = 0;
-    for (const b of buffers) {
-      if (skip >= b.len) {
-        skip -= b.len;
-        continue;
-      }
-      const n = Math.min(b.len - skip, into.length - at);
-      into.set(this.mem.slice(b.addr + skip, n), at);
-      at += n;
-      skip = 0;
-      if (at === into.length) return;
-    }
-  }
-
-  private copyIn(buffers: readonly GuestBuffer[], data: Uint8Array, skip: number): void {
-    let at = 0;
-    for (const b of buffers) {
-      if (skip >= b.len) {
-        skip -= b.len;
-        continue;
-      }
-      const n = Math.min(b.len - skip, data.length - at);
-      this.mem.write(b.addr + skip, data.subarray(at, at + n));
-      at += n;
-      skip = 0;
-      if (at === data.length) return;
-    }
   }
 }

@@ -7,8 +7,11 @@
 // carries the sender's buffer space and bytes consumed; neither side sends more than the other has room for.
 import { defineStruct, StructView } from '../base/struct.js';
 import * as libc from '../sys/libc.js';
-import { VirtqueueError, type DescriptorChain, type GuestBuffer, type SplitQueue } from './split-queue.js';
-import { RING_FEATURES, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice } from './device.js';
+import { VirtqueueError, type DescriptorChain, type SplitQueue } from './split-queue.js';
+import { gather, scatter } from './guest-buffers.js';
+import {
+  RING_FEATURES, readConfigBytes, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice,
+} from './device.js';
 
 export const VIRTIO_ID_VSOCK = 19;
 export const VSOCK_QUEUE_SIZE = 256;
@@ -48,10 +51,7 @@ export class VirtioVsock implements VirtioDevice {
   }
 
   readConfig(offset: number, size: number): number {
-    const bytes = this.config.bytes();
-    let v = 0;
-    for (let i = Math.min(size, 4) - 1; i >= 0; i--) v = v * 256 + (bytes[offset + i] ?? 0);
-    return v;
+    return readConfigBytes(this.config.bytes(), offset, size);
   }
 
   writeConfig(): void {}
@@ -232,7 +232,7 @@ export class VsockDataPath implements DataPath {
 
   private packet(chain: DescriptorChain): void {
     if (chain.readableBytes < HDR) throw new VirtqueueError('MalformedRequest', `vsock packet ${chain.head} has no header`);
-    const h = new StructView(virtioVsockHdr, this.gather(chain.readable, 0, HDR));
+    const h = new StructView(virtioVsockHdr, gather(this.mem, chain.readable, 0, HDR));
     const len = h.get('len');
     if (len > chain.readableBytes - HDR) {
       throw new VirtqueueError('MalformedRequest', `vsock packet ${chain.head} says ${len} bytes but carries ${chain.readableBytes - HDR}`);
@@ -277,7 +277,7 @@ export class VsockDataPath implements DataPath {
           return;
         }
         if (len > 0 && c.toSocketBytes + len <= HOST_BUF_ALLOC) {
-          this.toClient(c, this.gather(chain.readable, HDR, len));
+          this.toClient(c, gather(this.mem, chain.readable, HDR, len));
           this.counters.toHostBytes += len;
         } else if (len > 0) {
           this.reset(hostPort, guestPort); // the guest overran the room it was given
@@ -425,40 +425,8 @@ export class VsockDataPath implements DataPath {
   }
 
   private write(chain: DescriptorChain, hdr: Uint8Array, payload: Uint8Array | undefined): void {
-    this.scatter(chain.writable, 0, hdr);
-    if (payload) this.scatter(chain.writable, HDR, payload);
-  }
-
-  private gather(buffers: readonly GuestBuffer[], skip: number, length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    let at = 0;
-    for (const b of buffers) {
-      if (at === length) break;
-      if (skip >= b.len) {
-        skip -= b.len;
-        continue;
-      }
-      const n = Math.min(b.len - skip, length - at);
-      out.set(this.mem.slice(b.addr + skip, n), at);
-      at += n;
-      skip = 0;
-    }
-    return out;
-  }
-
-  private scatter(buffers: readonly GuestBuffer[], skip: number, data: Uint8Array): void {
-    let at = 0;
-    for (const b of buffers) {
-      if (at === data.length) return;
-      if (skip >= b.len) {
-        skip -= b.len;
-        continue;
-      }
-      const n = Math.min(b.len - skip, data.length - at);
-      this.mem.write(b.addr + skip, data.subarray(at, at + n));
-      at += n;
-      skip = 0;
-    }
+    scatter(this.mem, chain.writable, 0, hdr);
+    if (payload) scatter(this.mem, chain.writable, HDR, payload);
   }
 
   /** Closes every connection and pending client (the device was reset or the VM ends). */
