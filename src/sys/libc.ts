@@ -28,6 +28,7 @@ const c = {
   exit: lib.func('void _exit(int status)'),
   flock: lib.func('int flock(int fd, int op)'),
   socket: lib.func('int socket(int domain, int type, int protocol)'),
+  socketpair: lib.func('int socketpair(int domain, int type, int protocol, _Out_ int *fds)'),
   bind: lib.func('int bind(int fd, const void *addr, unsigned int len)'),
   listen: lib.func('int listen(int fd, int backlog)'),
   accept4: lib.func('int accept4(int fd, void *addr, void *len, int flags)'),
@@ -141,6 +142,13 @@ export const O_NONBLOCK = 0o4000;
 
 export function socket(domain: number, type: number, protocol = 0): number {
   return check('socket', c.socket(domain, type | SOCK_CLOEXEC, protocol) as number);
+}
+
+/** A connected pair of Unix stream sockets (close-on-exec). */
+export function socketpair(type = SOCK_STREAM): [number, number] {
+  const fds = [0, 0];
+  check('socketpair', c.socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) as number);
+  return [fds[0] ?? -1, fds[1] ?? -1];
 }
 
 export const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
