@@ -62,6 +62,16 @@ image.command('ls')
     imageList();
   });
 
+const card = program.command('card').description('Nitro cards: device processes serving VMs over vhost-user');
+card.command('block')
+  .description('serve a volume (raw file) to one VM at a time over a vhost-user socket')
+  .requiredOption('--socket <path>', 'the vhost-user socket to create')
+  .requiredOption('--volume <path[,ro]>', 'the volume file (",ro": read-only)')
+  .action(async (opts: { socket: string; volume: string }) => {
+    const { runBlockCard } = await import('./card.js');
+    runBlockCard(opts.socket, opts.volume, log);
+  });
+
 program.command('setup')
   .description('build and cache the guest kernel and initramfs (done automatically on first run)')
   .action(async () => {

@@ -6,7 +6,7 @@ import { errorMessage } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { VirtqueueError } from '../virtio/split-queue.js';
-import { createDataPath } from '../virtio/data-paths.js';
+import { buildQueues, createDataPath } from '../virtio/data-paths.js';
 import type { DataPath } from '../virtio/device.js';
 import { INT_VRING } from '../virtio/mmio-transport.js';
 import type { IoCommand, IoEvent, IoThreadInit } from './io-thread-protocol.js';
@@ -55,7 +55,7 @@ function run(c: IoCommand): boolean {
     case 'start': {
       stopDevice(c.device);
       try {
-        const path = createDataPath(c.spec, mem, c.queues, c.features);
+        const path = createDataPath(c.spec, mem, buildQueues(mem, c.queues), c.features);
         devices.set(c.device, { path, irqFd: c.irqFd, isr: new Int32Array(c.isr) });
       } catch (e) {
         post({ type: e instanceof VirtqueueError ? 'failed' : 'crashed', device: c.device, why: errorMessage(e) });

@@ -24,7 +24,7 @@ import { IoThread, ThreadedRunner } from './io-thread-host.js';
 import { VirtioNet } from '../virtio/net.js';
 import { createTap, type Tap } from './tap.js';
 import { VirtioVsock } from '../virtio/vsock.js';
-import { GUEST_CID, listenVsock } from './vsock-socket.js';
+import { listenAtPath } from '../sys/unix-listen.js';
 import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
@@ -81,6 +81,8 @@ interface VcpuHandle {
 }
 
 const MIN_MEMORY_MIB = 16;
+/** The guest's vsock address (2 is the host's; guest/ABI.md). */
+const GUEST_VSOCK_CID = 3;
 const STOP_GRACE_MS = 5000;
 /** Host input queued beyond this makes input() ask the sender to pause. */
 const INPUT_HIGH_WATER = 64 * 1024;
@@ -147,7 +149,7 @@ export class MicroVm {
         acquired.push({ close: () => libc.close(tap.fd) });
       }
       if (cfg.vsock !== undefined) {
-        const listening = listenVsock(cfg.vsock);
+        const listening = listenAtPath(cfg.vsock, 'the vsock path');
         this.vsockListen = listening;
         acquired.push({ close: () => listening.release() });
       }
@@ -197,8 +199,8 @@ export class MicroVm {
     this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, new VirtioBlock(d)]));
     if (this.tap) devices.push(['virtio-net0', new VirtioNet(this.tap.mac, { kind: 'net', tapFd: this.tap.fd })]);
     if (this.vsockListen !== undefined && this.cfg.vsock !== undefined) {
-      devices.push(['virtio-vsock0', new VirtioVsock(GUEST_CID,
-        { kind: 'vsock', guestCid: GUEST_CID, listenFd: this.vsockListen.fd, path: this.cfg.vsock })]);
+      devices.push(['virtio-vsock0', new VirtioVsock(GUEST_VSOCK_CID,
+        { kind: 'vsock', guestCid: GUEST_VSOCK_CID, listenFd: this.vsockListen.fd, path: this.cfg.vsock })]);
     }
     if (devices.length > MAX_VIRTIO_DEVICES) {
       throw new AzoteError('TooManyDevices', `${devices.length} virtio devices do not fit in ${MAX_VIRTIO_DEVICES} slots`, 'attach fewer disks');

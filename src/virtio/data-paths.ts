@@ -8,11 +8,15 @@ import { NetDataPath } from './net.js';
 import { TapBackend } from './tap-backend.js';
 import { VsockDataPath } from './vsock.js';
 
-/** Checks each queue's geometry (VirtqueueError) and builds the data path over them. */
+/** The queues of a device (undefined where the driver left one unused); VirtqueueError for a bad geometry. */
+export function buildQueues(mem: DeviceMemory, configs: readonly (QueueConfig | undefined)[]): (SplitQueue | undefined)[] {
+  return configs.map((c) => (c ? new SplitQueue(mem, c) : undefined));
+}
+
+/** Builds the data path of `spec` over its queues. */
 export function createDataPath(
-  spec: DataPathSpec, mem: DeviceMemory, configs: readonly (QueueConfig | undefined)[], features: bigint,
+  spec: DataPathSpec, mem: DeviceMemory, queues: readonly (SplitQueue | undefined)[], features: bigint,
 ): DataPath {
-  const queues = configs.map((c) => (c ? new SplitQueue(mem, c) : undefined));
   switch (spec.kind) {
     case 'rng': return new RngDataPath(mem, queues[0]);
     case 'blk': return new BlockDataPath(mem, queues, features, new RawFileBackend(spec.fd, spec.sectors, spec.readOnly), spec.serial);

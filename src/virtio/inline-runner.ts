@@ -2,7 +2,7 @@
 // tests and fuzzers, and wherever a device has no thread of its own.
 import { VirtqueueError, type QueueConfig } from './split-queue.js';
 import type { DataPath, DataPathSpec, DeviceMemory, QueueRunner, RunnerEvents } from './device.js';
-import { createDataPath } from './data-paths.js';
+import { buildQueues, createDataPath } from './data-paths.js';
 
 export class InlineRunner implements QueueRunner {
   private running: { path: DataPath; events: RunnerEvents } | undefined;
@@ -15,7 +15,7 @@ export class InlineRunner implements QueueRunner {
   }
 
   start(queues: readonly (QueueConfig | undefined)[], features: bigint, events: RunnerEvents): void {
-    this.running = { path: createDataPath(this.spec, this.mem, queues, features), events };
+    this.running = { path: createDataPath(this.spec, this.mem, buildQueues(this.mem, queues), features), events };
   }
 
   notify(index: number): void {

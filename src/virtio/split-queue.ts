@@ -81,6 +81,8 @@ export interface QueueConfig {
   readonly indirect: boolean;
   /** VIRTIO_F_RING_EVENT_IDX negotiated. */
   readonly eventIdx: boolean;
+  /** Where the device starts in the available ring (vhost-user's SET_VRING_BASE); 0 for a new queue. */
+  readonly startIndex?: number;
 }
 
 /**
@@ -106,6 +108,8 @@ export class SplitQueue {
   /** Checks the geometry the driver wrote to the transport; throws VirtqueueError when it is unusable. */
   constructor(private readonly mem: QueueMemory, readonly cfg: QueueConfig) {
     const { size } = cfg;
+    // Every chain before the start is taken as completed: the used index starts there too.
+    this.lastAvail = this.usedIdx = (cfg.startIndex ?? 0) & 0xffff;
     if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
       fail('BadQueueSize', `queue size ${size} is not a power of two from 1 to ${MAX_QUEUE_SIZE}`);
     }
@@ -118,6 +122,11 @@ export class SplitQueue {
       if (addr % align !== 0) fail('RingMisaligned', `the ${what} at ${hex(addr)} is not ${align}-byte aligned`);
       if (!mem.contains(addr, len)) fail('RingOutsideMemory', `the ${what} at ${hex(addr)}+${len} is outside guest memory`);
     }
+  }
+
+  /** The next available-ring index the device will take (what vhost-user's GET_VRING_BASE returns). */
+  get nextAvail(): number {
+    return this.lastAvail;
   }
 
   /** Chains the driver has made available and the device has not taken yet (after checking the index). */

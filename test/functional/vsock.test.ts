@@ -71,7 +71,7 @@ test('--vsock: a path another VM serves is refused with a one-line error', async
   try {
     const r = await azote(['run', '--vsock', sock, '--', 'true']);
     assert.equal(r.status, 125);
-    assert.match(r.stderr, /^azote: the vsock path .*busy\.sock is in use by another VM: give each VM its own --vsock path$/m);
+    assert.match(r.stderr, /^azote: the vsock path .*busy\.sock is in use by another process: give each its own path$/m);
   } finally {
     holder.close();
   }
