@@ -31,6 +31,7 @@ program.command('run')
   .option('-e, --env <KEY=VALUE>', 'environment variable for COMMAND (repeatable)', collect, [])
   .option('--image <name>', 'boot from a fresh copy of this image as /dev/vda (root=/dev/vda); changes end with the VM')
   .option('--disk <path[,ro]>', 'attach a raw disk image as the next /dev/vdX (",ro": read-only; repeatable)', collect, [])
+  .option('--volume <socket>', 'attach the volume a block card serves on this vhost-user socket (after the disks; repeatable)', collect, [])
   .option('--net <kind>', 'network: "tap" gives the guest eth0 on a new TAP device (needs CAP_NET_ADMIN); '
     + 'the command sees AZOTE_HOST_IP and AZOTE_GUEST_IP')
   .option('--vsock <path>', 'virtio-vsock: host programs reach guest port P by connecting to PATH and sending '
@@ -43,7 +44,7 @@ program.command('run')
     const { runCommand } = await import('./run.js');
     process.exitCode = await runCommand(command, {
       vcpus: opts.vcpus, mem: opts.mem, kernel: opts.kernel, initrd: opts.initrd, cmdline: opts.cmdline,
-      verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk, image: opts.image, net: opts.net, vsock: opts.vsock,
+      verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk, image: opts.image, net: opts.net, vsock: opts.vsock, volumes: opts.volume,
     }, log);
   });
 

@@ -31,6 +31,8 @@ export interface RunOptions {
   readonly net?: string | undefined;
   /** --vsock: the host end's Unix socket path. */
   readonly vsock?: string | undefined;
+  /** --volume: block cards' vhost-user sockets. */
+  readonly volumes: string[];
 }
 
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
@@ -128,7 +130,7 @@ async function boot(o: RunOptions, { kernel, initrd, cmdline, disks, shell, flav
   // The console is attached once the VM exists; the VM wakes it when the guest has taken queued input.
   const host: { console?: ConsoleInput | undefined } = {};
   const vm = new MicroVm({
-    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng, disks, net: o.net === 'tap',
+    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng, disks, net: o.net === 'tap', volumes: o.volumes,
     ...(o.vsock !== undefined ? { vsock: o.vsock } : {}),
     output: (bytes) => {
       process.stdout.write(bytes);

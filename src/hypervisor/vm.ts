@@ -16,11 +16,13 @@ import { COM1_IRQ, type Uart16550 } from './devices/uart.js';
 import { attachLegacyDevices } from './legacy-devices.js';
 import { MAX_VIRTIO_DEVICES, virtioSlot, VIRTIO_MMIO_WINDOW, type VirtioSlot } from './virtio-mmio-slots.js';
 import { MmioTransport } from '../virtio/mmio-transport.js';
-import type { VirtioDevice } from '../virtio/device.js';
+import type { QueueRunner, VirtioDevice } from '../virtio/device.js';
 import { VirtioRng } from '../virtio/rng.js';
-import { VirtioBlock, type BlockDiskInfo } from '../virtio/blk.js';
+import { BLK_QUEUE_SIZE, VIRTIO_ID_BLOCK, VirtioBlock, type BlockDiskInfo } from '../virtio/blk.js';
 import { closeDisk, openDisk } from '../virtio/raw-file.js';
 import { IoThread, ThreadedRunner } from './io-thread-host.js';
+import { CardDevice, VhostUserRunner } from './vhost-user-device.js';
+import { VhostUserFrontend } from '../vhost-user/frontend.js';
 import { VirtioNet } from '../virtio/net.js';
 import { createTap, type Tap } from './tap.js';
 import { VirtioVsock } from '../virtio/vsock.js';
@@ -49,6 +51,8 @@ export interface VmConfig {
   readonly disks?: readonly DiskSpec[];
   /** A virtio-net device on a new TAP device (needs CAP_NET_ADMIN); the guest's init configures eth0. */
   readonly net?: boolean;
+  /** Volumes served by block cards: the cards' vhost-user sockets, attached after the disks. */
+  readonly volumes?: readonly string[];
   /** A virtio-vsock device whose host end is a Unix socket at this path (Firecracker's hybrid form). */
   readonly vsock?: string;
   /** After input() returned false (too much queued), called once the guest has taken all of it. */
@@ -123,7 +127,7 @@ export class MicroVm {
   private quirks = 0;
   private closed = false;
   private readonly io: IoThread;
-  private readonly runners: ThreadedRunner[] = [];
+  private readonly runners: Array<{ close(): void }> = [];
   private readonly openDisks: BlockDiskInfo[] = [];
   /** The VM's TAP device, with --net. */
   readonly tap: Tap | undefined;
@@ -194,21 +198,40 @@ export class MicroVm {
    * exits), queues on the I/O thread (ioeventfd in, irqfd out). Returns their slots for the kernel command line.
    */
   private attachVirtio(): VirtioSlot[] {
-    const devices: Array<[string, VirtioDevice]> = [];
-    if (this.cfg.rng) devices.push(['virtio-rng', new VirtioRng()]);
-    this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, new VirtioBlock(d)]));
-    if (this.tap) devices.push(['virtio-net0', new VirtioNet(this.tap.mac, { kind: 'net', tapFd: this.tap.fd })]);
+    // Each entry makes its device and runner once its slot is known.
+    type Make = (index: number, slot: VirtioSlot, isr: Int32Array) => { device: VirtioDevice; runner: QueueRunner & { close(): void } };
+    const local = (device: VirtioDevice): Make => (index, slot, isr) => ({
+      device, runner: new ThreadedRunner(this.vm, this.io, index, device.dataPath, device.queueSizes.length, slot.base, slot.irq, isr),
+    });
+    const card = (socket: string): Make => (index, slot, isr) => {
+      const runner = new VhostUserRunner(this.vm, this.mem, this.io, index, 1, slot.base, slot.irq, isr, this.log);
+      try {
+        const frontend = VhostUserFrontend.connect(socket);
+        const device = new CardDevice(VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE], frontend, runner.callFds);
+        runner.attach(device);
+        return { device, runner };
+      } catch (e) {
+        runner.close();
+        throw new AzoteError('CardUnavailable', `the volume's card at ${socket} cannot be used: ${errorMessage(e)}`,
+          `start it first: azote card block --socket ${socket} --volume FILE`);
+      }
+    };
+    const devices: Array<[string, Make]> = [];
+    if (this.cfg.rng) devices.push(['virtio-rng', local(new VirtioRng())]);
+    this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, local(new VirtioBlock(d))]));
+    (this.cfg.volumes ?? []).forEach((socket, i) => devices.push([`vhost-user-blk${i}`, card(socket)]));
+    if (this.tap) devices.push(['virtio-net0', local(new VirtioNet(this.tap.mac, { kind: 'net', tapFd: this.tap.fd }))]);
     if (this.vsockListen !== undefined && this.cfg.vsock !== undefined) {
-      devices.push(['virtio-vsock0', new VirtioVsock(GUEST_VSOCK_CID,
-        { kind: 'vsock', guestCid: GUEST_VSOCK_CID, listenFd: this.vsockListen.fd, path: this.cfg.vsock })]);
+      devices.push(['virtio-vsock0', local(new VirtioVsock(GUEST_VSOCK_CID,
+        { kind: 'vsock', guestCid: GUEST_VSOCK_CID, listenFd: this.vsockListen.fd, path: this.cfg.vsock }))]);
     }
     if (devices.length > MAX_VIRTIO_DEVICES) {
       throw new AzoteError('TooManyDevices', `${devices.length} virtio devices do not fit in ${MAX_VIRTIO_DEVICES} slots`, 'attach fewer disks');
     }
-    return devices.map(([name, device], index) => {
+    return devices.map(([name, make], index) => {
       const slot = virtioSlot(index);
       const isr = new Int32Array(new SharedArrayBuffer(4));
-      const runner = new ThreadedRunner(this.vm, this.io, index, device.dataPath, device.queueSizes.length, slot.base, slot.irq, isr);
+      const { device, runner } = make(index, slot, isr);
       this.runners.push(runner);
       const transport = new MmioTransport(this.mem, device, runner, () => {
         this.vm.irqLine(slot.irq, true);

@@ -157,22 +157,26 @@ export function decodeHeader(bytes: Uint8Array): { request: number; flags: numbe
   return { request: h.get('request'), flags, size };
 }
 
-/** What payload a request carries, in either direction (`reply`: the backend's answer). */
+/** What payload a request carries, in either direction (`reply`: the backend's answer, or its acknowledgement). */
 export function payloadKind(request: number, reply: boolean): Payload['kind'] {
+  if (reply) {
+    switch (request) {
+      case REQ.GET_VRING_BASE: return 'vring-state';
+      case REQ.GET_CONFIG: return 'config';
+      default: return 'u64'; // a value (GET_FEATURES...) or the REPLY_ACK status
+    }
+  }
   switch (request) {
-    case REQ.GET_FEATURES: case REQ.GET_PROTOCOL_FEATURES: case REQ.GET_QUEUE_NUM: case REQ.GET_MAX_MEM_SLOTS:
-    case REQ.GET_STATUS:
-      return reply ? 'u64' : 'none';
     case REQ.SET_FEATURES: case REQ.SET_PROTOCOL_FEATURES: case REQ.SET_VRING_KICK: case REQ.SET_VRING_CALL:
     case REQ.SET_VRING_ERR: case REQ.SET_STATUS: case REQ.SET_LOG_BASE:
       return 'u64';
     case REQ.SET_VRING_NUM: case REQ.SET_VRING_BASE: case REQ.SET_VRING_ENABLE: case REQ.GET_VRING_BASE:
       return 'vring-state';
     case REQ.SET_VRING_ADDR: return 'vring-addr';
-    case REQ.SET_MEM_TABLE: return reply ? 'u64' : 'mem-table';
-    case REQ.ADD_MEM_REG: case REQ.REM_MEM_REG: return reply ? 'u64' : 'mem-region';
+    case REQ.SET_MEM_TABLE: return 'mem-table';
+    case REQ.ADD_MEM_REG: case REQ.REM_MEM_REG: return 'mem-region';
     case REQ.GET_CONFIG: case REQ.SET_CONFIG: return 'config';
-    default: return reply ? 'u64' : 'none';
+    default: return 'none';
   }
 }
 

@@ -7,6 +7,7 @@ import { RawFileBackend } from './raw-file.js';
 import { NetDataPath } from './net.js';
 import { TapBackend } from './tap-backend.js';
 import { VsockDataPath } from './vsock.js';
+import { InterruptRelay } from './relay.js';
 
 /** The queues of a device (undefined where the driver left one unused); VirtqueueError for a bad geometry. */
 export function buildQueues(mem: DeviceMemory, configs: readonly (QueueConfig | undefined)[]): (SplitQueue | undefined)[] {
@@ -22,5 +23,6 @@ export function createDataPath(
     case 'blk': return new BlockDataPath(mem, queues, features, new RawFileBackend(spec.fd, spec.sectors, spec.readOnly), spec.serial);
     case 'net': return new NetDataPath(mem, queues, new TapBackend(spec.tapFd));
     case 'vsock': return new VsockDataPath(mem, queues, spec.guestCid, spec.listenFd, spec.path);
+    case 'relay': return new InterruptRelay(spec.callFds);
   }
 }

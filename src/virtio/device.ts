@@ -14,7 +14,8 @@ export type DataPathSpec =
   | { readonly kind: 'rng' }
   | { readonly kind: 'blk'; readonly fd: number; readonly readOnly: boolean; readonly sectors: number; readonly serial: string }
   | { readonly kind: 'net'; readonly tapFd: number }
-  | { readonly kind: 'vsock'; readonly guestCid: number; readonly listenFd: number; readonly path: string };
+  | { readonly kind: 'vsock'; readonly guestCid: number; readonly listenFd: number; readonly path: string }
+  | { readonly kind: 'relay'; readonly callFds: readonly number[] };
 
 export interface VirtioDevice {
   readonly deviceId: number;
