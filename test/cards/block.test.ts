@@ -1,6 +1,6 @@
-// The block card against a real vhost-user frontend: Debian's QEMU (under TCG, which needs no /dev/kvm) boots our
-// guest kernel with `-device vhost-user-blk` on the card's socket; the guest writes a pattern, flushes, reads it
-// back, and the volume file holds it.
+// vhost-user block both ways with real peers: Debian's QEMU (under TCG, which needs no /dev/kvm) boots our guest
+// with `-device vhost-user-blk` on our block card's socket; our hypervisor (`azote run --volume`) uses our card and
+// qemu-storage-daemon's vhost-user-blk export. Each time the guest writes a pattern, flushes, and the file holds it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -14,6 +14,8 @@ import { ensureBaseInitramfs } from '../../src/images/initramfs.js';
 import { ensureKernel } from '../../src/images/kernel.js';
 import { projectRoot } from '../../src/images/paths.js';
 import { runRequestArchive } from '../../src/images/run-request.js';
+import { azote } from '../framework/cli.js';
+import { requireKvm } from '../framework/kvm.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-card-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -75,4 +77,49 @@ test('block card: QEMU\'s vhost-user-blk boots our guest against it; a flushed w
   } finally {
     card.kill('SIGTERM');
   }
+});
+
+/** Starts `command` (a vhost-user backend) and waits for its socket; returns a function that stops it. */
+async function backend(command: string, args: string[], socket: string): Promise<{ stop(): void; log(): string }> {
+  const p = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  p.stderr.setEncoding('utf8').on('data', (s: string) => { log += s; });
+  for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(100);
+  assert.ok(existsSync(socket), `${command} made its socket: ${log}`);
+  return { stop: () => p.kill('SIGTERM'), log: () => log };
+}
+
+const WRITE_AND_FLUSH = (text: string): string[] => ['sh', '-c',
+  `cat /sys/block/vda/size; printf ${text} > /tmp/p; dd if=/tmp/p of=/dev/vda seek=3 conv=fsync 2>/dev/null && echo flushed`];
+
+test('azote run --volume: our hypervisor with our block card, then with qemu-storage-daemon', { timeout: 600_000 }, async (t) => {
+  if (!requireKvm(t) || !qemuPresent(t)) return;
+  const cases: Array<[string, (volume: string, socket: string) => [string, string[]]]> = [
+    ['azote card', (volume, socket) => [process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block',
+      '--socket', socket, '--volume', volume]]],
+    ['qemu-storage-daemon', (volume, socket) => ['qemu-storage-daemon', ['--blockdev', `driver=file,node-name=file0,filename=${volume}`,
+      '--export', `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},writable=on`]]],
+  ];
+  for (const [name, make] of cases) {
+    const volume = path.join(dir, `${name.replace(/\W/g, '-')}.img`);
+    writeFileSync(volume, new Uint8Array(16 << 20));
+    const socket = path.join(dir, `${name.replace(/\W/g, '-')}.sock`);
+    const [cmd, args] = make(volume, socket);
+    const b = await backend(cmd, args, socket);
+    try {
+      const r = await azote(['run', '--volume', socket, '--', ...WRITE_AND_FLUSH('via-vhost-user')], { timeoutMs: 300_000 });
+      assert.equal(r.status, 0, `${name}: ${r.stderr}\n${b.log()}`);
+      assert.equal(r.stdout, `${(16 << 20) / 512}\nflushed\n`, name);
+      assert.equal(readFileSync(volume).subarray(3 * 512, 3 * 512 + 14).toString(), 'via-vhost-user', name);
+    } finally {
+      b.stop();
+    }
+  }
+});
+
+test('azote run --volume: a socket nobody serves is a one-line error naming the fix', async (t) => {
+  if (!requireKvm(t)) return; // the card is reached once the VM exists
+  const r = await azote(['run', '--volume', path.join(dir, 'nobody.sock'), '--', 'true']);
+  assert.equal(r.status, 125);
+  assert.match(r.stderr, /^azote: the volume's card at .*nobody\.sock cannot be used: vhost-user: cannot connect .*: start it first: azote card block/m);
 });
