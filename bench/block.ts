@@ -1,13 +1,18 @@
-// Block benchmark: a disk inside the guest, Azote against Debian's QEMU on the same kernel, initramfs, disk file and
+// Block benchmarks: a disk inside the guest, Azote against Debian's QEMU on the same kernel, initramfs, disk file and
 // cache mode. The guest runs guest/bench/blkbench (O_DIRECT on /dev/vda: sequential 1 MiB reads and writes, random
-// 4 KiB reads and writes) and prints its figures; each VMM boots it BENCH_BLOCK_RUNS times, interleaved.
-//   Azote: `azote run --disk scratch.img` (virtio-blk over virtio-mmio, data path on the VM's I/O thread; the
-//          host page cache is used and a guest flush is fdatasync: QEMU's cache=writeback).
-//   QEMU:  `-M microvm,acpi=off -accel tcg` (without ACPI it names its virtio-mmio devices on the kernel command
-//          line, which our ACPI-less kernel needs), `-device virtio-blk-device` (virtio-mmio too) with cache=writeback and aio=threads.
-//          QEMU cannot boot Linux under KVM on this machine (nested kvm_pvm), so it runs under TCG: say so beside
-//          the figures. Its init build reports the exit status on port 0xf4 (isa-debug-exit).
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+// 4 KiB reads and writes, and a system call's cost as a yardstick) and prints its figures; each variant boots it
+// BENCH_BLOCK_RUNS (BENCH_CARD_RUNS) times, interleaved.
+//   block: `azote run --disk scratch.img` (virtio-blk over virtio-mmio, data path on the VM's I/O thread, host page
+//          cache, a guest flush is fdatasync) beside QEMU's `-device virtio-blk-device` with cache=writeback and
+//          aio=threads.
+//   card:  the same disk through Azote's block card (`azote run --volume`), through Azote's own device, and through
+//          QEMU's `-device vhost-user-blk` with qemu-storage-daemon's vhost-user-blk export.
+// QEMU runs `-M microvm,acpi=off -accel tcg` with virtio-mmio.force-legacy=false: without ACPI it names its
+// virtio-mmio devices on the kernel command line (our kernel has no ACPI), modern virtio as Azote's; under TCG
+// because its KVM mode cannot boot Linux on this machine (nested kvm_pvm), which the figures say. Its init build
+// reports the exit status on port 0xf4 (isa-debug-exit).
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomFillSync } from 'node:crypto';
 import path from 'node:path';
 import { createLogger } from '../src/base/log.js';
@@ -30,7 +35,9 @@ const SPAN_MIB = 64;
 const TIMEOUT_MS = 600_000;
 const FIGURES = /blkbench seq-read-mibs=([\d.]+) seq-write-mibs=([\d.]+) rand-read-iops=([\d.]+) rand-write-iops=([\d.]+) syscall-us=([\d.]+)/;
 const AZOTE = 'azote (KVM)';
+const AZOTE_CARD = 'azote + block card (KVM)';
 const QEMU = 'qemu microvm (TCG)';
+const QEMU_QSD = 'qemu (TCG) + qemu-storage-daemon';
 
 type Figures = [seqRead: number, seqWrite: number, randRead: number, randWrite: number, syscallUs: number];
 
@@ -56,14 +63,26 @@ function scratchDisk(file: string): void {
   }
 }
 
-export async function runBlock(): Promise<BlockReport> {
+interface Variant {
+  readonly name: string;
+  run(): Promise<Figures>;
+}
+
+export const runBlock = (): Promise<BlockReport> => blockBench('block');
+export const runCard = (): Promise<BlockReport> => blockBench('card');
+
+/**
+ * `block`: Azote's in-hypervisor virtio-blk beside QEMU's. `card`: the same disk through Azote's block card
+ * (`azote run --volume`), through the in-hypervisor device, and through QEMU + qemu-storage-daemon over vhost-user.
+ */
+async function blockBench(mode: 'block' | 'card'): Promise<BlockReport> {
   const root = projectRoot();
   const qemu = process.env['QEMU'] || 'qemu-system-x86_64';
-  const runs = envInt('BENCH_BLOCK_RUNS', 3);
+  const runs = envInt(mode === 'card' ? 'BENCH_CARD_RUNS' : 'BENCH_BLOCK_RUNS', 3);
   const host = { qemu: qemuVersion(qemu), kvmFlavour: detectKvmFlavour(), node: process.version };
   if (!existsSync(path.join(cacheDir(), 'kernel', kernelKey(), 'version'))) {
-    say('\nblock: SKIP: the guest kernel is not built yet; run `node bin/azote.js setup` first');
-    return { host, metrics: [], skipped: ['block'] };
+    say(`\n${mode}: SKIP: the guest kernel is not built yet; run \`node bin/azote.js setup\` first`);
+    return { host, metrics: [], skipped: [mode] };
   }
   const log = createLogger('bench');
   const kernel = (await ensureKernel(log)).vmlinux;
@@ -83,29 +102,65 @@ export async function runBlock(): Promise<BlockReport> {
     const disk = path.join(tmp, 'scratch.img');
     scratchDisk(disk);
 
-    const azoteCmd = [process.execPath, path.join(root, 'bin', 'azote.js'), 'run', '--mem', String(MEM_MIB),
-      '--initrd', azoteInitrd, '--disk', disk, '--', ...command];
-    const qemuCmd = [qemu, '-M', 'microvm,acpi=off', '-accel', 'tcg', '-m', String(MEM_MIB), '-smp', '1', '-kernel', kernel,
-      '-initrd', qemuInitrd, '-append', guestCmdline({ nestedPvm: false, quiet: true }), '-display', 'none',
-      '-monitor', 'none', '-nodefaults', '-serial', 'stdio', '-no-reboot', '-device', 'isa-debug-exit,iobase=0xf4,iosize=1',
-      '-drive', `id=d0,file=${disk},format=raw,if=none,cache=writeback,aio=threads`, '-device', 'virtio-blk-device,drive=d0'];
-
-    const samples = new Map<string, Figures[]>([[AZOTE, []], [QEMU, []]]);
-    const azoteOnce = (): Promise<void> => withChild(azoteCmd, { label: 'azote blkbench', timeoutMs: TIMEOUT_MS }, async (c) => {
-      await c.expectExit(0);
-      samples.get(AZOTE)?.push(parse(c.output('stdout'), 'azote'));
-    });
+    const azoteJs = path.join(root, 'bin', 'azote.js');
+    const azoteRun = (attach: string[]): string[] => [process.execPath, azoteJs, 'run', '--mem', String(MEM_MIB),
+      '--initrd', azoteInitrd, ...attach, '--', ...command];
+    const qemuRun = (attach: string[], machine = ''): string[] => [qemu, '-M', `microvm,acpi=off${machine}`, '-accel', 'tcg',
+      '-m', String(MEM_MIB), '-smp', '1', '-kernel', kernel, '-initrd', qemuInitrd, '-append', guestCmdline({ nestedPvm: false, quiet: true }),
+      '-display', 'none', '-monitor', 'none', '-nodefaults', '-serial', 'stdio', '-no-reboot',
+      '-device', 'isa-debug-exit,iobase=0xf4,iosize=1', '-global', 'virtio-mmio.force-legacy=false', ...attach];
+    const socket = path.join(tmp, 'backend.sock');
+    /** Runs `fn` while a vhost-user backend serves the disk on `socket`. */
+    const withBackend = (cmd: string[], label: string, fn: () => Promise<Figures>): Promise<Figures> =>
+      withChild(cmd, { label, timeoutMs: TIMEOUT_MS }, async (b) => {
+        for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(100);
+        if (!existsSync(socket)) throw b.error('made no socket');
+        try {
+          return await fn();
+        } finally {
+          await b.stop();
+          rmSync(socket, { force: true });
+        }
+      });
+    const azoteOnce = (attach: string[]): Promise<Figures> =>
+      withChild(azoteRun(attach), { label: 'azote blkbench', timeoutMs: TIMEOUT_MS }, async (c) => {
+        await c.expectExit(0);
+        return parse(c.output('stdout'), 'azote');
+      });
     // isa-debug-exit ends QEMU with (status << 1) | 1: 1 for blkbench's 0.
-    const qemuOnce = (): Promise<void> => withChild(qemuCmd, { label: 'qemu blkbench (TCG)', timeoutMs: TIMEOUT_MS }, async (c) => {
-      await c.expectExit(1);
-      samples.get(QEMU)?.push(parse(c.output('stdout'), 'qemu'));
-    });
-    say(`\nblock benchmark: azote vs ${host.qemu}; KVM ${host.kvmFlavour}; ${runs} interleaved runs`);
+    const qemuOnce = (attach: string[], machine?: string): Promise<Figures> =>
+      withChild(qemuRun(attach, machine), { label: 'qemu blkbench (TCG)', timeoutMs: TIMEOUT_MS }, async (c) => {
+        await c.expectExit(1);
+        return parse(c.output('stdout'), 'qemu');
+      });
+    const variants: Variant[] = [{ name: AZOTE, run: () => azoteOnce(['--disk', disk]) }];
+    if (mode === 'card') {
+      variants.unshift({
+        name: AZOTE_CARD,
+        run: () => withBackend([process.execPath, azoteJs, 'card', 'block', '--socket', socket, '--volume', disk], 'azote block card',
+          () => azoteOnce(['--volume', socket])),
+      });
+      variants.push({
+        name: QEMU_QSD,
+        run: () => withBackend(['qemu-storage-daemon', '--blockdev', `driver=file,node-name=file0,filename=${disk},cache.direct=off`,
+          '--export', `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},writable=on`],
+        'qemu-storage-daemon', () => qemuOnce(['-object', `memory-backend-memfd,id=mem,size=${MEM_MIB}M,share=on`,
+          '-chardev', `socket,id=c0,path=${socket}`, '-device', 'vhost-user-blk,chardev=c0'], ',memory-backend=mem')),
+      });
+    } else {
+      variants.push({
+        name: QEMU,
+        run: () => qemuOnce(['-drive', `id=d0,file=${disk},format=raw,if=none,cache=writeback,aio=threads`, '-device', 'virtio-blk-device,drive=d0']),
+      });
+    }
+    const baseline = mode === 'card' ? QEMU_QSD : QEMU;
+
+    const samples = new Map<string, Figures[]>(variants.map((v) => [v.name, []]));
+    say(`\n${mode} benchmark: azote vs ${host.qemu}; KVM ${host.kvmFlavour}; ${runs} interleaved runs`);
     say(`  guest: 1 vCPU, ${MEM_MIB} MiB, blkbench on /dev/vda (O_DIRECT, first ${SPAN_MIB} MiB of a ${DISK_MIB} MiB raw file)`);
     for (let i = 0; i < runs; i++) {
-      for (const f of rotated([azoteOnce, qemuOnce], i)) await f();
-      const last = (n: string): string => samples.get(n)?.at(-1)?.join(' / ') ?? '-';
-      say(`  run ${i + 1}/${runs}: azote ${last(AZOTE)}; qemu ${last(QEMU)}`);
+      for (const v of rotated(variants, i)) samples.get(v.name)?.push(await v.run());
+      say(`  run ${i + 1}/${runs}: ${variants.map((v) => `${v.name} ${samples.get(v.name)?.at(-1)?.join(' / ') ?? '-'}`).join('; ')}`);
     }
     const metrics: MetricResult[] = [];
     const titles: Array<[string, string, string]> = [
@@ -117,7 +172,7 @@ export async function runBlock(): Promise<BlockReport> {
     ];
     titles.forEach(([id, title, unit], k) => {
       const { text, result } = renderMetric({
-        id, title, unit, baseline: QEMU,
+        id: mode === 'card' ? id.replace('block-', 'card-') : id, title, unit, baseline,
         rows: [...samples].map(([name, figs]) => ({ name, samples: figs.map((f) => f[k] ?? 0) })),
         notes: k === 0 ? [
           'higher is better; ratio = azote / qemu',

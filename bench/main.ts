@@ -1,13 +1,14 @@
 // Benchmarks: `npm run bench -- [NAME...]` (no name runs them all). Each prints its tables; the last line of the
 // output is one JSON object with every result, for machine reading.
 import { runBoot } from './boot.js';
-import { runBlock } from './block.js';
+import { runBlock, runCard } from './block.js';
 import { runVsock } from './vsock.js';
 import { BenchError, killAllChildren } from './proc.js';
 
 const benches: Record<string, () => Promise<unknown>> = {
   boot: runBoot,
   block: runBlock,
+  card: runCard,
   vsock: runVsock,
 };
 

@@ -56,7 +56,7 @@ test('block card: QEMU\'s vhost-user-blk boots our guest against it; a flushed w
       const q = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=off,memory-backend=mem', '-object',
         'memory-backend-memfd,id=mem,size=256M,share=on', '-m', '256', '-accel', 'tcg', '-smp', '1', '-kernel', kernel,
         '-initrd', initrd, '-append', 'console=ttyS0 reboot=k panic=-1 quiet', '-chardev', `socket,id=c0,path=${socket}`,
-        '-device', 'vhost-user-blk,chardev=c0', '-nodefaults', '-serial', 'stdio', '-display', 'none', '-no-reboot',
+        '-device', 'vhost-user-blk,chardev=c0', '-global', 'virtio-mmio.force-legacy=false', '-nodefaults', '-serial', 'stdio', '-display', 'none', '-no-reboot',
         '-device', 'isa-debug-exit,iobase=0xf4,iosize=1'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       q.stdout.setEncoding('utf8').on('data', (s: string) => { out += s; });
