@@ -2,6 +2,10 @@
 // space fetched from the card), and at DRIVER_OK the rings are handed to the card over vhost-user. The guest's
 // queue notifications go from KVM's ioeventfd straight to the card (the kick fds are the ioeventfds); the card's
 // completions come back on call eventfds that the I/O thread turns into INT_VRING and the device's IRQ.
+// A card that dies does not take the VM with it: the runner notices its socket close, connects again as soon as the
+// card is back at the same path, and hands it the rings from the used index the guest has seen. Requests the old
+// card took but never completed are after that index, so the new card serves them again; a write the guest saw
+// completed was completed by the old card (and, after a flush, is on disk).
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
 import type { Vm } from '../kvm/kvm.js';
@@ -16,12 +20,15 @@ import type { IoThread } from './io-thread-host.js';
 /** How much configuration space is fetched from the card (virtio-blk's is the largest Azote attaches). */
 const CONFIG_BYTES = 60;
 
+/** How often a card's socket is checked, and a gone card looked for again. */
+const WATCH_MS = 200;
+
 export class CardDevice implements VirtioDevice {
   readonly features: bigint;
   readonly dataPath: DataPathSpec;
   private readonly config: Uint8Array;
 
-  constructor(readonly deviceId: number, readonly queueSizes: readonly number[], readonly frontend: VhostUserFrontend,
+  constructor(readonly deviceId: number, readonly queueSizes: readonly number[], frontend: VhostUserFrontend,
     callFds: readonly number[]) {
     this.features = frontend.deviceFeatures;
     this.config = frontend.hasConfig ? frontend.getConfig(CONFIG_BYTES) : new Uint8Array(0);
@@ -39,8 +46,10 @@ export class VhostUserRunner implements QueueRunner {
   readonly notifyFds: number[] = [];
   readonly callFds: number[] = [];
   private readonly irqFd: number;
-  private started: number[] = [];
-  private device: CardDevice | undefined;
+  private started: Array<{ index: number; q: QueueConfig }> = [];
+  private frontend: VhostUserFrontend | undefined;
+  private features = 0n;
+  private watch: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly vm: Vm,
@@ -63,14 +72,17 @@ export class VhostUserRunner implements QueueRunner {
     vm.irqfd(this.irqFd, irq);
   }
 
-  attach(device: CardDevice): void {
-    this.device = device;
+  /** Connects to the card at `socket`; the device model is then made from what it offers. */
+  connect(socket: string): VhostUserFrontend {
+    this.socket = socket;
+    this.frontend = VhostUserFrontend.connect(socket);
+    return this.frontend;
   }
 
+  private socket = '';
+
   /** The guest's memory for the card: each region of the memfd, at the address this process maps it. */
-  private memTable(): void {
-    const f = this.device?.frontend;
-    if (!f) return;
+  private memTable(f: VhostUserFrontend): void {
     const regions = this.mem.regions.map((r) => ({
       guestAddr: BigInt(r.gpa), size: BigInt(r.size), userAddr: this.mem.address + BigInt(r.offset), mmapOffset: BigInt(r.offset),
     }));
@@ -83,30 +95,61 @@ export class VhostUserRunner implements QueueRunner {
     return this.mem.address + BigInt(r.offset + (gpa - r.gpa));
   }
 
+  /** Hands the started rings to the card, each from `base(ring)` in its available ring. */
+  private handOver(f: VhostUserFrontend, base: (q: QueueConfig) => number): void {
+    f.setFeatures(this.features);
+    this.memTable(f);
+    for (const { index: i, q } of this.started) {
+      f.setVringNum(i, q.size);
+      f.setVringBase(i, base(q));
+      f.setVringAddr({ index: i, flags: 0, desc: this.userAddr(q.descAddr), used: this.userAddr(q.usedAddr), avail: this.userAddr(q.availAddr), log: 0n });
+      f.setVringCall(i, this.callFds[i]);
+      f.setVringKick(i, this.notifyFds[i] ?? -1);
+      f.setVringEnable(i, true);
+    }
+  }
+
   start(queues: readonly (QueueConfig | undefined)[], features: bigint, events: RunnerEvents): void {
-    const f = this.device?.frontend;
+    const f = this.frontend;
     if (!f) return;
+    this.features = features;
+    this.started = queues.flatMap((q, index) => (q ? [{ index, q }] : []));
     try {
-      f.setFeatures(features);
-      this.memTable();
-      this.started = [];
-      queues.forEach((q, i) => {
-        if (!q) return;
-        f.setVringNum(i, q.size);
-        f.setVringBase(i, q.startIndex ?? 0);
-        f.setVringAddr({ index: i, flags: 0, desc: this.userAddr(q.descAddr), used: this.userAddr(q.usedAddr), avail: this.userAddr(q.availAddr), log: 0n });
-        f.setVringCall(i, this.callFds[i]);
-        f.setVringKick(i, this.notifyFds[i] ?? -1);
-        f.setVringEnable(i, true);
-        this.started.push(i);
-      });
+      this.handOver(f, (q) => q.startIndex ?? 0);
     } catch (e) {
+      this.started = [];
       this.log.error('the card did not take the device\'s rings', { device: this.index, why: (e as Error).message });
       events.failed(`the card did not take the rings: ${(e as Error).message}`);
       return;
     }
     // The I/O thread relays the card's completions; the kicks are the card's alone.
     this.io.start(this.index, { kind: 'relay', callFds: this.callFds }, [], features, [], this.irqFd, this.isr, events);
+    this.watch ??= setInterval(() => this.checkCard(), WATCH_MS).unref();
+  }
+
+  /** Notices a card that went away and, once one listens at the path again, gives it the rings. */
+  private checkCard(): void {
+    if (this.frontend) {
+      if (!this.frontend.backendGone()) return;
+      this.frontend.close();
+      this.frontend = undefined;
+      this.log.warn('the card went away; the device waits for it to come back', { device: this.index, socket: this.socket });
+    }
+    let f: VhostUserFrontend;
+    try {
+      f = VhostUserFrontend.connect(this.socket);
+    } catch {
+      return; // not back yet
+    }
+    try {
+      // From what the guest has seen completed: everything after it is served (again) by the new card.
+      this.handOver(f, (q) => this.mem.readU16(q.usedAddr + 2));
+      this.frontend = f;
+      this.log.info('the card is back; its rings are handed over again', { device: this.index, socket: this.socket });
+    } catch (e) {
+      f.close();
+      this.log.warn('a card at the path did not take the rings; trying again', { device: this.index, why: (e as Error).message });
+    }
   }
 
   notify(index: number): void {
@@ -115,20 +158,24 @@ export class VhostUserRunner implements QueueRunner {
   }
 
   stop(): void {
-    const f = this.device?.frontend;
-    for (const i of this.started) {
+    const f = this.frontend;
+    for (const { index } of this.started) {
       try {
-        f?.getVringBase(i);
+        f?.getVringBase(index);
       } catch (e) {
-        this.log.warn('the card did not stop a ring', { device: this.index, ring: i, why: (e as Error).message });
+        this.log.warn('the card did not stop a ring', { device: this.index, ring: index, why: (e as Error).message });
       }
     }
     if (this.started.length > 0) this.io.stop(this.index);
     this.started = [];
+    clearInterval(this.watch);
+    this.watch = undefined;
   }
 
   close(): void {
-    this.device?.frontend.close();
+    clearInterval(this.watch);
+    this.frontend?.close();
+    this.frontend = undefined;
     for (const fd of [...this.notifyFds, ...this.callFds, this.irqFd]) libc.close(fd);
   }
 }

@@ -22,7 +22,6 @@ import { BLK_QUEUE_SIZE, VIRTIO_ID_BLOCK, VirtioBlock, type BlockDiskInfo } from
 import { closeDisk, openDisk } from '../virtio/raw-file.js';
 import { IoThread, ThreadedRunner } from './io-thread-host.js';
 import { CardDevice, VhostUserRunner } from './vhost-user-device.js';
-import { VhostUserFrontend } from '../vhost-user/frontend.js';
 import { VirtioNet } from '../virtio/net.js';
 import { createTap, type Tap } from './tap.js';
 import { VirtioVsock } from '../virtio/vsock.js';
@@ -206,9 +205,7 @@ export class MicroVm {
     const card = (socket: string): Make => (index, slot, isr) => {
       const runner = new VhostUserRunner(this.vm, this.mem, this.io, index, 1, slot.base, slot.irq, isr, this.log);
       try {
-        const frontend = VhostUserFrontend.connect(socket);
-        const device = new CardDevice(VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE], frontend, runner.callFds);
-        runner.attach(device);
+        const device = new CardDevice(VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE], runner.connect(socket), runner.callFds);
         return { device, runner };
       } catch (e) {
         runner.close();

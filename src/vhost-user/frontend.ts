@@ -152,6 +152,19 @@ export class VhostUserFrontend {
     if (this.protocol) this.send(REQ.SET_VRING_ENABLE, { kind: 'vring-state', index, num: enable ? 1 : 0 });
   }
 
+  /** Whether the backend has gone (its end of the socket closed); never blocks. */
+  backendGone(): boolean {
+    if (libc.pollFds([this.sock], [], 0).read.length === 0) return false;
+    try {
+      const r = recvWithFds(this.sock, 1);
+      if (!r) return false;
+      for (const fd of r.fds) libc.close(fd);
+      return r.data.length === 0; // a backend says nothing unasked in what Azote agrees to
+    } catch {
+      return true;
+    }
+  }
+
   close(): void {
     libc.close(this.sock);
   }

@@ -80,13 +80,13 @@ test('block card: QEMU\'s vhost-user-blk boots our guest against it; a flushed w
 });
 
 /** Starts `command` (a vhost-user backend) and waits for its socket; returns a function that stops it. */
-async function backend(command: string, args: string[], socket: string): Promise<{ stop(): void; log(): string }> {
+async function backend(command: string, args: string[], socket: string): Promise<{ stop(signal?: NodeJS.Signals): void; log(): string }> {
   const p = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   p.stderr.setEncoding('utf8').on('data', (s: string) => { log += s; });
   for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(100);
   assert.ok(existsSync(socket), `${command} made its socket: ${log}`);
-  return { stop: () => p.kill('SIGTERM'), log: () => log };
+  return { stop: (signal = 'SIGTERM') => p.kill(signal), log: () => log };
 }
 
 const WRITE_AND_FLUSH = (text: string): string[] => ['sh', '-c',
@@ -122,4 +122,42 @@ test('azote run --volume: a socket nobody serves is a one-line error naming the 
   const r = await azote(['run', '--volume', path.join(dir, 'nobody.sock'), '--', 'true']);
   assert.equal(r.status, 125);
   assert.match(r.stderr, /^azote: the volume's card at .*nobody\.sock cannot be used: vhost-user: cannot connect .*: start it first: azote card block/m);
+});
+
+test('a block card killed (SIGKILL) while the guest writes: restarted, the VM reconnects, no write is lost', { timeout: 600_000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const volume = path.join(dir, 'crash.img');
+  writeFileSync(volume, new Uint8Array(16 << 20));
+  const socket = path.join(dir, 'crash.sock');
+  const cardArgs = [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block', '--socket', socket, '--volume', volume];
+  let card = await backend(process.execPath, cardArgs, socket);
+  // 4 MiB of a known 4 KiB block, written with O_DIRECT (about a thousand requests) and then read back.
+  const script = "printf '%4096s' x > /tmp/p; for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/p /tmp/p > /tmp/q; mv /tmp/q /tmp/p; done; "
+    + 'echo writing; dd if=/tmp/p of=/dev/vda bs=4096 oflag=direct conv=fsync 2>/dev/null && echo written; '
+    + 'dd if=/dev/vda of=/tmp/r bs=4096 count=1024 iflag=direct 2>/dev/null; cmp /tmp/p /tmp/r && echo same';
+  const vm = spawn(process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'run', '--volume', socket, '--', 'sh', '-c', script],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AZOTE_LOG_LEVEL: 'info' } });
+  let out = '', err = '';
+  vm.stdout.setEncoding('utf8').on('data', (s: string) => { out += s; });
+  vm.stderr.setEncoding('utf8').on('data', (s: string) => { err += s; });
+  const ended = new Promise<number | null>((resolve) => vm.on('close', resolve));
+  try {
+    for (let i = 0; i < 3000 && !out.includes('writing'); i++) await sleep(100);
+    assert.match(out, /writing/, `the guest got to its writes: ${err}`);
+    await sleep(1500);
+    card.stop('SIGKILL');
+    await sleep(1000);
+    card = await backend(process.execPath, cardArgs, socket);
+    const status = await ended;
+    assert.equal(status, 0, `${out}\n${err}`);
+    assert.equal(out, 'writing\nwritten\nsame\n');
+    assert.match(err, /the card went away/);
+    assert.match(err, /the card is back/);
+    const block = Buffer.from(`${' '.repeat(4095)}x`);
+    const onDisk = readFileSync(volume);
+    for (let b = 0; b < 1024; b++) assert.ok(onDisk.subarray(b * 4096, (b + 1) * 4096).equals(block), `block ${b} on the volume`);
+  } finally {
+    vm.kill('SIGKILL');
+    card.stop();
+  }
 });
