@@ -109,7 +109,9 @@ async function blockBench(mode: 'block' | 'card'): Promise<BlockReport> {
       '-m', String(MEM_MIB), '-smp', '1', '-kernel', kernel, '-initrd', qemuInitrd, '-append', guestCmdline({ nestedPvm: false, quiet: true }),
       '-display', 'none', '-monitor', 'none', '-nodefaults', '-serial', 'stdio', '-no-reboot',
       '-device', 'isa-debug-exit,iobase=0xf4,iosize=1', '-global', 'virtio-mmio.force-legacy=false', ...attach];
-    const socket = path.join(tmp, 'backend.sock');
+    // Both backends serve the disk on `socket`: the card names it <base>:<volume>.
+    const cardBase = path.join(tmp, 'card.sock');
+    const socket = mode === 'card' ? `${cardBase}:bench` : path.join(tmp, 'backend.sock');
     /** Runs `fn` while a vhost-user backend serves the disk on `socket`. */
     const withBackend = (cmd: string[], label: string, fn: () => Promise<Figures>): Promise<Figures> =>
       withChild(cmd, { label, timeoutMs: TIMEOUT_MS }, async (b) => {
@@ -137,8 +139,8 @@ async function blockBench(mode: 'block' | 'card'): Promise<BlockReport> {
     if (mode === 'card') {
       variants.unshift({
         name: AZOTE_CARD,
-        run: () => withBackend([process.execPath, azoteJs, 'card', 'block', '--socket', socket, '--volume', disk], 'azote block card',
-          () => azoteOnce(['--volume', socket])),
+        run: () => withBackend([process.execPath, azoteJs, 'card', 'block', '--socket', cardBase, '--volume', `bench=${disk}`],
+          'azote block card', () => azoteOnce(['--volume', socket])),
       });
       variants.push({
         name: QEMU_QSD,

@@ -31,7 +31,8 @@ program.command('run')
   .option('-e, --env <KEY=VALUE>', 'environment variable for COMMAND (repeatable)', collect, [])
   .option('--image <name>', 'boot from a fresh copy of this image as /dev/vda (root=/dev/vda); changes end with the VM')
   .option('--disk <path[,ro]>', 'attach a raw disk image as the next /dev/vdX (",ro": read-only; repeatable)', collect, [])
-  .option('--volume <socket>', 'attach the volume a block card serves on this vhost-user socket (after the disks; repeatable)', collect, [])
+  .option('--volume <socket:name>', 'attach volume NAME of the block card at SOCKET (its vhost-user socket SOCKET:NAME; '
+    + 'after the disks; repeatable)', collect, [])
   .option('--net <kind>', 'network: "tap" gives the guest eth0 on a new TAP device (needs CAP_NET_ADMIN); '
     + 'the command sees AZOTE_HOST_IP and AZOTE_GUEST_IP')
   .option('--vsock <path>', 'virtio-vsock: host programs reach guest port P by connecting to PATH and sending '
@@ -65,10 +66,10 @@ image.command('ls')
 
 const card = program.command('card').description('Nitro cards: device processes serving VMs over vhost-user');
 card.command('block')
-  .description('serve a volume (raw file) to one VM at a time over a vhost-user socket')
-  .requiredOption('--socket <path>', 'the vhost-user socket to create')
-  .requiredOption('--volume <path[,ro]>', 'the volume file (",ro": read-only)')
-  .action(async (opts: { socket: string; volume: string }) => {
+  .description('serve volumes (raw files) to VMs over vhost-user: volume NAME on socket PATH:NAME, one VM at a time')
+  .requiredOption('--socket <path>', 'where the sockets go: PATH:NAME for each volume')
+  .requiredOption('--volume <[name=]file[,ro]>', 'a volume file (",ro": read-only; repeatable)', collect, [])
+  .action(async (opts: { socket: string; volume: string[] }) => {
     const { runBlockCard } = await import('./card.js');
     runBlockCard(opts.socket, opts.volume, log);
   });

@@ -44,8 +44,10 @@ test('block card: QEMU\'s vhost-user-blk boots our guest against it; a flushed w
     runRequestArchive(['sh', '-c', script])]));
   const volume = path.join(dir, 'vol.img');
   writeFileSync(volume, new Uint8Array(32 << 20));
-  const socket = path.join(dir, 'blk.sock');
-  const card = spawn(process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block', '--socket', socket, '--volume', volume],
+  const base = path.join(dir, 'blk.sock');
+  const socket = `${base}:vol`;
+  const card = spawn(process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block', '--socket', base,
+    '--volume', `vol=${volume}`],
     { stdio: ['ignore', 'ignore', 'pipe'] });
   let cardLog = '';
   card.stderr.setEncoding('utf8').on('data', (s: string) => { cardLog += s; });
@@ -94,17 +96,17 @@ const WRITE_AND_FLUSH = (text: string): string[] => ['sh', '-c',
 
 test('azote run --volume: our hypervisor with our block card, then with qemu-storage-daemon', { timeout: 600_000 }, async (t) => {
   if (!requireKvm(t) || !qemuPresent(t)) return;
-  const cases: Array<[string, (volume: string, socket: string) => [string, string[]]]> = [
+  // Each backend: its command, and the socket the VM attaches (the card serves volume "v" on SOCKET:v).
+  const cases: Array<[string, (volume: string, socket: string) => [string, string[], string]]> = [
     ['azote card', (volume, socket) => [process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block',
-      '--socket', socket, '--volume', volume]]],
+      '--socket', socket, '--volume', `v=${volume}`], `${socket}:v`]],
     ['qemu-storage-daemon', (volume, socket) => ['qemu-storage-daemon', ['--blockdev', `driver=file,node-name=file0,filename=${volume}`,
-      '--export', `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},writable=on`]]],
+      '--export', `type=vhost-user-blk,id=exp0,node-name=file0,addr.type=unix,addr.path=${socket},writable=on`], socket]],
   ];
   for (const [name, make] of cases) {
     const volume = path.join(dir, `${name.replace(/\W/g, '-')}.img`);
     writeFileSync(volume, new Uint8Array(16 << 20));
-    const socket = path.join(dir, `${name.replace(/\W/g, '-')}.sock`);
-    const [cmd, args] = make(volume, socket);
+    const [cmd, args, socket] = make(volume, path.join(dir, `${name.replace(/\W/g, '-')}.sock`));
     const b = await backend(cmd, args, socket);
     try {
       const r = await azote(['run', '--volume', socket, '--', ...WRITE_AND_FLUSH('via-vhost-user')], { timeoutMs: 300_000 });
@@ -128,8 +130,9 @@ test('a block card killed (SIGKILL) while the guest writes: restarted, the VM re
   if (!requireKvm(t)) return;
   const volume = path.join(dir, 'crash.img');
   writeFileSync(volume, new Uint8Array(16 << 20));
-  const socket = path.join(dir, 'crash.sock');
-  const cardArgs = [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block', '--socket', socket, '--volume', volume];
+  const socket = `${path.join(dir, 'crash.sock')}:vol-1`;
+  const cardArgs = [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block', '--socket', path.join(dir, 'crash.sock'),
+    '--volume', `vol-1=${volume}`];
   let card = await backend(process.execPath, cardArgs, socket);
   // 4 MiB of a known 4 KiB block, written with O_DIRECT (about a thousand requests) and then read back.
   const script = "printf '%4096s' x > /tmp/p; for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/p /tmp/p > /tmp/q; mv /tmp/q /tmp/p; done; "
@@ -160,4 +163,29 @@ test('a block card killed (SIGKILL) while the guest writes: restarted, the VM re
     vm.kill('SIGKILL');
     card.stop();
   }
+});
+
+test('one block card serves several volumes, each on its own socket; one VM attaches two', { timeout: 300_000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const a = path.join(dir, 'a.img'), b = path.join(dir, 'b.img');
+  writeFileSync(a, new Uint8Array(8 << 20));
+  writeFileSync(b, new Uint8Array(4 << 20));
+  const base = path.join(dir, 'multi.sock');
+  const card = await backend(process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block', '--socket', base,
+    '--volume', `a=${a}`, '--volume', `b=${b},ro`], `${base}:b`);
+  try {
+    const r = await azote(['run', '--volume', `${base}:a`, '--volume', `${base}:b`, '--', 'sh', '-c',
+      'cat /sys/block/vda/size /sys/block/vdb/size /sys/block/vdb/ro'], { timeoutMs: 300_000 });
+    assert.equal(r.status, 0, `${r.stderr}\n${card.log()}`);
+    assert.equal(r.stdout, `${(8 << 20) / 512}\n${(4 << 20) / 512}\n1\n`);
+  } finally {
+    card.stop();
+  }
+});
+
+test('card volumes: NAME=FILE[,ro], or FILE named after itself; bad names are refused', async () => {
+  const { parseVolume } = await import('../../src/cli/card.js');
+  assert.deepEqual(parseVolume('vol-1=./vol1.img'), { name: 'vol-1', path: './vol1.img', readOnly: false });
+  assert.deepEqual(parseVolume('/data/base.img,ro'), { name: 'base', path: '/data/base.img', readOnly: true });
+  assert.throws(() => parseVolume('a b=./x.img'), /volume name "a b"/);
 });

@@ -1,6 +1,7 @@
-// The block card: a process that serves one volume (a raw file) to one VM at a time over a vhost-user socket, with
-// the same virtio-blk model and data path the hypervisor's own device uses. The volume is locked while the card
-// runs. It waits in poll() on its socket, the frontend's connection, the rings' kick fds.
+// The block card: a process that serves volumes (raw files) to VMs over vhost-user, one socket per volume
+// (`<socket>:<volume name>`), each attached to one VM at a time, with the same virtio-blk model and data path the
+// hypervisor's own device uses. Each volume is locked while the card runs. The card sleeps in poll() on its
+// sockets, the frontends' connections and the rings' kick fds.
 import type { Logger } from '../../base/log.js';
 import * as libc from '../../sys/libc.js';
 import { VirtioBlock } from '../../virtio/blk.js';
@@ -8,39 +9,59 @@ import { openDisk } from '../../virtio/raw-file.js';
 import { listenAtPath } from '../../sys/unix-listen.js';
 import { BackendSession } from '../../vhost-user/backend.js';
 
-export interface BlockCardOptions {
-  readonly socket: string;
-  readonly volume: string;
+export interface VolumeSpec {
+  readonly name: string;
+  readonly path: string;
   readonly readOnly: boolean;
+}
+
+/** The socket a volume is served on. */
+export function volumeSocket(socket: string, volume: string): string {
+  return `${socket}:${volume}`;
+}
+
+interface Served {
+  readonly volume: VolumeSpec;
+  readonly socket: string;
+  readonly listenFd: number;
+  readonly device: VirtioBlock;
+  session: BackendSession | undefined;
 }
 
 /**
  * Serves until the process is killed: this thread sleeps in poll(), so the card has no JavaScript signal handler;
- * SIGTERM ends it and the kernel drops the volume's lock.
+ * SIGTERM ends it and the kernel drops the volumes' locks.
  */
-export function serveBlockCard(o: BlockCardOptions, log: Logger): never {
-  const disk = openDisk(o.volume, o.readOnly);
-  const device = new VirtioBlock(disk);
-  const listenFd = listenAtPath(o.socket, 'the card socket').fd;
-  log.info('block card serving', { socket: o.socket, volume: o.volume, readOnly: o.readOnly, sectors: disk.sectors });
-  let session: BackendSession | undefined;
+export function serveBlockCard(socket: string, volumes: readonly VolumeSpec[], log: Logger): never {
+  const served: Served[] = volumes.map((v) => {
+    const disk = openDisk(v.path, v.readOnly);
+    const path = volumeSocket(socket, v.name);
+    const listenFd = listenAtPath(path, 'the card socket').fd;
+    log.info('block card serving', { socket: path, volume: v.path, readOnly: v.readOnly, sectors: disk.sectors });
+    return { volume: v, socket: path, listenFd, device: new VirtioBlock(disk), session: undefined };
+  });
+  const live = (s: Served): BackendSession | undefined => (s.session && !s.session.closed ? s.session : undefined);
   for (;;) {
-    const ready = libc.pollFds([listenFd, ...(session?.watched() ?? [])], [...(session?.watchedWritable() ?? [])], -1);
-    for (const fd of ready.write) session?.writable(fd);
+    const reads = served.flatMap((s) => [s.listenFd, ...(live(s)?.watched() ?? [])]);
+    const writes = served.flatMap((s) => [...(live(s)?.watchedWritable() ?? [])]);
+    const ready = libc.pollFds(reads, writes, -1);
+    for (const fd of ready.write) for (const s of served) if (live(s)?.watchedWritable().includes(fd)) s.session?.writable(fd);
     for (const fd of ready.read) {
-      if (fd === listenFd) {
-        for (let c = libc.acceptNonBlocking(listenFd); c >= 0; c = libc.acceptNonBlocking(listenFd)) {
-          if (session && !session.closed) {
-            log.warn('a second frontend was refused: the volume is attached', { socket: o.socket });
+      const byListen = served.find((s) => s.listenFd === fd);
+      if (byListen) {
+        for (let c = libc.acceptNonBlocking(fd); c >= 0; c = libc.acceptNonBlocking(fd)) {
+          if (live(byListen)) {
+            log.warn('a second frontend was refused: the volume is attached', { socket: byListen.socket });
             libc.close(c);
             continue;
           }
-          log.info('vhost-user frontend connected', { socket: o.socket });
-          session = new BackendSession(c, device, log);
+          log.info('vhost-user frontend connected', { socket: byListen.socket });
+          byListen.session = new BackendSession(c, byListen.device, log);
         }
         continue;
       }
-      if (session && !session.closed && session.watched().includes(fd)) session.readable(fd);
+      const owner = served.find((s) => live(s)?.watched().includes(fd));
+      owner?.session?.readable(fd);
     }
   }
 }
