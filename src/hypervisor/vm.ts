@@ -125,7 +125,8 @@ export class MicroVm {
   private ioExits = 0;
   private quirks = 0;
   private closed = false;
-  private readonly io: IoThread;
+  /** The I/O thread, started only for a VM with virtio devices (it costs a worker: memory and start-up time). */
+  private ioThread: IoThread | undefined;
   private readonly runners: Array<{ close(): void }> = [];
   private readonly openDisks: BlockDiskInfo[] = [];
   /** The VM's TAP device, with --net. */
@@ -167,8 +168,7 @@ export class MicroVm {
       this.mem = GuestMemory.create(cfg.memoryMiB * MiB);
       acquired.push(this.mem);
       this.mem.regions.forEach((r, slot) => this.vm.setUserMemoryRegion(slot, r.gpa, r.size, this.mem.address + BigInt(r.offset)));
-      this.io = new IoThread(this.mem, this.log, (why) => this.finish({ kind: 'crashed', reason: why }));
-      acquired.push({ close: () => void this.io.close() });
+      acquired.push({ close: () => void this.ioThread?.close() });
       acquired.push({ close: () => this.runners.forEach((r) => r.close()) });
       // Like Firecracker, the hypervisor announces its virtio-mmio devices on the kernel command line itself.
       const network = this.tap ? [`azote.net=${this.tap.guestIp}/${this.tap.prefix},${this.tap.hostIp}`] : [];
@@ -196,6 +196,11 @@ export class MicroVm {
    * Creates the configured virtio devices, each in its virtio-mmio slot: registers on the main thread (through MMIO
    * exits), queues on the I/O thread (ioeventfd in, irqfd out). Returns their slots for the kernel command line.
    */
+  private get io(): IoThread {
+    this.ioThread ??= new IoThread(this.mem, this.log, (why) => this.finish({ kind: 'crashed', reason: why }));
+    return this.ioThread;
+  }
+
   private attachVirtio(): VirtioSlot[] {
     // Each entry makes its device and runner once its slot is known.
     type Make = (index: number, slot: VirtioSlot, isr: Int32Array) => { device: VirtioDevice; runner: QueueRunner & { close(): void } };
@@ -396,7 +401,7 @@ export class MicroVm {
     this.closed = true;
     const end = this.end;
     // The I/O thread goes first: it may be inside a disk write into guest memory.
-    void this.io.close().then(() => {
+    void (this.ioThread?.close() ?? Promise.resolve()).then(() => {
       for (const d of this.openDisks) closeDisk(d);
       if (this.tap) libc.close(this.tap.fd);
       this.vsockListen?.release();
