@@ -87,6 +87,22 @@ export class IoThread {
   }
 }
 
+/**
+ * A device's eventfds in KVM: one per queue signalled when the guest writes that queue's index to QueueNotify, and
+ * one that raises the device's IRQ.
+ */
+export function bindDeviceEventfds(vm: Vm, mmioBase: number, queueCount: number, irq: number): { notifyFds: number[]; irqFd: number } {
+  const notifyFds: number[] = [];
+  for (let q = 0; q < queueCount; q++) {
+    const fd = libc.eventfd(0, libc.EFD_NONBLOCK);
+    notifyFds.push(fd);
+    vm.ioeventfd(fd, mmioBase + REG.QUEUE_NOTIFY, 4, q);
+  }
+  const irqFd = libc.eventfd(0, libc.EFD_NONBLOCK);
+  vm.irqfd(irqFd, irq);
+  return { notifyFds, irqFd };
+}
+
 /** Runs one device's data path on the VM's I/O thread, with KVM signalling its queues and raising its interrupt. */
 export class ThreadedRunner implements QueueRunner {
   private readonly notifyFds: number[];
@@ -103,14 +119,7 @@ export class ThreadedRunner implements QueueRunner {
     irq: number,
     private readonly isr: Int32Array,
   ) {
-    this.notifyFds = [];
-    for (let q = 0; q < queueCount; q++) {
-      const fd = libc.eventfd(0, libc.EFD_NONBLOCK);
-      this.notifyFds.push(fd);
-      vm.ioeventfd(fd, mmioBase + REG.QUEUE_NOTIFY, 4, q);
-    }
-    this.irqFd = libc.eventfd(0, libc.EFD_NONBLOCK);
-    vm.irqfd(this.irqFd, irq);
+    ({ notifyFds: this.notifyFds, irqFd: this.irqFd } = bindDeviceEventfds(vm, mmioBase, queueCount, irq));
   }
 
   start(queues: readonly (QueueConfig | undefined)[], features: bigint, events: RunnerEvents): void {

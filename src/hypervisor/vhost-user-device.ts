@@ -11,11 +11,10 @@ import * as libc from '../sys/libc.js';
 import type { Vm } from '../kvm/kvm.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { readConfigBytes, type DataPathSpec, type QueueRunner, type RunnerEvents, type VirtioDevice } from '../virtio/device.js';
-import { REG } from '../virtio/mmio-transport.js';
 import type { QueueConfig } from '../virtio/split-queue.js';
 import { VhostUserFrontend } from '../vhost-user/frontend.js';
 import { ProtocolError } from '../vhost-user/messages.js';
-import type { IoThread } from './io-thread-host.js';
+import { bindDeviceEventfds, type IoThread } from './io-thread-host.js';
 
 /** How much configuration space is fetched from the card (virtio-blk's is the largest Azote attaches). */
 const CONFIG_BYTES = 60;
@@ -43,7 +42,7 @@ export class CardDevice implements VirtioDevice {
 }
 
 export class VhostUserRunner implements QueueRunner {
-  readonly notifyFds: number[] = [];
+  readonly notifyFds: number[];
   readonly callFds: number[] = [];
   private readonly irqFd: number;
   private started: Array<{ index: number; q: QueueConfig }> = [];
@@ -62,14 +61,9 @@ export class VhostUserRunner implements QueueRunner {
     private readonly isr: Int32Array,
     private readonly log: Logger,
   ) {
-    for (let q = 0; q < queueCount; q++) {
-      const kick = libc.eventfd(0, libc.EFD_NONBLOCK);
-      this.notifyFds.push(kick);
-      vm.ioeventfd(kick, mmioBase + REG.QUEUE_NOTIFY, 4, q);
-      this.callFds.push(libc.eventfd(0, libc.EFD_NONBLOCK));
-    }
-    this.irqFd = libc.eventfd(0, libc.EFD_NONBLOCK);
-    vm.irqfd(this.irqFd, irq);
+    // The queues' notify eventfds become the card's kick fds.
+    ({ notifyFds: this.notifyFds, irqFd: this.irqFd } = bindDeviceEventfds(vm, mmioBase, queueCount, irq));
+    for (let q = 0; q < queueCount; q++) this.callFds.push(libc.eventfd(0, libc.EFD_NONBLOCK));
   }
 
   /** Connects to the card at `socket`; the device model is then made from what it offers. */

@@ -71,21 +71,35 @@ export class BackendSession {
   }
 
   readable(fd: number): void {
-    if (fd === this.sock) {
-      this.receive();
-      return;
-    }
-    const index = this.rings.findIndex((r) => r.kick === fd);
-    if (index >= 0) {
-      libc.eventfdRead(fd);
-      this.serve(index, () => this.path?.process(index) ?? false);
-      return;
-    }
-    this.serve(-1, () => this.path?.readable?.(fd) ?? false);
+    this.guarded(() => {
+      if (fd === this.sock) {
+        this.receive();
+        return;
+      }
+      const index = this.rings.findIndex((r) => r.kick === fd);
+      if (index >= 0) {
+        libc.eventfdRead(fd);
+        this.serve(index, () => this.path?.process(index) ?? false);
+        return;
+      }
+      this.serve(-1, () => this.path?.readable?.(fd) ?? false);
+    });
   }
 
   writable(fd: number): void {
-    this.serve(-1, () => this.path?.writable?.(fd) ?? false);
+    this.guarded(() => this.serve(-1, () => this.path?.writable?.(fd) ?? false));
+  }
+
+  /**
+   * Whatever a frontend sends (a descriptor that is not an eventfd, a ring it unmapped...) ends at most its own
+   * session: a card serves other volumes too.
+   */
+  private guarded(work: () => void): void {
+    try {
+      work();
+    } catch (e) {
+      this.close(`the session failed: ${e instanceof Error ? e.message : String(e)}`);
+    }
   }
 
   /** Runs data-path work and interrupts the guest through the call fds if it asks. */
@@ -138,6 +152,7 @@ export class BackendSession {
       this.close(e.message);
     }
   }
+
 
   private reply(request: number, payload: Payload): void {
     if (!sendWithFds(this.sock, encode({ request, flags: FLAG_VERSION | FLAG_REPLY, payload }))) {

@@ -16,24 +16,13 @@ import { projectRoot } from '../../src/images/paths.js';
 import { runRequestArchive } from '../../src/images/run-request.js';
 import { azote } from '../framework/cli.js';
 import { requireKvm } from '../framework/kvm.js';
+import { requireQemu } from '../framework/host-tools.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-card-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
-function qemuPresent(t: { skip(msg: string): void }): boolean {
-  try {
-    execFileSync('qemu-system-x86_64', ['--version']);
-    return true;
-  } catch {
-    const msg = 'SKIP: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86); the vhost-user interop test needs it';
-    process.stderr.write(`\n${'!'.repeat(msg.length)}\n${msg}\n${'!'.repeat(msg.length)}\n`);
-    t.skip(msg);
-    return false;
-  }
-}
-
 test('block card: QEMU\'s vhost-user-blk boots our guest against it; a flushed write reaches the volume file', { timeout: 300_000 }, async (t) => {
-  if (!qemuPresent(t)) return;
+  if (!requireQemu(t)) return;
   const kernel = (await ensureKernel(silentLogger)).vmlinux;
   execFileSync('make', ['-s', '-C', path.join(projectRoot(), 'guest', 'init'), 'qemu', `OUT=${dir}`]);
   const initrd = path.join(dir, 'initrd.cpio');
@@ -95,7 +84,7 @@ const WRITE_AND_FLUSH = (text: string): string[] => ['sh', '-c',
   `cat /sys/block/vda/size; printf ${text} > /tmp/p; dd if=/tmp/p of=/dev/vda seek=3 conv=fsync 2>/dev/null && echo flushed`];
 
 test('azote run --volume: our hypervisor with our block card, then with qemu-storage-daemon', { timeout: 600_000 }, async (t) => {
-  if (!requireKvm(t) || !qemuPresent(t)) return;
+  if (!requireKvm(t) || !requireQemu(t)) return;
   // Each backend: its command, and the socket the VM attaches (the card serves volume "v" on SOCKET:v).
   const cases: Array<[string, (volume: string, socket: string) => [string, string[], string]]> = [
     ['azote card', (volume, socket) => [process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block',

@@ -11,11 +11,15 @@ export function kvmUsable(): boolean {
   }
 }
 
-/** Skips the test with a loud line when /dev/kvm is missing; returns whether the test may go on. */
-export function requireKvm(t: TestContext): boolean {
-  if (kvmUsable()) return true;
-  const msg = `SKIP (no usable /dev/kvm): ${t.name}`;
+/** Skips the test with a line on stderr that nobody can miss. */
+export function skipLoudly(t: TestContext, why: string): false {
+  const msg = `SKIP (${why}): ${t.name}`;
   process.stderr.write(`\n*** ${msg} ***\n`);
   t.skip(msg);
   return false;
+}
+
+/** Skips the test loudly when /dev/kvm is missing; returns whether the test may go on. */
+export function requireKvm(t: TestContext): boolean {
+  return kvmUsable() || skipLoudly(t, 'no usable /dev/kvm');
 }
