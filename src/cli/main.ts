@@ -34,7 +34,7 @@ program.command('run')
   .option('--volume <socket:name>', 'attach volume NAME of the block card at SOCKET (its vhost-user socket SOCKET:NAME; '
     + 'after the disks; repeatable)', collect, [])
   .option('--net <kind>', 'network: "tap" gives the guest eth0 on a new TAP device (needs CAP_NET_ADMIN); '
-    + 'the command sees AZOTE_HOST_IP and AZOTE_GUEST_IP')
+    + '"card:SOCKET" attaches eth0 to the network card at SOCKET; the command sees AZOTE_HOST_IP (the gateway) and AZOTE_GUEST_IP')
   .option('--vsock <path>', 'virtio-vsock: host programs reach guest port P by connecting to PATH and sending '
     + '"CONNECT P\\n"; guest connections to CID 2 port P go to PATH_P')
   .option('--no-rng', 'leave out the virtio-rng entropy device')
@@ -72,6 +72,17 @@ card.command('block')
   .action(async (opts: { socket: string; volume: string[] }) => {
     const { runBlockCard } = await import('./card.js');
     runBlockCard(opts.socket, opts.volume, log);
+  });
+
+card.command('net')
+  .description('a virtual switch between VMs over vhost-user: each connection to SOCKET is a port with the next '
+    + 'address of the subnet; spoofed source MACs are dropped')
+  .requiredOption('--socket <path>', 'the vhost-user socket VMs attach to (azote run --net card:PATH)')
+  .option('--subnet <cidr>', 'the network: its first address is the gateway (the uplink), the rest go to VMs', '10.77.0.0/24')
+  .option('--uplink <tap>', 'switch to the host through this TAP device (created if missing; needs CAP_NET_ADMIN)')
+  .action(async (opts: { socket: string; subnet: string; uplink?: string }) => {
+    const { runNetCard } = await import('./card.js');
+    runNetCard(opts.socket, opts.subnet, opts.uplink, log);
   });
 
 program.command('setup')

@@ -27,7 +27,7 @@ export interface RunOptions {
   readonly disks: string[];
   /** Boot from a fresh copy of this image (root=/dev/vda) instead of the initramfs. */
   readonly image?: string | undefined;
-  /** --net: "tap" is the one kind there is. */
+  /** --net: "tap", or "card:SOCKET" for a network card. */
   readonly net?: string | undefined;
   /** --vsock: the host end's Unix socket path. */
   readonly vsock?: string | undefined;
@@ -83,8 +83,8 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   const shell = argv.length === 0;
   const env = parseEnv(o.env);
   const disks = o.disks.map(parseDisk);
-  if (o.net !== undefined && o.net !== 'tap') {
-    throw new AzoteError('BadNet', `--net ${o.net} is not a kind of network Azote has`, 'use --net tap');
+  if (o.net !== undefined && o.net !== 'tap' && !/^card:./.test(o.net)) {
+    throw new AzoteError('BadNet', `--net ${o.net} is not a kind of network Azote has`, 'use --net tap or --net card:SOCKET');
   }
   const kernel = o.kernel ? readInput(o.kernel, 'kernel') : readFileSync((await ensureKernel(log)).vmlinux);
   const base = guestCmdline({ nestedPvm: flavour === 'nested-pvm', quiet: !o.verbose });
@@ -131,6 +131,7 @@ async function boot(o: RunOptions, { kernel, initrd, cmdline, disks, shell, flav
   const host: { console?: ConsoleInput | undefined } = {};
   const vm = new MicroVm({
     kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng, disks, net: o.net === 'tap', volumes: o.volumes,
+    ...(o.net?.startsWith('card:') ? { netCard: o.net.slice('card:'.length) } : {}),
     ...(o.vsock !== undefined ? { vsock: o.vsock } : {}),
     output: (bytes) => {
       process.stdout.write(bytes);
@@ -148,6 +149,10 @@ async function boot(o: RunOptions, { kernel, initrd, cmdline, disks, shell, flav
   });
   // Where to reach the guest: the user needs it, so it is said whatever the log level.
   if (vm.tap) process.stderr.write(`azote: network: TAP ${vm.tap.name}, host ${vm.tap.hostIp}, guest ${vm.tap.guestIp}/${vm.tap.prefix}\n`);
+  else if (vm.network) {
+    process.stderr.write(`azote: network: card ${o.net?.slice('card:'.length) ?? ''}, guest ${vm.network.ip}/${vm.network.prefix} `
+      + `(MAC ${vm.network.mac}), gateway ${vm.network.gateway}\n`);
+  }
   host.console = shell || process.stdin.isTTY ? attachConsole((b) => vm.input(b), () => vm.stop()) : undefined;
   const onSignal = (): void => vm.stop();
   process.on('SIGINT', onSignal);

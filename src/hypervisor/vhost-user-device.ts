@@ -49,6 +49,11 @@ export class VhostUserRunner implements QueueRunner {
   private frontend: VhostUserFrontend | undefined;
   private features = 0n;
   private watch: NodeJS.Timeout | undefined;
+  /**
+   * Configuration a card assigned that the guest relies on (a network attachment's MAC): a card that comes back
+   * is asked for it again before it gets the rings.
+   */
+  keepConfig: Uint8Array | undefined;
 
   constructor(
     private readonly vm: Vm,
@@ -136,6 +141,7 @@ export class VhostUserRunner implements QueueRunner {
       return; // not back yet
     }
     try {
+      if (this.keepConfig) f.setConfig(0, this.keepConfig);
       // From what the guest has seen completed: everything after it is served (again) by the new card.
       this.handOver(f, (q) => this.mem.readU16(q.usedAddr + 2));
       this.frontend = f;

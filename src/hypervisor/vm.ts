@@ -22,7 +22,8 @@ import { BLK_QUEUE_SIZE, VIRTIO_ID_BLOCK, VirtioBlock, type BlockDiskInfo } from
 import { closeDisk, openDisk } from '../virtio/raw-file.js';
 import { IoThread, ThreadedRunner } from './io-thread-host.js';
 import { CardDevice, VhostUserRunner } from './vhost-user-device.js';
-import { VirtioNet } from '../virtio/net.js';
+import { NET_QUEUE_SIZE, VIRTIO_ID_NET, VirtioNet } from '../virtio/net.js';
+import { addressFromMac, formatMac } from '../virtio/net-addressing.js';
 import { createTap, type Tap } from './tap.js';
 import { VirtioVsock } from '../virtio/vsock.js';
 import { listenAtPath } from '../sys/unix-listen.js';
@@ -30,6 +31,14 @@ import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
 import { kvmRun } from '../kvm/structs.js';
+
+/** Where the guest is on its network. */
+export interface GuestNetwork {
+  readonly ip: string;
+  readonly prefix: number;
+  readonly gateway: string;
+  readonly mac: string;
+}
 
 export interface VmConfig {
   readonly kernel: Uint8Array;
@@ -52,6 +61,8 @@ export interface VmConfig {
   readonly net?: boolean;
   /** Volumes served by block cards: the cards' vhost-user sockets, attached after the disks. */
   readonly volumes?: readonly string[];
+  /** A virtio-net device attached to the network card at this vhost-user socket (instead of a TAP). */
+  readonly netCard?: string;
   /** A virtio-vsock device whose host end is a Unix socket at this path (Firecracker's hybrid form). */
   readonly vsock?: string;
   /** After input() returned false (too much queued), called once the guest has taken all of it. */
@@ -131,6 +142,8 @@ export class MicroVm {
   private readonly openDisks: BlockDiskInfo[] = [];
   /** The VM's TAP device, with --net. */
   readonly tap: Tap | undefined;
+  /** The guest's address and gateway on its network (a TAP or a network card); its init configures eth0 so. */
+  network: GuestNetwork | undefined;
   private vsockListen: { fd: number; release(): void } | undefined;
   readonly flavour: KvmFlavour;
 
@@ -150,6 +163,7 @@ export class MicroVm {
       if (cfg.net) {
         const tap = createTap();
         this.tap = tap;
+        this.network = { ip: tap.guestIp, prefix: tap.prefix, gateway: tap.hostIp, mac: formatMac(tap.mac) };
         acquired.push({ close: () => libc.close(tap.fd) });
       }
       if (cfg.vsock !== undefined) {
@@ -171,8 +185,9 @@ export class MicroVm {
       acquired.push({ close: () => void this.ioThread?.close() });
       acquired.push({ close: () => this.runners.forEach((r) => r.close()) });
       // Like Firecracker, the hypervisor announces its virtio-mmio devices on the kernel command line itself.
-      const network = this.tap ? [`azote.net=${this.tap.guestIp}/${this.tap.prefix},${this.tap.hostIp}`] : [];
-      const cmdline = [cfg.cmdline, ...network, ...this.attachVirtio().map((slot) => slot.kernelParam)].filter(Boolean).join(' ');
+      const slots = this.attachVirtio();
+      const network = this.network ? [`azote.net=${this.network.ip}/${this.network.prefix},${this.network.gateway}`] : [];
+      const cmdline = [cfg.cmdline, ...network, ...slots.map((slot) => slot.kernelParam)].filter(Boolean).join(' ');
       this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
     } catch (e) {
       for (const r of acquired.reverse()) r.close();
@@ -201,28 +216,46 @@ export class MicroVm {
     return this.ioThread;
   }
 
+  /** The address a network card assigned (as the MAC), kept across the card's restarts. */
+  private cardAddress(device: CardDevice, runner: VhostUserRunner, socket: string): GuestNetwork {
+    const mac = Uint8Array.from({ length: 6 }, (_, i) => device.readConfig(i, 1));
+    const address = addressFromMac(mac);
+    if (!address) {
+      throw new AzoteError('CardUnavailable', `the network card at ${socket} assigned MAC ${formatMac(mac)}, which names no address`,
+        'attach to an Azote network card (azote card net)');
+    }
+    runner.keepConfig = mac;
+    return { ip: address.ip, prefix: address.prefix, gateway: address.gateway, mac: formatMac(mac) };
+  }
+
   private attachVirtio(): VirtioSlot[] {
     // Each entry makes its device and runner once its slot is known.
     type Make = (index: number, slot: VirtioSlot, isr: Int32Array) => { device: VirtioDevice; runner: QueueRunner & { close(): void } };
     const local = (device: VirtioDevice): Make => (index, slot, isr) => ({
       device, runner: new ThreadedRunner(this.vm, this.io, index, device.dataPath, device.queueSizes.length, slot.base, slot.irq, isr),
     });
-    const card = (socket: string): Make => (index, slot, isr) => {
-      const runner = new VhostUserRunner(this.vm, this.mem, this.io, index, 1, slot.base, slot.irq, isr, this.log);
+    const card = (what: string, socket: string, deviceId: number, queueSizes: readonly number[], fix: string): Make => (index, slot, isr) => {
+      const runner = new VhostUserRunner(this.vm, this.mem, this.io, index, queueSizes.length, slot.base, slot.irq, isr, this.log);
       try {
-        const device = new CardDevice(VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE], runner.connect(socket), runner.callFds);
+        const device = new CardDevice(deviceId, queueSizes, runner.connect(socket), runner.callFds);
+        if (deviceId === VIRTIO_ID_NET) this.network = this.cardAddress(device, runner, socket);
         return { device, runner };
       } catch (e) {
         runner.close();
-        throw new AzoteError('CardUnavailable', `the volume's card at ${socket} cannot be used: ${errorMessage(e)}`,
-          `start it first: azote card block --socket ${socket} --volume FILE`);
+        if (e instanceof AzoteError) throw e;
+        throw new AzoteError('CardUnavailable', `${what} at ${socket} cannot be used: ${errorMessage(e)}`, fix);
       }
     };
     const devices: Array<[string, Make]> = [];
     if (this.cfg.rng) devices.push(['virtio-rng', local(new VirtioRng())]);
     this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, local(new VirtioBlock(d))]));
-    (this.cfg.volumes ?? []).forEach((socket, i) => devices.push([`vhost-user-blk${i}`, card(socket)]));
+    (this.cfg.volumes ?? []).forEach((socket, i) => devices.push([`vhost-user-blk${i}`,
+      card('the volume\'s card', socket, VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE], `start it first: azote card block --socket ${socket.replace(/:[^:/]*$/, '')} --volume FILE`)]));
     if (this.tap) devices.push(['virtio-net0', local(new VirtioNet(this.tap.mac, { kind: 'net', tapFd: this.tap.fd }))]);
+    if (this.cfg.netCard !== undefined) {
+      devices.push(['vhost-user-net0', card('the network card', this.cfg.netCard, VIRTIO_ID_NET, [NET_QUEUE_SIZE, NET_QUEUE_SIZE],
+        `start it first: azote card net --socket ${this.cfg.netCard}`)]);
+    }
     if (this.vsockListen !== undefined && this.cfg.vsock !== undefined) {
       devices.push(['virtio-vsock0', local(new VirtioVsock(GUEST_VSOCK_CID,
         { kind: 'vsock', guestCid: GUEST_VSOCK_CID, listenFd: this.vsockListen.fd, path: this.cfg.vsock }))]);

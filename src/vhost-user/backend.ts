@@ -5,10 +5,10 @@
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
 import { recvWithFds, sendWithFds } from '../sys/fd-passing.js';
-import type { DataPath, VirtioDevice } from '../virtio/device.js';
+import type { DataPath, DeviceMemory, DeviceModel } from '../virtio/device.js';
 import { VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../virtio/device.js';
-import { buildQueues, createDataPath } from '../virtio/data-paths.js';
-import { VirtqueueError, type QueueConfig } from '../virtio/split-queue.js';
+import { buildQueues } from '../virtio/data-paths.js';
+import { VirtqueueError, type QueueConfig, type SplitQueue } from '../virtio/split-queue.js';
 import { MappedMemory } from './mapped-memory.js';
 import {
   decodeHeader, decodePayload, encode, F_PROTOCOL_FEATURES, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, header,
@@ -17,6 +17,17 @@ import {
 
 /** The protocol features a card speaks: acknowledged replies and the device's configuration space. */
 export const BACKEND_PROTOCOL_FEATURES = (1n << BigInt(PROTOCOL_F.REPLY_ACK)) | (1n << BigInt(PROTOCOL_F.CONFIG));
+
+/**
+ * What a card's device is to a session: the model the frontend negotiates with, and how to build the data path over
+ * the rings once they run (from the device's DataPathSpec, or the card's own, such as a switch port).
+ */
+export interface CardDevice {
+  readonly model: DeviceModel;
+  dataPath(mem: DeviceMemory, queues: readonly (SplitQueue | undefined)[], features: bigint): DataPath;
+  /** A frontend's SET_CONFIG; throws to refuse it (the frontend is told, the session goes on). */
+  setConfig?(offset: number, data: Uint8Array): void;
+}
 
 interface Ring {
   num: number;
@@ -49,14 +60,14 @@ export class BackendSession {
   private queues: ReturnType<typeof buildQueues> = [];
   closed = false;
 
-  constructor(readonly sock: number, private readonly device: VirtioDevice, private readonly log: Logger) {
-    this.rings = device.queueSizes.map(() => ({
+  constructor(readonly sock: number, private readonly device: CardDevice, private readonly log: Logger) {
+    this.rings = device.model.queueSizes.map(() => ({
       num: 0, desc: 0n, avail: 0n, used: 0n, base: 0, kick: undefined, call: undefined, enabled: false, next: undefined,
     }));
   }
 
   private get offered(): bigint {
-    return this.device.features | (1n << VIRTIO_F_VERSION_1) | (1n << F_PROTOCOL_FEATURES);
+    return this.device.model.features | (1n << VIRTIO_F_VERSION_1) | (1n << F_PROTOCOL_FEATURES);
   }
 
   /** The fds this session waits on: its socket, live rings' kick fds and the data path's own. */
@@ -88,6 +99,11 @@ export class BackendSession {
 
   writable(fd: number): void {
     this.guarded(() => this.serve(-1, () => this.path?.writable?.(fd) ?? false));
+  }
+
+  /** Serves ring `index` now (work for it arrived from elsewhere in the card, not from the guest's kick). */
+  serveRing(index: number): void {
+    this.guarded(() => this.serve(index, () => this.path?.process(index) ?? false));
   }
 
   /**
@@ -256,13 +272,25 @@ export class BackendSession {
         break;
       case REQ.GET_CONFIG: {
         if (p.kind !== 'config') break;
-        const data = Uint8Array.from({ length: p.data.length }, (_, i) => this.device.readConfig(p.offset + i, 1));
+        const data = Uint8Array.from({ length: p.data.length }, (_, i) => this.device.model.readConfig(p.offset + i, 1));
         this.reply(request, { kind: 'config', offset: p.offset, flags: 0, data });
         answered = true;
         break;
       }
-      case REQ.SET_CONFIG:
-        break; // nothing in the block configuration is writable
+      case REQ.SET_CONFIG: {
+        if (p.kind !== 'config') break;
+        try {
+          if (!this.device.setConfig) throw new Error('nothing in this device\'s configuration is writable');
+          this.device.setConfig(p.offset, p.data);
+        } catch (e) {
+          this.log.warn('vhost-user: a configuration write was refused', { offset: p.offset, why: (e as Error).message });
+          if (flags & FLAG_NEED_REPLY && this.protocolFeatures & (1n << BigInt(PROTOCOL_F.REPLY_ACK))) {
+            this.reply(request, { kind: 'u64', value: 1n });
+          }
+          answered = true;
+        }
+        break;
+      }
       default:
         for (const fd of fds) libc.close(fd);
         throw new ProtocolError(`request ${request} is not supported by this backend`);
@@ -292,7 +320,7 @@ export class BackendSession {
     if (configs.every((c) => c === undefined)) return;
     try {
       this.queues = buildQueues(mem, configs);
-      this.path = createDataPath(this.device.dataPath, mem, this.queues, this.features);
+      this.path = this.device.dataPath(mem, this.queues, this.features);
     } catch (e) {
       if (!(e instanceof VirtqueueError)) throw e;
       this.log.warn('vhost-user: the frontend described an unusable ring', { why: e.message });

@@ -116,6 +116,11 @@ export class VhostUserFrontend {
     return p.data;
   }
 
+  /** Writes configuration-space bytes; needs the CONFIG protocol feature (a refusal throws). */
+  setConfig(offset: number, data: Uint8Array): void {
+    this.send(REQ.SET_CONFIG, { kind: 'config', offset, flags: 0, data });
+  }
+
   setMemTable(regions: readonly MemRegion[], fds: readonly number[]): void {
     this.send(REQ.SET_MEM_TABLE, { kind: 'mem-table', regions }, fds);
   }

@@ -17,7 +17,8 @@ export type DataPathSpec =
   | { readonly kind: 'vsock'; readonly guestCid: number; readonly listenFd: number; readonly path: string }
   | { readonly kind: 'relay'; readonly callFds: readonly number[] };
 
-export interface VirtioDevice {
+/** A device as its driver sees it: identity, features, queues and configuration space. */
+export interface DeviceModel {
   readonly deviceId: number;
   /** Feature bits offered; VIRTIO_F_VERSION_1 is added by the transport. */
   readonly features: bigint;
@@ -25,6 +26,10 @@ export interface VirtioDevice {
   readonly queueSizes: readonly number[];
   readConfig(offset: number, size: number): number;
   writeConfig(offset: number, size: number, value: number): void;
+}
+
+/** A device the hypervisor runs itself: its model and how to build its data path. */
+export interface VirtioDevice extends DeviceModel {
   readonly dataPath: DataPathSpec;
 }
 

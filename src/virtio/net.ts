@@ -7,7 +7,7 @@ import { defineStruct, StructView } from '../base/struct.js';
 import { VirtqueueError, type SplitQueue } from './split-queue.js';
 import { gather, scatter } from './guest-buffers.js';
 import {
-  RING_FEATURES, readConfigBytes, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice,
+  RING_FEATURES, readConfigBytes, type DataPath, type DataPathSpec, type DeviceMemory, type DeviceModel, type VirtioDevice,
 } from './device.js';
 
 export const VIRTIO_ID_NET = 1;
@@ -43,15 +43,24 @@ export interface FrameBackend {
   send(frame: Uint8Array): boolean;
 }
 
-export class VirtioNet implements VirtioDevice {
+/** virtio-net as the driver sees it: one queue pair, a MAC, the link up. */
+export class NetModel implements DeviceModel {
   readonly deviceId = VIRTIO_ID_NET;
   readonly features = RING_FEATURES | (1n << BigInt(NET_F.MAC)) | (1n << BigInt(NET_F.STATUS));
   readonly queueSizes = [NET_QUEUE_SIZE, NET_QUEUE_SIZE];
   private readonly config = StructView.alloc(virtioNetConfig);
 
-  constructor(mac: Uint8Array, readonly dataPath: DataPathSpec) {
-    this.config.bytes().set(mac.subarray(0, 6), 0);
+  constructor(mac: Uint8Array) {
+    this.setMac(mac);
     this.config.set('status', NET_S_LINK_UP).set('maxVirtqueuePairs', 1);
+  }
+
+  get mac(): Uint8Array {
+    return this.config.bytes().slice(0, 6);
+  }
+
+  setMac(mac: Uint8Array): void {
+    this.config.bytes().set(mac.subarray(0, 6), 0);
   }
 
   readConfig(offset: number, size: number): number {
@@ -59,6 +68,12 @@ export class VirtioNet implements VirtioDevice {
   }
 
   writeConfig(): void {} // the MAC is only writable with VIRTIO_NET_F_CTRL_MAC_ADDR, not offered
+}
+
+export class VirtioNet extends NetModel implements VirtioDevice {
+  constructor(mac: Uint8Array, readonly dataPath: DataPathSpec) {
+    super(mac);
+  }
 }
 
 export class NetDataPath implements DataPath {

@@ -17,6 +17,7 @@ import { runRequestArchive } from '../../src/images/run-request.js';
 import { azote } from '../framework/cli.js';
 import { requireKvm } from '../framework/kvm.js';
 import { requireQemu } from '../framework/host-tools.js';
+import { backend } from '../framework/backend.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-card-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -69,16 +70,6 @@ test('block card: QEMU\'s vhost-user-blk boots our guest against it; a flushed w
     card.kill('SIGTERM');
   }
 });
-
-/** Starts `command` (a vhost-user backend) and waits for its socket; returns a function that stops it. */
-async function backend(command: string, args: string[], socket: string): Promise<{ stop(signal?: NodeJS.Signals): void; log(): string }> {
-  const p = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  p.stderr.setEncoding('utf8').on('data', (s: string) => { log += s; });
-  for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(100);
-  assert.ok(existsSync(socket), `${command} made its socket: ${log}`);
-  return { stop: (signal = 'SIGTERM') => p.kill(signal), log: () => log };
-}
 
 const WRITE_AND_FLUSH = (text: string): string[] => ['sh', '-c',
   `cat /sys/block/vda/size; printf ${text} > /tmp/p; dd if=/tmp/p of=/dev/vda seek=3 conv=fsync 2>/dev/null && echo flushed`];

@@ -11,9 +11,10 @@ import {
   SplitQueue, VirtqueueError, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, type QueueConfig,
 } from '../../src/virtio/split-queue.js';
 import {
-  IFF_NO_PI, IFF_TAP, IFF_UP, ifreq, SIOCGIFFLAGS, SIOCSIFADDR, SIOCSIFFLAGS, SIOCSIFNETMASK, sockaddrIn, tapAddresses,
-  TUNSETIFF,
-} from '../../src/hypervisor/tap.js';
+  ARPHRD_ETHER, IFF_NO_PI, IFF_TAP, IFF_UP, ifreq, SIOCGIFFLAGS, SIOCSIFADDR, SIOCSIFFLAGS, SIOCSIFHWADDR, SIOCSIFNETMASK,
+  sockaddrIn, TUNSETIFF,
+} from '../../src/sys/tap.js';
+import { tapAddresses } from '../../src/hypervisor/tap.js';
 import { layoutMismatches, readCFacts } from '../framework/c-layout.js';
 import { Driver, PlainMemory } from '../framework/virtio.js';
 
@@ -26,9 +27,9 @@ test('virtio-net and TAP layouts and constants match <linux/virtio_net.h>, <net/
     ['VIRTIO_ID_NET', VIRTIO_ID_NET], ['VIRTIO_NET_F_MAC', NET_F.MAC], ['VIRTIO_NET_F_STATUS', NET_F.STATUS],
     ['VIRTIO_NET_S_LINK_UP', NET_S_LINK_UP], ['TUNSETIFF', TUNSETIFF], ['IFF_TAP', IFF_TAP], ['IFF_NO_PI', IFF_NO_PI],
     ['IFF_UP', IFF_UP], ['SIOCGIFFLAGS', SIOCGIFFLAGS], ['SIOCSIFFLAGS', SIOCSIFFLAGS], ['SIOCSIFADDR', SIOCSIFADDR],
-    ['SIOCSIFNETMASK', SIOCSIFNETMASK],
+    ['SIOCSIFNETMASK', SIOCSIFNETMASK], ['SIOCSIFHWADDR', SIOCSIFHWADDR], ['ARPHRD_ETHER', ARPHRD_ETHER],
   ];
-  const facts = readCFacts(['linux/virtio_ids.h', 'linux/virtio_net.h', 'sys/ioctl.h', 'net/if.h', 'linux/if_tun.h'], [],
+  const facts = readCFacts(['linux/virtio_ids.h', 'linux/virtio_net.h', 'sys/ioctl.h', 'net/if.h', 'net/if_arp.h', 'linux/if_tun.h'], [],
     ours.map(([n]) => n)).constants;
   for (const [name, value] of ours) assert.equal(facts.get(name), BigInt(value), name);
 });

@@ -7,7 +7,8 @@ import * as libc from '../../sys/libc.js';
 import { VirtioBlock } from '../../virtio/blk.js';
 import { openDisk } from '../../virtio/raw-file.js';
 import { listenAtPath } from '../../sys/unix-listen.js';
-import { BackendSession } from '../../vhost-user/backend.js';
+import { BackendSession, type CardDevice } from '../../vhost-user/backend.js';
+import { createDataPath } from '../../virtio/data-paths.js';
 
 export interface VolumeSpec {
   readonly name: string;
@@ -24,7 +25,7 @@ interface Served {
   readonly volume: VolumeSpec;
   readonly socket: string;
   readonly listenFd: number;
-  readonly device: VirtioBlock;
+  readonly device: CardDevice;
   session: BackendSession | undefined;
 }
 
@@ -38,7 +39,9 @@ export function serveBlockCard(socket: string, volumes: readonly VolumeSpec[], l
     const path = volumeSocket(socket, v.name);
     const listenFd = listenAtPath(path, 'the card socket').fd;
     log.info('block card serving', { socket: path, volume: v.path, readOnly: v.readOnly, sectors: disk.sectors });
-    return { volume: v, socket: path, listenFd, device: new VirtioBlock(disk), session: undefined };
+    const model = new VirtioBlock(disk);
+    const device: CardDevice = { model, dataPath: (mem, queues, features) => createDataPath(model.dataPath, mem, queues, features) };
+    return { volume: v, socket: path, listenFd, device, session: undefined };
   });
   const live = (s: Served): BackendSession | undefined => (s.session && !s.session.closed ? s.session : undefined);
   for (;;) {
