@@ -3,12 +3,13 @@
 import { runBoot } from './boot.js';
 import { runBlock, runCard } from './block.js';
 import { runVsock } from './vsock.js';
+import { runNetCard } from './net-card.js';
 import { BenchError, killAllChildren } from './proc.js';
 
 const benches: Record<string, () => Promise<unknown>> = {
   boot: runBoot,
   block: runBlock,
-  card: runCard,
+  card: async () => ({ block: await runCard(), net: await runNetCard() }),
   vsock: runVsock,
 };
 
