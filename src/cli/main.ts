@@ -85,6 +85,29 @@ card.command('net')
     runNetCard(opts.socket, opts.subnet, opts.uplink, log);
   });
 
+program.command('up')
+  .description('run this host\'s controller and the EC2-compatible API (SigV4, state in SQLite under the data directory)')
+  .option('--port <n>', 'port of the API', positiveInt, 8787)
+  .option('--host <address>', 'address to listen on', '127.0.0.1')
+  .option('--data-dir <dir>', 'state, instance disks and console logs (default $AZOTE_DATA_DIR or ~/.local/share/azote)')
+  .option('--region <name>', 'the region this host answers as', 'us-east-1')
+  .option('--subnet <cidr>', 'the instances\' network (the network card\'s subnet)', '172.31.0.0/20')
+  .option('--uplink <tap>', 'a TAP from the instances\' network to this host, at the subnet\'s first address (needs CAP_NET_ADMIN)')
+  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; uplink?: string }) => {
+    const { runUp } = await import('./up.js');
+    await runUp(opts, log);
+  });
+
+const account = program.command('account').description('accounts of the EC2 API');
+account.command('create')
+  .description('create an account; prints its access key id and secret access key (shown once) as environment lines')
+  .argument('<name>', 'lower-case letters, digits and "-"')
+  .option('--data-dir <dir>', 'the data directory of `azote up`')
+  .action(async (name: string, opts: { dataDir?: string }) => {
+    const { accountCreate } = await import('./up.js');
+    accountCreate(name, opts.dataDir);
+  });
+
 program.command('setup')
   .description('build and cache the guest kernel and initramfs (done automatically on first run)')
   .action(async () => {

@@ -1,0 +1,55 @@
+// The EC2 Query API's dispatch: which actions exist and the context each runs in.
+import type { Logger } from '../base/log.js';
+import type { Controller } from '../controller/controller.js';
+import type { Action } from './context.js';
+import { describeAvailabilityZones, describeImages, describeInstanceTypes, describeRegions } from './describe.js';
+import { Ec2Error } from './errors.js';
+import {
+  describeInstances, describeInstanceStatus, getConsoleOutput, rebootInstances, runInstances, startInstances,
+  stopInstances, terminateInstances, type InstanceActionsContext,
+} from './instances.js';
+import { createKeyPair, deleteKeyPair, describeKeyPairs, importKeyPair } from './keypairs.js';
+import { Lifecycle } from './lifecycle.js';
+import type { QueryParams } from './query.js';
+import type { AccountRow, Store } from './store.js';
+import { createTags, deleteTags, describeTags } from './tags.js';
+import type { XmlNode } from './xml.js';
+
+export const API_VERSION = '2016-11-15';
+
+const ACTIONS: Readonly<Record<string, Action>> = {
+  RunInstances: runInstances, DescribeInstances: describeInstances, DescribeInstanceStatus: describeInstanceStatus,
+  StartInstances: startInstances, StopInstances: stopInstances, RebootInstances: rebootInstances,
+  TerminateInstances: terminateInstances, GetConsoleOutput: getConsoleOutput,
+  DescribeImages: describeImages, DescribeInstanceTypes: describeInstanceTypes, DescribeRegions: describeRegions,
+  DescribeAvailabilityZones: describeAvailabilityZones,
+  CreateKeyPair: createKeyPair, ImportKeyPair: importKeyPair, DescribeKeyPairs: describeKeyPairs, DeleteKeyPair: deleteKeyPair,
+  CreateTags: createTags, DeleteTags: deleteTags, DescribeTags: describeTags,
+};
+
+export class Ec2Api {
+  readonly lifecycle: Lifecycle;
+
+  constructor(readonly store: Store, readonly controller: Controller, readonly region: string, readonly dataDir: string, log: Logger) {
+    this.lifecycle = new Lifecycle(store, controller, log);
+    this.lifecycle.recover();
+  }
+
+  /** Stops every instance (marked stopped, with the reason) and the host's cards. */
+  async close(): Promise<void> {
+    this.lifecycle.hostShutdown = true;
+    await this.controller.close();
+  }
+
+  async dispatch(action: string, params: QueryParams, account: AccountRow): Promise<XmlNode> {
+    const run = Object.hasOwn(ACTIONS, action) ? ACTIONS[action] : undefined;
+    if (!run) throw new Ec2Error('InvalidAction', `The action ${action} is not valid for this web service.`);
+    const version = params.optional('Version');
+    if (version === undefined) throw new Ec2Error('MissingParameter', 'The request must contain the parameter Version');
+    if (version !== API_VERSION) throw new Ec2Error('InvalidParameterValue', `Version ${version} is not supported: Azote speaks ${API_VERSION}`);
+    const ctx: InstanceActionsContext = {
+      store: this.store, controller: this.controller, region: this.region, dataDir: this.dataDir, account, params, lifecycle: this.lifecycle,
+    };
+    return run(ctx);
+  }
+}

@@ -1,0 +1,147 @@
+// The instance lifecycle: state follows what the hypervisor process reports. pending until the guest's init
+// starts, running, stopping -> stopped (the VM shut down, its disk kept), shutting-down -> terminated (process gone,
+// files removed). A guest that ends on its own becomes stopped with Client.InstanceInitiatedShutdown; a failing VM
+// stopped with Server.InternalError. Placement is here too: cores and memory are counted for every instance that
+// holds a VM, so concurrent RunInstances calls cannot over-commit the host.
+import type { Logger } from '../base/log.js';
+import type { Controller, InstanceEnd } from '../controller/controller.js';
+import { findImage } from '../images/rootfs.js';
+import { imageByAmi } from './catalogue.js';
+import { Ec2Error } from './errors.js';
+import type { InstanceRow, InstanceStateName, Store } from './store.js';
+import { userInitiated } from './context.js';
+
+/** States in which an instance holds (or is about to hold) its VM's cores and memory. */
+export const HOLDING: readonly InstanceStateName[] = ['pending', 'running', 'stopping', 'shutting-down'];
+
+export class Lifecycle {
+  /** Instances whose VM is restarted when it ends (RebootInstances). */
+  private readonly rebooting = new Set<string>();
+  /** Set when `azote up` shuts down: the VMs that end then were stopped by the host, not by their owners. */
+  hostShutdown = false;
+
+  constructor(private readonly store: Store, private readonly controller: Controller, private readonly log: Logger) {}
+
+  /** After a restart of the control plane: nothing from before is running any more (the controller stopped it). */
+  recover(): void {
+    for (const row of this.store.instancesIn(HOLDING)) {
+      if (row.state === 'shutting-down') {
+        this.finishTermination(row.id);
+        continue;
+      }
+      this.store.updateInstance(row.id, {
+        state: 'stopped', transition_reason: `Server initiated (${new Date().toISOString()})`,
+        state_reason_code: 'Server.InternalError',
+        state_reason_message: 'Server.InternalError: the host\'s control plane restarted while the instance ran; start it again',
+      });
+      this.log.warn('an instance that was running before the restart is marked stopped', { instance: row.id });
+    }
+  }
+
+  /** Cores and memory free on this host. */
+  free(): { cores: number; memoryMiB: number } {
+    const held = this.store.instancesIn(HOLDING);
+    return {
+      cores: this.controller.capacity.cores - held.reduce((n, r) => n + r.vcpus, 0),
+      memoryMiB: this.controller.capacity.memoryMiB - held.reduce((n, r) => n + r.memory_mib, 0),
+    };
+  }
+
+  /** How many instances of this size fit now; throws InsufficientInstanceCapacity if fewer than `min`. */
+  placeable(vcpus: number, memoryMiB: number, min: number, max: number): number {
+    const f = this.free();
+    const fit = Math.max(0, Math.min(max, Math.floor(f.cores / vcpus), Math.floor(f.memoryMiB / memoryMiB)));
+    if (fit < min) {
+      throw new Ec2Error('InsufficientInstanceCapacity',
+        `We currently do not have sufficient capacity in the Availability Zone you requested: the host has ${f.cores} of `
+        + `${this.controller.capacity.cores} cores and ${f.memoryMiB} MiB of memory free, and ${min} instance(s) need `
+        + `${min * vcpus} cores and ${min * memoryMiB} MiB`, 500);
+    }
+    return fit;
+  }
+
+  /** Starts the VM of an instance in state pending. */
+  start(row: InstanceRow, publicKey: string | undefined): void {
+    const image = imageByAmi(row.image_id);
+    if (!image) {
+      this.ended(row.id, { kind: 'failed', detail: `its image ${row.image_id} is no longer on this host` });
+      return;
+    }
+    const userData = row.user_data ? Buffer.from(row.user_data, 'base64') : undefined;
+    void this.controller.launch({
+      instanceId: row.id, image: findImage(image.id), vcpus: row.vcpus, memoryMiB: row.memory_mib, rootGiB: row.root_gib,
+      metadata: {
+        instanceId: row.id, amiId: row.image_id, instanceType: row.instance_type, launchIndex: row.launch_index,
+        publicKey, userData,
+      },
+    }, {
+      created: (ip, mac) => this.store.updateInstance(row.id, { private_ip: ip ?? null, mac: mac ?? null }),
+      booted: () => {
+        const now = this.store.instanceById(row.id);
+        if (now?.state === 'pending') this.store.updateInstance(row.id, { state: 'running', state_reason_code: null, state_reason_message: null });
+      },
+      ended: (end) => this.ended(row.id, end),
+    }).catch((e: unknown) => this.ended(row.id, { kind: 'failed', detail: (e as Error).message }));
+  }
+
+  private ended(id: string, end: InstanceEnd): void {
+    const row = this.store.instanceById(id);
+    if (!row) return;
+    if (row.state === 'shutting-down') {
+      this.finishTermination(id);
+      return;
+    }
+    if (this.rebooting.delete(id) && row.state === 'running') {
+      this.log.info('instance rebooting', { instance: id });
+      this.start(row, this.keyOf(row));
+      return;
+    }
+    if (this.hostShutdown && (row.state === 'pending' || row.state === 'running')) {
+      this.store.updateInstance(id, {
+        state: 'stopped', transition_reason: `Server initiated (${new Date().toISOString()})`, state_reason_code: 'Server.InternalError',
+        state_reason_message: 'Server.InternalError: the host\'s control plane (azote up) shut down; start the instance again',
+      });
+      return;
+    }
+    if (row.state === 'stopping' || end.kind === 'stopped') {
+      this.store.updateInstance(id, { state: 'stopped' });
+      return;
+    }
+    const failed = end.kind === 'failed';
+    this.log[failed ? 'warn' : 'info']('instance stopped by itself', { instance: id, detail: end.detail });
+    this.store.updateInstance(id, {
+      state: 'stopped', transition_reason: `${failed ? 'Server' : 'Client'} initiated (${new Date().toISOString()})`,
+      state_reason_code: failed ? 'Server.InternalError' : 'Client.InstanceInitiatedShutdown',
+      state_reason_message: failed ? `Server.InternalError: ${end.detail}` : `Client.InstanceInitiatedShutdown: ${end.detail || 'Instance initiated shutdown'}`,
+    });
+  }
+
+  keyOf(row: InstanceRow): string | undefined {
+    return row.key_name ? this.store.keyPairByName(row.account, row.key_name)?.public_key : undefined;
+  }
+
+  stop(row: InstanceRow): void {
+    this.store.updateInstance(row.id, { state: 'stopping', transition_reason: userInitiated(), state_reason_code: 'Client.UserInitiatedShutdown',
+      state_reason_message: 'Client.UserInitiatedShutdown: User initiated shutdown' });
+    if (this.controller.isRunning(row.id)) this.controller.stop(row.id);
+    else this.store.updateInstance(row.id, { state: 'stopped' });
+  }
+
+  terminate(row: InstanceRow): void {
+    this.store.updateInstance(row.id, { state: 'shutting-down', transition_reason: userInitiated(), state_reason_code: 'Client.UserInitiatedShutdown',
+      state_reason_message: 'Client.UserInitiatedShutdown: User initiated shutdown' });
+    if (this.controller.isRunning(row.id)) this.controller.stop(row.id);
+    else this.finishTermination(row.id);
+  }
+
+  reboot(row: InstanceRow): void {
+    if (!this.controller.isRunning(row.id)) return;
+    this.rebooting.add(row.id);
+    this.controller.stop(row.id);
+  }
+
+  private finishTermination(id: string): void {
+    this.controller.remove(id);
+    this.store.updateInstance(id, { state: 'terminated' });
+  }
+}

@@ -1,0 +1,204 @@
+// The control plane's state in SQLite (better-sqlite3, WAL): accounts, instances, key pairs, tags and client
+// tokens. One `azote up` owns a data directory at a time (the lock is taken by the server); `azote account create`
+// may write beside it. Every query is scoped by account: a resource of another account is never found.
+import Database from 'better-sqlite3';
+import path from 'node:path';
+
+export type InstanceStateName = 'pending' | 'running' | 'shutting-down' | 'terminated' | 'stopping' | 'stopped';
+
+/** EC2's state codes (the low byte of InstanceState.Code). */
+export const STATE_CODES: Record<InstanceStateName, number> = {
+  pending: 0, running: 16, 'shutting-down': 32, terminated: 48, stopping: 64, stopped: 80,
+};
+
+export interface AccountRow {
+  readonly id: string;
+  readonly name: string;
+  readonly access_key_id: string;
+  readonly sealed_secret: Buffer;
+  readonly created: string;
+}
+
+export interface InstanceRow {
+  readonly id: string;
+  readonly account: string;
+  readonly reservation: string;
+  readonly image_id: string;
+  readonly instance_type: string;
+  readonly vcpus: number;
+  readonly memory_mib: number;
+  readonly root_gib: number;
+  readonly state: InstanceStateName;
+  /** EC2's StateTransitionReason ("User initiated (2026-11-23 10:00:00 GMT)"). */
+  readonly transition_reason: string;
+  readonly state_reason_code: string | null;
+  readonly state_reason_message: string | null;
+  readonly key_name: string | null;
+  readonly user_data: string | null;
+  readonly launch_index: number;
+  readonly launch_time: string;
+  readonly client_token: string | null;
+  readonly private_ip: string | null;
+  readonly mac: string | null;
+  readonly seq: number;
+}
+
+export interface KeyPairRow {
+  readonly id: string;
+  readonly account: string;
+  readonly name: string;
+  readonly key_type: string;
+  readonly fingerprint: string;
+  readonly public_key: string;
+  readonly created: string;
+}
+
+export interface TagRow {
+  readonly resource_id: string;
+  readonly resource_type: string;
+  readonly key: string;
+  readonly value: string;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS accounts (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, access_key_id TEXT NOT NULL UNIQUE, sealed_secret BLOB NOT NULL,
+  created TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (
+  id TEXT PRIMARY KEY, account TEXT NOT NULL, reservation TEXT NOT NULL, image_id TEXT NOT NULL,
+  instance_type TEXT NOT NULL, vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL, root_gib INTEGER NOT NULL,
+  state TEXT NOT NULL, transition_reason TEXT NOT NULL DEFAULT '', state_reason_code TEXT, state_reason_message TEXT,
+  key_name TEXT, user_data TEXT, launch_index INTEGER NOT NULL, launch_time TEXT NOT NULL, client_token TEXT,
+  private_ip TEXT, mac TEXT, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS instances_by_account ON instances (account, seq);
+CREATE TABLE IF NOT EXISTS key_pairs (
+  id TEXT PRIMARY KEY, account TEXT NOT NULL, name TEXT NOT NULL, key_type TEXT NOT NULL, fingerprint TEXT NOT NULL,
+  public_key TEXT NOT NULL, created TEXT NOT NULL, UNIQUE (account, name));
+CREATE TABLE IF NOT EXISTS tags (
+  account TEXT NOT NULL, resource_id TEXT NOT NULL, resource_type TEXT NOT NULL, key TEXT NOT NULL,
+  value TEXT NOT NULL, PRIMARY KEY (account, resource_id, key));
+CREATE TABLE IF NOT EXISTS client_tokens (
+  account TEXT NOT NULL, token TEXT NOT NULL, reservation TEXT NOT NULL, request TEXT NOT NULL,
+  PRIMARY KEY (account, token));
+`;
+
+export class Store {
+  readonly db: Database.Database;
+  private seq: number;
+
+  constructor(dataDir: string) {
+    this.db = new Database(path.join(dataDir, 'state.sqlite'));
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+    this.seq = (this.db.prepare('SELECT COALESCE(MAX(seq), 0) AS s FROM instances').get() as { s: number }).s;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  // Accounts.
+  addAccount(a: AccountRow): void {
+    this.db.prepare('INSERT INTO accounts (id, name, access_key_id, sealed_secret, created) VALUES (?, ?, ?, ?, ?)')
+      .run(a.id, a.name, a.access_key_id, a.sealed_secret, a.created);
+  }
+
+  accountByKey(accessKeyId: string): AccountRow | undefined {
+    return this.db.prepare('SELECT * FROM accounts WHERE access_key_id = ?').get(accessKeyId) as AccountRow | undefined;
+  }
+
+  accountByName(name: string): AccountRow | undefined {
+    return this.db.prepare('SELECT * FROM accounts WHERE name = ?').get(name) as AccountRow | undefined;
+  }
+
+  // Instances.
+  addInstance(row: Omit<InstanceRow, 'seq'>): void {
+    const r = { ...row, seq: ++this.seq };
+    this.db.prepare(`INSERT INTO instances (id, account, reservation, image_id, instance_type, vcpus, memory_mib, root_gib,
+      state, transition_reason, state_reason_code, state_reason_message, key_name, user_data, launch_index, launch_time,
+      client_token, private_ip, mac, seq) VALUES (@id, @account, @reservation, @image_id, @instance_type, @vcpus,
+      @memory_mib, @root_gib, @state, @transition_reason, @state_reason_code, @state_reason_message, @key_name,
+      @user_data, @launch_index, @launch_time, @client_token, @private_ip, @mac, @seq)`).run(r);
+  }
+
+  instance(account: string, id: string): InstanceRow | undefined {
+    return this.db.prepare('SELECT * FROM instances WHERE account = ? AND id = ?').get(account, id) as InstanceRow | undefined;
+  }
+
+  /** Any account's instance: for the controller's events, never for an API answer. */
+  instanceById(id: string): InstanceRow | undefined {
+    return this.db.prepare('SELECT * FROM instances WHERE id = ?').get(id) as InstanceRow | undefined;
+  }
+
+  instances(account: string): InstanceRow[] {
+    return this.db.prepare('SELECT * FROM instances WHERE account = ? ORDER BY seq').all(account) as InstanceRow[];
+  }
+
+  /** Instances in the given states, of every account (placement and recovery). */
+  instancesIn(states: readonly InstanceStateName[]): InstanceRow[] {
+    return this.db.prepare(`SELECT * FROM instances WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY seq`)
+      .all(...states) as InstanceRow[];
+  }
+
+  updateInstance(id: string, change: Partial<Pick<InstanceRow, 'state' | 'transition_reason' | 'state_reason_code'
+    | 'state_reason_message' | 'private_ip' | 'mac' | 'launch_time'>>): void {
+    const keys = Object.keys(change);
+    if (keys.length === 0) return;
+    this.db.prepare(`UPDATE instances SET ${keys.map((k) => `${k} = @${k}`).join(', ')} WHERE id = @id`).run({ ...change, id });
+  }
+
+  // Client tokens (RunInstances idempotency).
+  clientToken(account: string, token: string): { reservation: string; request: string } | undefined {
+    return this.db.prepare('SELECT reservation, request FROM client_tokens WHERE account = ? AND token = ?').get(account, token) as
+      { reservation: string; request: string } | undefined;
+  }
+
+  addClientToken(account: string, token: string, reservation: string, request: string): void {
+    this.db.prepare('INSERT INTO client_tokens (account, token, reservation, request) VALUES (?, ?, ?, ?)').run(account, token, reservation, request);
+  }
+
+  // Key pairs.
+  addKeyPair(k: KeyPairRow): void {
+    this.db.prepare(`INSERT INTO key_pairs (id, account, name, key_type, fingerprint, public_key, created)
+      VALUES (@id, @account, @name, @key_type, @fingerprint, @public_key, @created)`).run(k);
+  }
+
+  keyPairs(account: string): KeyPairRow[] {
+    return this.db.prepare('SELECT * FROM key_pairs WHERE account = ? ORDER BY name').all(account) as KeyPairRow[];
+  }
+
+  keyPairByName(account: string, name: string): KeyPairRow | undefined {
+    return this.db.prepare('SELECT * FROM key_pairs WHERE account = ? AND name = ?').get(account, name) as KeyPairRow | undefined;
+  }
+
+  deleteKeyPair(account: string, id: string): void {
+    this.db.prepare('DELETE FROM key_pairs WHERE account = ? AND id = ?').run(account, id);
+    this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(account, id);
+  }
+
+  // Tags.
+  setTag(account: string, t: TagRow): void {
+    this.db.prepare(`INSERT INTO tags (account, resource_id, resource_type, key, value) VALUES (?, ?, ?, ?, ?)
+      ON CONFLICT (account, resource_id, key) DO UPDATE SET value = excluded.value`).run(account, t.resource_id, t.resource_type, t.key, t.value);
+  }
+
+  deleteTag(account: string, resourceId: string, key: string, value: string | undefined): void {
+    if (value === undefined) this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ? AND key = ?').run(account, resourceId, key);
+    else this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ? AND key = ? AND value = ?').run(account, resourceId, key, value);
+  }
+
+  tagsOf(account: string, resourceId: string): TagRow[] {
+    return this.db.prepare('SELECT resource_id, resource_type, key, value FROM tags WHERE account = ? AND resource_id = ? ORDER BY key')
+      .all(account, resourceId) as TagRow[];
+  }
+
+  tags(account: string): TagRow[] {
+    return this.db.prepare('SELECT resource_id, resource_type, key, value FROM tags WHERE account = ? ORDER BY resource_id, key')
+      .all(account) as TagRow[];
+  }
+}

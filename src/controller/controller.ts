@@ -1,0 +1,211 @@
+// The host's controller: the one process that starts hypervisors and cards, and the control plane's only way to
+// act on the host. Each instance is a hypervisor process (src/hypervisor/instance-main.ts) forked with an IPC
+// channel as its only line; its console goes to the instance's console log. The controller also runs this host's
+// network card, which every instance's eth0 is attached to, and restarts it if it dies (instances reconnect and
+// keep their addresses). Launching verified bundles in jails is the security chip's and the next issue's work.
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync } from 'node:fs';
+import { availableParallelism, totalmem } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AzoteError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import { guestCmdline } from '../images/cmdline.js';
+import { ensureKernel } from '../images/kernel.js';
+import { projectRoot } from '../images/paths.js';
+import type { ImageRecord } from '../images/rootfs.js';
+import { runRequestParams } from '../images/run-request.js';
+import type { ControllerMessage, HypervisorMessage } from '../hypervisor/instance-protocol.js';
+import { detectKvmFlavour } from '../kvm/kvm.js';
+import { INSTANCE_ARGV } from './instance-boot.js';
+import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
+
+/** Host memory kept for the host itself (Node, cards, page cache) when offering memory to instances. */
+const HOST_RESERVED_MIB = 2048;
+/** How long a stopping instance's guest gets before its hypervisor is killed. */
+const STOP_GRACE_MS = 10_000;
+const CARD_RESTART_MS = 500;
+
+export interface HostCapacity {
+  readonly cores: number;
+  readonly memoryMiB: number;
+}
+
+export interface LaunchRequest {
+  readonly instanceId: string;
+  readonly image: ImageRecord;
+  readonly vcpus: number;
+  readonly memoryMiB: number;
+  readonly rootGiB: number;
+  readonly metadata: InstanceMetadata;
+}
+
+export type InstanceEnd =
+  /** The guest powered off or its command ended (status), or the VM was stopped. */
+  | { readonly kind: 'shutdown' | 'stopped'; readonly detail: string }
+  /** The guest or its hypervisor failed. */
+  | { readonly kind: 'failed'; readonly detail: string };
+
+export interface InstanceEvents {
+  created(privateIp: string | undefined, mac: string | undefined): void;
+  booted(): void;
+  ended(end: InstanceEnd): void;
+}
+
+export interface ControllerOptions {
+  readonly dataDir: string;
+  readonly log: Logger;
+  /** The instances' network (the network card's subnet). */
+  readonly subnet: string;
+  /** A TAP uplink from the instances' network to the host (needs CAP_NET_ADMIN). */
+  readonly uplink?: string | undefined;
+}
+
+interface Running {
+  readonly child: ChildProcess;
+  stopping: NodeJS.Timeout | undefined;
+}
+
+export class Controller {
+  readonly capacity: HostCapacity = {
+    cores: availableParallelism(),
+    memoryMiB: Math.max(0, Math.floor(totalmem() / 2 ** 20) - HOST_RESERVED_MIB),
+  };
+  private readonly running = new Map<string, Running>();
+  /** Instances whose disks are being prepared; a stop before their hypervisor starts cancels the launch. */
+  private readonly preparing = new Map<string, { cancelled: boolean }>();
+  private card: ChildProcess | undefined;
+  private closing = false;
+  readonly netSocket: string;
+
+  private constructor(private readonly o: ControllerOptions, private readonly kernel: string) {
+    this.netSocket = path.join(o.dataDir, 'net.sock');
+  }
+
+  static async start(o: ControllerOptions): Promise<Controller> {
+    const kernel = (await ensureKernel(o.log)).vmlinux;
+    const c = new Controller(o, kernel);
+    await c.startCard();
+    return c;
+  }
+
+  private cardLog = '';
+
+  /** Starts the network card and waits for its socket; restarts it whenever it dies while the controller runs. */
+  private async startCard(): Promise<void> {
+    const args = [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'net', '--socket', this.netSocket, '--subnet', this.o.subnet,
+      ...(this.o.uplink ? ['--uplink', this.o.uplink] : [])];
+    const card = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.card = card;
+    card.stderr?.setEncoding('utf8').on('data', (s: string) => {
+      this.cardLog = (this.cardLog + s).slice(-4096);
+      for (const line of s.split('\n').filter(Boolean)) this.o.log.debug('net card', { line });
+    });
+    card.on('exit', (code, signal) => {
+      if (this.closing) return;
+      this.o.log.warn('the network card died; restarting it', { code, signal, log: this.cardLog.slice(-400) });
+      setTimeout(() => { if (!this.closing) void this.startCard().catch((e: unknown) => this.o.log.error('the network card did not restart', { why: (e as Error).message })); }, CARD_RESTART_MS);
+    });
+    for (let i = 0; i < 100 && !existsSync(this.netSocket); i++) await new Promise((r) => setTimeout(r, 100));
+    if (!existsSync(this.netSocket)) {
+      throw new AzoteError('NetCard', `the network card did not start: ${this.cardLog.trim().split('\n').slice(-2).join(' ')}`,
+        this.o.uplink ? 'the uplink needs CAP_NET_ADMIN: run as root, or start without an uplink' : undefined);
+    }
+  }
+
+  files(instanceId: string): InstanceFiles {
+    return new InstanceFiles(this.o.dataDir, instanceId);
+  }
+
+  /** Whether the instance has a hypervisor, or is about to. */
+  isRunning(instanceId: string): boolean {
+    return this.running.has(instanceId) || this.preparing.has(instanceId);
+  }
+
+  /** Prepares the instance's disks (the root only on first launch) and starts its hypervisor. */
+  async launch(req: LaunchRequest, events: InstanceEvents): Promise<void> {
+    if (this.isRunning(req.instanceId)) throw new Error(`instance ${req.instanceId} is running already`);
+    const files = this.files(req.instanceId);
+    const prep = { cancelled: false };
+    this.preparing.set(req.instanceId, prep);
+    try {
+      if (!files.hasRoot) await files.createRoot(req.image, req.rootGiB);
+      files.writeMetadata(req.metadata);
+    } finally {
+      this.preparing.delete(req.instanceId);
+    }
+    if (prep.cancelled || this.closing) {
+      events.ended({ kind: 'stopped', detail: 'stopped before its VM started' });
+      return;
+    }
+    const cmdline = [guestCmdline({ nestedPvm: detectKvmFlavour() === 'nested-pvm', quiet: false }),
+      'root=/dev/vda', 'rw', 'rootfstype=ext4', ...runRequestParams(INSTANCE_ARGV)].join(' ');
+    const consoleFd = files.openConsole();
+    const entry = fileURLToPath(new URL('../hypervisor/instance-main.js', import.meta.url));
+    let child: ChildProcess;
+    try {
+      child = fork(entry, [], { stdio: ['ignore', consoleFd, 'pipe', 'ipc'], execArgv: [] });
+    } finally {
+      closeSync(consoleFd);
+    }
+    const entryState: Running = { child, stopping: undefined };
+    this.running.set(req.instanceId, entryState);
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => { stderr = (stderr + s).slice(-4096); });
+    let ended: InstanceEnd | undefined;
+    child.on('message', (m: HypervisorMessage) => {
+      if (m.kind === 'created') events.created(m.privateIp, m.mac);
+      else if (m.kind === 'booted') events.booted();
+      else if (m.kind === 'ended') {
+        ended = m.end === 'exit-status' || m.end === 'reset' ? { kind: 'shutdown', detail: m.end === 'reset' ? 'the guest rebooted itself' : `the guest's init ended with status ${m.detail}` }
+          : m.end === 'stopped' ? { kind: 'stopped', detail: '' } : { kind: 'failed', detail: m.detail };
+      }
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(entryState.stopping);
+      this.running.delete(req.instanceId);
+      const end = ended ?? (entryState.stopping !== undefined || signal === 'SIGKILL' && this.closing
+        ? { kind: 'stopped' as const, detail: '' }
+        : { kind: 'failed' as const, detail: `the hypervisor exited (${signal ?? `status ${code}`}): ${stderr.trim().split('\n').slice(-1)[0] ?? ''}` });
+      this.o.log.info('instance hypervisor ended', { instance: req.instanceId, end: end.kind, detail: end.detail });
+      events.ended(end);
+    });
+    const launch: ControllerMessage = {
+      kind: 'launch', kernel: this.kernel, cmdline, vcpus: req.vcpus, memoryMiB: req.memoryMiB,
+      disks: [{ path: files.root, readOnly: false }, { path: files.metadata, readOnly: true }], netCard: this.netSocket,
+    };
+    child.send(launch);
+    this.o.log.info('instance hypervisor started', { instance: req.instanceId, pid: child.pid, vcpus: req.vcpus, memoryMiB: req.memoryMiB });
+  }
+
+  /** Asks the instance's hypervisor to stop the VM; kills it if it has not ended after the grace time. */
+  stop(instanceId: string): void {
+    const prep = this.preparing.get(instanceId);
+    if (prep) prep.cancelled = true;
+    const r = this.running.get(instanceId);
+    if (!r || r.stopping) return;
+    r.stopping = setTimeout(() => r.child.kill('SIGKILL'), STOP_GRACE_MS);
+    if (r.child.connected) r.child.send({ kind: 'stop' } satisfies ControllerMessage);
+    else r.child.kill('SIGKILL');
+  }
+
+  /** The newest console output of the instance's latest boot. */
+  consoleOutput(instanceId: string): Buffer {
+    return this.files(instanceId).consoleTail();
+  }
+
+  remove(instanceId: string): void {
+    this.files(instanceId).remove();
+  }
+
+  /** Stops every instance and the card; resolves when the hypervisors are gone. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const gone = [...this.running.values()].map((r) => new Promise<void>((resolve) => {
+      r.child.once('exit', () => resolve());
+      r.child.kill('SIGKILL');
+    }));
+    await Promise.all(gone);
+    this.card?.kill('SIGTERM');
+  }
+}
