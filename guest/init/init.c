@@ -12,6 +12,9 @@
  * 3. Reports the program's exit status (or 128 + signal) on the exit-status port, then restarts the machine
  *    through the keyboard controller (the kernel runs with reboot=k), which the hypervisor treats as a clean stop.
  *    Without port access (a kernel without CONFIG_X86_IOPL_IOPERM) init says so; the host then sees a plain reset.
+ * 4. Busybox's poweroff and halt (SIGUSR2, SIGUSR1 to PID 1) end every process and stop the machine as in 3 with
+ *    status 0; its reboot (SIGTERM) ends every process and resets the machine without a status, which the host
+ *    takes as a reboot.
  *
  * PID 1 itself is the session leader that owns the console as controlling terminal; the program runs in its own
  * process group in the foreground. (If the program led the session, its exit would hang the tty up, and a hangup
@@ -390,7 +393,16 @@ __attribute__((noreturn)) static void child(char **argv, int tty)
 	_exit(err == ENOENT || err == ENOTDIR || err == ENAMETOOLONG ? STATUS_NOT_FOUND : STATUS_CANNOT_RUN);
 }
 
-/* Runs argv in the foreground of the console and reaps every process until it ends; returns its status. */
+/* The signal by which busybox's poweroff, halt or reboot asked PID 1 to stop the machine; 0 until then. */
+static volatile sig_atomic_t stop_request;
+
+static void request_stop(int sig)
+{
+	stop_request = sig;
+}
+
+/* Runs argv in the foreground of the console and reaps every process until it ends; returns its status, or -1
+ * when the machine is to stop first (stop_request). */
 static int run(char **argv, int tty)
 {
 	pid_t pid = fork();
@@ -408,6 +420,8 @@ static int run(char **argv, int tty)
 	for (;;) {
 		int status;
 		pid_t done = wait(&status);
+		if (done < 0 && errno == EINTR && stop_request)
+			return -1;
 		if (done < 0 && errno == EINTR)
 			continue;
 		if (done < 0) {
@@ -429,6 +443,15 @@ __attribute__((noreturn)) static void finish(int status, int tty)
 	say_errno("reboot");
 	for (;;)
 		pause();
+}
+
+/* Every other process gets SIGTERM, then a second later SIGKILL; disks are synced. */
+static void end_processes(void)
+{
+	kill(-1, SIGTERM);
+	sleep(1);
+	kill(-1, SIGKILL);
+	sync();
 }
 
 int main(void)
@@ -464,6 +487,12 @@ int main(void)
 	/* PID 1 leads the session that owns the console; job-control signals must not stop it. */
 	for (size_t i = 0; i < sizeof(job_signals) / sizeof(job_signals[0]); i++)
 		signal(job_signals[i], SIG_IGN);
+	/* Without SA_RESTART, so that wait() returns when one comes. The child's exec resets them. */
+	struct sigaction stop = { .sa_handler = request_stop };
+	sigemptyset(&stop.sa_mask);
+	sigaction(SIGUSR1, &stop, NULL);
+	sigaction(SIGUSR2, &stop, NULL);
+	sigaction(SIGTERM, &stop, NULL);
 	if (setsid() < 0)
 		say_errno("setsid");
 	int tty = open_console();
@@ -482,5 +511,15 @@ int main(void)
 			say_errno("/root");
 		dprintf(tty >= 0 ? tty : 1, "Azote microVM: busybox shell ('exit' or Ctrl-A x leaves)\n");
 	}
-	finish(run(argv, tty), tty);
+	int status = run(argv, tty);
+	if (status >= 0)
+		finish(status, tty);
+	int rebooting = stop_request == SIGTERM;
+	dprintf(tty >= 0 ? tty : 1, "azote-init: the system is %s\n", rebooting ? "rebooting" : "powering off");
+	end_processes();
+	if (rebooting) {
+		reboot(RB_AUTOBOOT);
+		say_errno("reboot");
+	}
+	finish(0, tty);
 }

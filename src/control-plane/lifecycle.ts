@@ -91,7 +91,8 @@ export class Lifecycle {
       this.finishTermination(id);
       return;
     }
-    if (this.rebooting.delete(id) && row.state === 'running') {
+    const reboot = this.rebooting.delete(id) || end.kind === 'reboot';
+    if (reboot && !this.hostShutdown && (row.state === 'running' || row.state === 'pending')) {
       this.log.info('instance rebooting', { instance: id });
       this.start(row, this.keyOf(row));
       return;

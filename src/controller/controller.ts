@@ -41,8 +41,10 @@ export interface LaunchRequest {
 }
 
 export type InstanceEnd =
-  /** The guest powered off or its command ended (status), or the VM was stopped. */
+  /** The guest powered off (its init ended the machine with a status), or the VM was stopped. */
   | { readonly kind: 'shutdown' | 'stopped'; readonly detail: string }
+  /** The guest reset the machine: an instance reboots. */
+  | { readonly kind: 'reboot'; readonly detail: string }
   /** The guest or its hypervisor failed. */
   | { readonly kind: 'failed'; readonly detail: string };
 
@@ -73,7 +75,7 @@ export class Controller {
   };
   private readonly running = new Map<string, Running>();
   /** Instances whose disks are being prepared; a stop before their hypervisor starts cancels the launch. */
-  private readonly preparing = new Map<string, { cancelled: boolean }>();
+  private readonly preparing = new Map<string, { cancelled: boolean; done: Promise<unknown> }>();
   private card: ChildProcess | undefined;
   private closing = false;
   readonly netSocket: string;
@@ -126,11 +128,14 @@ export class Controller {
   async launch(req: LaunchRequest, events: InstanceEvents): Promise<void> {
     if (this.isRunning(req.instanceId)) throw new Error(`instance ${req.instanceId} is running already`);
     const files = this.files(req.instanceId);
-    const prep = { cancelled: false };
-    this.preparing.set(req.instanceId, prep);
-    try {
+    const work = (async () => {
       if (!files.hasRoot) await files.createRoot(req.image, req.rootGiB);
       files.writeMetadata(req.metadata);
+    })();
+    const prep = { cancelled: false, done: work.catch(() => undefined) };
+    this.preparing.set(req.instanceId, prep);
+    try {
+      await work;
     } finally {
       this.preparing.delete(req.instanceId);
     }
@@ -157,8 +162,9 @@ export class Controller {
       if (m.kind === 'created') events.created(m.privateIp, m.mac);
       else if (m.kind === 'booted') events.booted();
       else if (m.kind === 'ended') {
-        ended = m.end === 'exit-status' || m.end === 'reset' ? { kind: 'shutdown', detail: m.end === 'reset' ? 'the guest rebooted itself' : `the guest's init ended with status ${m.detail}` }
-          : m.end === 'stopped' ? { kind: 'stopped', detail: '' } : { kind: 'failed', detail: m.detail };
+        ended = m.end === 'exit-status' ? { kind: 'shutdown', detail: `the guest powered off (status ${m.detail})` }
+          : m.end === 'reset' ? { kind: 'reboot', detail: 'the guest rebooted' }
+            : m.end === 'stopped' ? { kind: 'stopped', detail: '' } : { kind: 'failed', detail: m.detail };
       }
     });
     child.on('exit', (code, signal) => {
@@ -201,6 +207,8 @@ export class Controller {
   /** Stops every instance and the card; resolves when the hypervisors are gone. */
   async close(): Promise<void> {
     this.closing = true;
+    // Launches still preparing disks end as stopped (closing) before anything else goes.
+    await Promise.all([...this.preparing.values()].map((p) => p.done));
     const gone = [...this.running.values()].map((r) => new Promise<void>((resolve) => {
       r.child.once('exit', () => resolve());
       r.child.kill('SIGKILL');

@@ -31,3 +31,16 @@ export function requireQemu(t: TestContext): boolean {
     return skipLoudly(t, 'qemu-system-x86_64 is not installed: apt-get install qemu-system-x86');
   }
 }
+
+/** Debian's AWS CLI v2 (an older `aws` elsewhere on PATH may shadow it, so it is called by its path). */
+export const AWS_CLI = '/usr/bin/aws';
+
+/** Skips loudly unless Debian's AWS CLI is installed. */
+export function requireAwsCli(t: TestContext): boolean {
+  try {
+    execFileSync(AWS_CLI, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return skipLoudly(t, `${AWS_CLI} is not installed: apt-get install awscli`);
+  }
+}

@@ -1,0 +1,108 @@
+// The EC2 API through Debian's AWS CLI v2, unmodified: the commands a user types, with its own signing, paging,
+// waiters and error reporting.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { amiId, images } from '../../src/control-plane/catalogue.js';
+import type { NewAccount } from '../../src/control-plane/accounts.js';
+import { startEc2, type Ec2Host } from '../framework/ec2.js';
+import { AWS_CLI, requireAwsCli } from '../framework/host-tools.js';
+import { requireKvm } from '../framework/kvm.js';
+
+const run = promisify(execFile);
+
+function cli(host: Ec2Host, a: Pick<NewAccount, 'accessKeyId' | 'secretAccessKey'>) {
+  return async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    try {
+      const r = await run(AWS_CLI, ['ec2', ...args, '--endpoint-url', host.endpoint, '--output', 'text'], {
+        env: {
+          PATH: process.env['PATH'] ?? '', HOME: tmpdir(), AWS_ACCESS_KEY_ID: a.accessKeyId, AWS_SECRET_ACCESS_KEY: a.secretAccessKey,
+          AWS_DEFAULT_REGION: 'us-east-1', AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null', AWS_PAGER: '',
+          AWS_EC2_METADATA_DISABLED: 'true',
+        },
+        timeout: 600_000,
+      });
+      return { code: 0, stdout: r.stdout.trim(), stderr: r.stderr };
+    } catch (e) {
+      const err = e as { code?: number; stdout?: string; stderr?: string };
+      return { code: typeof err.code === 'number' ? err.code : -1, stdout: (err.stdout ?? '').trim(), stderr: err.stderr ?? '' };
+    }
+  };
+}
+
+test('aws ec2: offers, key pairs, tags and the errors it prints', async (t) => {
+  if (!requireAwsCli(t)) return;
+  const host = await startEc2();
+  const dir = mkdtempSync(path.join(tmpdir(), 'azote-awscli-'));
+  try {
+    const aws = cli(host, host.account('cli'));
+    assert.equal((await aws('describe-regions', '--query', 'Regions[].RegionName')).stdout, 'us-east-1');
+    const image = images().find((i) => i.name === 'default');
+    assert.ok(image);
+    assert.equal((await aws('describe-images', '--query', 'Images[?Name==`default`].ImageId')).stdout, amiId(image));
+    const key = await aws('create-key-pair', '--key-name', 'k1', '--query', 'KeyMaterial');
+    assert.match(key.stdout, /^-----BEGIN RSA PRIVATE KEY-----/);
+    writeFileSync(path.join(dir, 'id.pub'), 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBhNnPmSe7m4gTSyNIxLoVNs0F1/K5EKmDdppH35UY6x me@host\n');
+    const imported = await aws('import-key-pair', '--key-name', 'mine', '--public-key-material', `fileb://${path.join(dir, 'id.pub')}`, '--query', 'KeyName');
+    assert.equal(imported.stdout, 'mine', imported.stderr);
+    assert.equal((await aws('describe-key-pairs', '--query', 'KeyPairs[].KeyName')).stdout.split(/\s+/).sort().join(' '), 'k1 mine');
+    const id = (await aws('describe-key-pairs', '--key-names', 'k1', '--query', 'KeyPairs[0].KeyPairId')).stdout;
+    assert.equal((await aws('create-tags', '--resources', id, '--tags', 'Key=team,Value=blue')).code, 0);
+    assert.equal((await aws('describe-tags', '--filters', 'Name=resource-id,Values=' + id, '--query', 'Tags[].[Key,Value]')).stdout, 'team\tblue');
+    const dup = await aws('create-key-pair', '--key-name', 'k1');
+    assert.notEqual(dup.code, 0);
+    assert.match(dup.stderr, /InvalidKeyPair\.Duplicate/);
+    const missing = await aws('describe-instances', '--instance-ids', 'i-0123456789abcdef0');
+    assert.match(missing.stderr, /\(InvalidInstanceID\.NotFound\) when calling the DescribeInstances operation/);
+    const wrong = await cli(host, { accessKeyId: 'AKIAWRONGWRONGWRONG0', secretAccessKey: 'x' })('describe-regions');
+    assert.match(wrong.stderr, /\(AuthFailure\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await host.dispose();
+  }
+});
+
+test('aws ec2: run-instances, wait, describe with filters, get-console-output, stop, start, terminate', { timeout: 900_000 }, async (t) => {
+  if (!requireAwsCli(t) || !requireKvm(t)) return;
+  const host = await startEc2();
+  const dir = mkdtempSync(path.join(tmpdir(), 'azote-awscli-'));
+  try {
+    const aws = cli(host, host.account('cli'));
+    const image = images().find((i) => i.name === 'default');
+    assert.ok(image);
+    await aws('create-key-pair', '--key-name', 'mykey');
+    writeFileSync(path.join(dir, 'init.sh'), '#!/bin/sh\necho "cli-user-data ran on $(hostname)"\n');
+    const launched = await aws('run-instances', '--image-id', amiId(image), '--instance-type', 't3.micro', '--count', '2', '--key-name', 'mykey',
+      '--user-data', `file://${path.join(dir, 'init.sh')}`, '--tag-specifications', 'ResourceType=instance,Tags=[{Key=env,Value=test}]',
+      '--query', 'Instances[].InstanceId');
+    assert.equal(launched.code, 0, launched.stderr);
+    const ids = launched.stdout.split(/\s+/).sort();
+    assert.equal(ids.length, 2);
+    assert.equal((await aws('wait', 'instance-running', '--instance-ids', ...ids)).code, 0);
+    const running = await aws('describe-instances', '--filters', 'Name=instance-state-name,Values=running', 'Name=tag:env,Values=test',
+      '--query', 'Reservations[].Instances[].InstanceId');
+    assert.deepEqual(running.stdout.split(/\s+/).sort(), ids);
+    for (let i = 0; i < 120; i++) {
+      const out = await aws('get-console-output', '--instance-id', ids[0] ?? '', '--query', 'Output');
+      if (out.stdout.includes('cli-user-data ran on')) break;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    const text = (await aws('get-console-output', '--instance-id', ids[0] ?? '', '--query', 'Output')).stdout;
+    assert.match(text, new RegExp(`cli-user-data ran on ${ids[0] ?? ''}`));
+    assert.match(text, /Run \/sbin\/init as init process/);
+    assert.equal((await aws('stop-instances', '--instance-ids', ids[0] ?? '')).code, 0);
+    assert.equal((await aws('wait', 'instance-stopped', '--instance-ids', ids[0] ?? '')).code, 0);
+    assert.equal((await aws('describe-instances', '--instance-ids', ids[0] ?? '', '--query', 'Reservations[0].Instances[0].State.Name')).stdout, 'stopped');
+    assert.equal((await aws('start-instances', '--instance-ids', ids[0] ?? '')).code, 0);
+    assert.equal((await aws('wait', 'instance-running', '--instance-ids', ids[0] ?? '')).code, 0);
+    assert.equal((await aws('terminate-instances', '--instance-ids', ...ids)).code, 0);
+    assert.equal((await aws('wait', 'instance-terminated', '--instance-ids', ...ids)).code, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await host.dispose();
+  }
+});
