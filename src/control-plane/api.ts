@@ -13,6 +13,7 @@ import { Lifecycle } from './lifecycle.js';
 import type { QueryParams } from './query.js';
 import type { AccountRow, Store } from './store.js';
 import { createTags, deleteTags, describeTags } from './tags.js';
+import { attachVolume, createVolume, deleteVolume, describeVolumes, detachVolume } from './volumes.js';
 import type { XmlNode } from './xml.js';
 
 export const API_VERSION = '2016-11-15';
@@ -25,6 +26,8 @@ const ACTIONS: Readonly<Record<string, Action>> = {
   DescribeAvailabilityZones: describeAvailabilityZones,
   CreateKeyPair: createKeyPair, ImportKeyPair: importKeyPair, DescribeKeyPairs: describeKeyPairs, DeleteKeyPair: deleteKeyPair,
   CreateTags: createTags, DeleteTags: deleteTags, DescribeTags: describeTags,
+  CreateVolume: createVolume, AttachVolume: attachVolume, DetachVolume: detachVolume, DeleteVolume: deleteVolume,
+  DescribeVolumes: describeVolumes,
 };
 
 export class Ec2Api {

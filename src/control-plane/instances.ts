@@ -37,7 +37,10 @@ export function instanceXml(ctx: ApiContext, r: InstanceRow): XmlNode {
     blockDeviceMapping: list(r.state === 'terminated' ? [] : [{
       deviceName: ROOT_DEVICE,
       ebs: { volumeId: `vol-${createHash('sha256').update(r.id).digest('hex').slice(0, 17)}`, status: 'attached', attachTime: new Date(r.launch_time), deleteOnTermination: true },
-    }]),
+    }, ...ctx.store.volumesOf(r.id).map((v) => ({
+      deviceName: v.device ?? '',
+      ebs: { volumeId: v.id, status: 'attached', attachTime: new Date(v.attach_time ?? v.created), deleteOnTermination: false },
+    }))]),
     virtualizationType: 'hvm', clientToken: r.client_token ?? '', tagSet: tags.length > 0 ? tagSet(tags) : undefined,
     hypervisor: 'xen', groupSet: list([]),
     cpuOptions: { coreCount: r.vcpus, threadsPerCore: 1 },

@@ -70,6 +70,7 @@ export class Lifecycle {
     const userData = row.user_data ? Buffer.from(row.user_data, 'base64') : undefined;
     void this.controller.launch({
       instanceId: row.id, image: findImage(image.id), vcpus: row.vcpus, memoryMiB: row.memory_mib, rootGiB: row.root_gib,
+      volumes: this.store.volumesOf(row.id).map((v) => v.id),
       metadata: {
         instanceId: row.id, amiId: row.image_id, instanceType: row.instance_type, launchIndex: row.launch_index,
         publicKey, userData,
@@ -142,6 +143,8 @@ export class Lifecycle {
   }
 
   private finishTermination(id: string): void {
+    // Volumes outlive the instance (they are not deleted on termination): detached, available again.
+    for (const v of this.store.volumesOf(id)) this.store.updateVolume(v.id, { state: 'available', instance_id: null, device: null, attach_time: null });
     this.controller.remove(id);
     this.store.updateInstance(id, { state: 'terminated' });
   }

@@ -53,6 +53,18 @@ export interface KeyPairRow {
   readonly created: string;
 }
 
+export interface VolumeRow {
+  readonly id: string;
+  readonly account: string;
+  readonly size_gib: number;
+  readonly volume_type: string;
+  readonly state: 'available' | 'in-use';
+  readonly created: string;
+  readonly instance_id: string | null;
+  readonly device: string | null;
+  readonly attach_time: string | null;
+}
+
 export interface TagRow {
   readonly resource_id: string;
   readonly resource_type: string;
@@ -77,6 +89,9 @@ CREATE TABLE IF NOT EXISTS key_pairs (
 CREATE TABLE IF NOT EXISTS tags (
   account TEXT NOT NULL, resource_id TEXT NOT NULL, resource_type TEXT NOT NULL, key TEXT NOT NULL,
   value TEXT NOT NULL, PRIMARY KEY (account, resource_id, key));
+CREATE TABLE IF NOT EXISTS volumes (
+  id TEXT PRIMARY KEY, account TEXT NOT NULL, size_gib INTEGER NOT NULL, volume_type TEXT NOT NULL, state TEXT NOT NULL,
+  created TEXT NOT NULL, instance_id TEXT, device TEXT, attach_time TEXT);
 CREATE TABLE IF NOT EXISTS client_tokens (
   account TEXT NOT NULL, token TEXT NOT NULL, reservation TEXT NOT NULL, request TEXT NOT NULL,
   PRIMARY KEY (account, token));
@@ -178,6 +193,36 @@ export class Store {
 
   deleteKeyPair(account: string, id: string): void {
     this.db.prepare('DELETE FROM key_pairs WHERE account = ? AND id = ?').run(account, id);
+    this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(account, id);
+  }
+
+  // Volumes.
+  addVolume(v: VolumeRow): void {
+    this.db.prepare(`INSERT INTO volumes (id, account, size_gib, volume_type, state, created, instance_id, device, attach_time)
+      VALUES (@id, @account, @size_gib, @volume_type, @state, @created, @instance_id, @device, @attach_time)`).run(v);
+  }
+
+  volume(account: string, id: string): VolumeRow | undefined {
+    return this.db.prepare('SELECT * FROM volumes WHERE account = ? AND id = ?').get(account, id) as VolumeRow | undefined;
+  }
+
+  volumes(account: string): VolumeRow[] {
+    return this.db.prepare('SELECT * FROM volumes WHERE account = ? ORDER BY created, id').all(account) as VolumeRow[];
+  }
+
+  /** The volumes attached to an instance, in the order they were attached. */
+  volumesOf(instanceId: string): VolumeRow[] {
+    return this.db.prepare('SELECT * FROM volumes WHERE instance_id = ? ORDER BY attach_time, id').all(instanceId) as VolumeRow[];
+  }
+
+  updateVolume(id: string, change: Partial<Pick<VolumeRow, 'state' | 'instance_id' | 'device' | 'attach_time'>>): void {
+    const keys = Object.keys(change);
+    if (keys.length === 0) return;
+    this.db.prepare(`UPDATE volumes SET ${keys.map((k) => `${k} = @${k}`).join(', ')} WHERE id = @id`).run({ ...change, id });
+  }
+
+  deleteVolume(account: string, id: string): void {
+    this.db.prepare('DELETE FROM volumes WHERE account = ? AND id = ?').run(account, id);
     this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(account, id);
   }
 

@@ -17,6 +17,10 @@ function resourceType(ctx: ApiContext, id: string): string {
     if (!ctx.store.keyPairs(ctx.account.id).some((k) => k.id === id)) throw new Ec2Error('InvalidKeyPair.NotFound', `The key pair '${id}' does not exist`);
     return 'key-pair';
   }
+  if (wellFormed('vol', id)) {
+    if (!ctx.store.volume(ctx.account.id, id)) throw new Ec2Error('InvalidVolume.NotFound', `The volume '${id}' does not exist.`);
+    return 'volume';
+  }
   throw new Ec2Error('InvalidID', `The ID '${id}' is not valid`);
 }
 

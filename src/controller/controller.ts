@@ -3,20 +3,20 @@
 // channel as its only line; its console goes to the instance's console log. The controller also runs this host's
 // network card, which every instance's eth0 is attached to, and restarts it if it dies (instances reconnect and
 // keep their addresses). Launching verified bundles in jails is the security chip's and the next issue's work.
-import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync } from 'node:fs';
+import { fork, type ChildProcess } from 'node:child_process';
+import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { availableParallelism, totalmem } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AzoteError } from '../base/errors.js';
+import { AzoteError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { guestCmdline } from '../images/cmdline.js';
 import { ensureKernel } from '../images/kernel.js';
-import { projectRoot } from '../images/paths.js';
 import type { ImageRecord } from '../images/rootfs.js';
 import { runRequestParams } from '../images/run-request.js';
 import type { ControllerMessage, HypervisorMessage } from '../hypervisor/instance-protocol.js';
 import { detectKvmFlavour } from '../kvm/kvm.js';
+import { CardProcess } from './card-process.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 
@@ -24,7 +24,6 @@ import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 const HOST_RESERVED_MIB = 2048;
 /** How long a stopping instance's guest gets before its hypervisor is killed. */
 const STOP_GRACE_MS = 10_000;
-const CARD_RESTART_MS = 500;
 
 export interface HostCapacity {
   readonly cores: number;
@@ -38,6 +37,8 @@ export interface LaunchRequest {
   readonly memoryMiB: number;
   readonly rootGiB: number;
   readonly metadata: InstanceMetadata;
+  /** Volumes attached to the instance (ids), in order: each served by a block card of its own while it runs. */
+  readonly volumes: readonly string[];
 }
 
 export type InstanceEnd =
@@ -76,7 +77,7 @@ export class Controller {
   private readonly running = new Map<string, Running>();
   /** Instances whose disks are being prepared; a stop before their hypervisor starts cancels the launch. */
   private readonly preparing = new Map<string, { cancelled: boolean; done: Promise<unknown> }>();
-  private card: ChildProcess | undefined;
+  private card: CardProcess | undefined;
   private closing = false;
   readonly netSocket: string;
 
@@ -87,32 +88,47 @@ export class Controller {
   static async start(o: ControllerOptions): Promise<Controller> {
     const kernel = (await ensureKernel(o.log)).vmlinux;
     const c = new Controller(o, kernel);
-    await c.startCard();
+    const args = ['net', '--socket', c.netSocket, '--subnet', o.subnet, ...(o.uplink ? ['--uplink', o.uplink] : [])];
+    c.card = await CardProcess.start('network', args, c.netSocket, o.log).catch((e: unknown) => {
+      throw new AzoteError('NetCard', errorMessage(e), o.uplink ? 'the uplink needs CAP_NET_ADMIN: run as root, or start without an uplink' : undefined);
+    });
     return c;
   }
 
-  private cardLog = '';
+  volumeFile(volumeId: string): string {
+    return path.join(this.o.dataDir, 'volumes', `${volumeId}.img`);
+  }
 
-  /** Starts the network card and waits for its socket; restarts it whenever it dies while the controller runs. */
-  private async startCard(): Promise<void> {
-    const args = [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'net', '--socket', this.netSocket, '--subnet', this.o.subnet,
-      ...(this.o.uplink ? ['--uplink', this.o.uplink] : [])];
-    const card = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    this.card = card;
-    card.stderr?.setEncoding('utf8').on('data', (s: string) => {
-      this.cardLog = (this.cardLog + s).slice(-4096);
-      for (const line of s.split('\n').filter(Boolean)) this.o.log.debug('net card', { line });
-    });
-    card.on('exit', (code, signal) => {
-      if (this.closing) return;
-      this.o.log.warn('the network card died; restarting it', { code, signal, log: this.cardLog.slice(-400) });
-      setTimeout(() => { if (!this.closing) void this.startCard().catch((e: unknown) => this.o.log.error('the network card did not restart', { why: (e as Error).message })); }, CARD_RESTART_MS);
-    });
-    for (let i = 0; i < 100 && !existsSync(this.netSocket); i++) await new Promise((r) => setTimeout(r, 100));
-    if (!existsSync(this.netSocket)) {
-      throw new AzoteError('NetCard', `the network card did not start: ${this.cardLog.trim().split('\n').slice(-2).join(' ')}`,
-        this.o.uplink ? 'the uplink needs CAP_NET_ADMIN: run as root, or start without an uplink' : undefined);
+  /** A new volume: a sparse raw file of `sizeGiB`. */
+  createVolume(volumeId: string, sizeGiB: number): void {
+    mkdirSync(path.join(this.o.dataDir, 'volumes'), { recursive: true, mode: 0o700 });
+    const fd = openSync(this.volumeFile(volumeId), 'wx', 0o600);
+    try {
+      ftruncateSync(fd, sizeGiB * 2 ** 30);
+    } finally {
+      closeSync(fd);
     }
+  }
+
+  deleteVolume(volumeId: string): void {
+    rmSync(this.volumeFile(volumeId), { force: true });
+  }
+
+  /** Starts a block card for each volume; their vhost-user sockets, in order. */
+  private async volumeCards(volumes: readonly string[]): Promise<CardProcess[]> {
+    const dir = path.join(this.o.dataDir, 'cards');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const cards: CardProcess[] = [];
+    try {
+      for (const v of volumes) {
+        const base = path.join(dir, `${v}.sock`);
+        cards.push(await CardProcess.start(`volume ${v}`, ['block', '--socket', base, '--volume', `${v}=${this.volumeFile(v)}`], `${base}:${v}`, this.o.log));
+      }
+    } catch (e) {
+      for (const c of cards) c.stop();
+      throw e;
+    }
+    return cards;
   }
 
   files(instanceId: string): InstanceFiles {
@@ -131,15 +147,18 @@ export class Controller {
     const work = (async () => {
       if (!files.hasRoot) await files.createRoot(req.image, req.rootGiB);
       files.writeMetadata(req.metadata);
+      return this.volumeCards(req.volumes);
     })();
     const prep = { cancelled: false, done: work.catch(() => undefined) };
     this.preparing.set(req.instanceId, prep);
+    let cards: CardProcess[];
     try {
-      await work;
+      cards = await work;
     } finally {
       this.preparing.delete(req.instanceId);
     }
     if (prep.cancelled || this.closing) {
+      for (const c of cards) c.stop();
       events.ended({ kind: 'stopped', detail: 'stopped before its VM started' });
       return;
     }
@@ -168,6 +187,7 @@ export class Controller {
       }
     });
     child.on('exit', (code, signal) => {
+      for (const c of cards) c.stop();
       clearTimeout(entryState.stopping);
       this.running.delete(req.instanceId);
       const end = ended ?? (entryState.stopping !== undefined || signal === 'SIGKILL' && this.closing
@@ -179,6 +199,7 @@ export class Controller {
     const launch: ControllerMessage = {
       kind: 'launch', kernel: this.kernel, cmdline, vcpus: req.vcpus, memoryMiB: req.memoryMiB,
       disks: [{ path: files.root, readOnly: false }, { path: files.metadata, readOnly: true }], netCard: this.netSocket,
+      volumes: cards.map((c) => c.socket),
     };
     child.send(launch);
     this.o.log.info('instance hypervisor started', { instance: req.instanceId, pid: child.pid, vcpus: req.vcpus, memoryMiB: req.memoryMiB });
@@ -214,6 +235,6 @@ export class Controller {
       r.child.kill('SIGKILL');
     }));
     await Promise.all(gone);
-    this.card?.kill('SIGTERM');
+    this.card?.stop();
   }
 }

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
@@ -105,6 +105,30 @@ test('tags: created on this account\'s resources, described with filters and pag
   const other = host.client(host.account('tags-other'));
   assert.deepEqual((await other.send(new sdk.DescribeTagsCommand({}))).Tags, []);
   await assert.rejects(other.send(new sdk.CreateTagsCommand({ Resources: [id], Tags: [{ Key: 'a', Value: 'b' }] })), { name: 'InvalidKeyPair.NotFound' });
+});
+
+test('volumes: created as sparse files, described, tagged, refused where EC2 refuses, deleted', async () => {
+  const dev = host.account('vols');
+  const ec2 = host.client(dev);
+  const v = await ec2.send(new sdk.CreateVolumeCommand({ AvailabilityZone: 'us-east-1a', Size: 2, VolumeType: 'gp3',
+    TagSpecifications: [{ ResourceType: 'volume', Tags: [{ Key: 'purpose', Value: 'data' }] }] }));
+  assert.equal(v.State, 'available');
+  const file = path.join(host.dataDir, 'volumes', `${v.VolumeId ?? ''}.img`);
+  assert.equal(statSync(file).size, 2 * 2 ** 30);
+  assert.ok(statSync(file).blocks * 512 < 2 ** 20, 'sparse');
+  const listed = await ec2.send(new sdk.DescribeVolumesCommand({ Filters: [{ Name: 'tag:purpose', Values: ['data'] }, { Name: 'status', Values: ['available'] }] }));
+  assert.deepEqual(listed.Volumes?.map((x) => [x.VolumeId, x.Size, x.AvailabilityZone]), [[v.VolumeId, 2, 'us-east-1a']]);
+  await assert.rejects(ec2.send(new sdk.CreateVolumeCommand({ AvailabilityZone: 'us-west-2a', Size: 1 })), { name: 'InvalidParameterValue' });
+  await assert.rejects(ec2.send(new sdk.CreateVolumeCommand({ AvailabilityZone: 'us-east-1a' })), { name: 'MissingParameter' });
+  await assert.rejects(ec2.send(new sdk.AttachVolumeCommand({ VolumeId: v.VolumeId, InstanceId: 'i-0123456789abcdef0', Device: '/dev/sdf' })), { name: 'InvalidInstanceID.NotFound' });
+  await assert.rejects(ec2.send(new sdk.DetachVolumeCommand({ VolumeId: v.VolumeId })), { name: 'IncorrectState' });
+  await assert.rejects(host.client(host.account('vols-other')).send(new sdk.DeleteVolumeCommand({ VolumeId: v.VolumeId })), { name: 'InvalidVolume.NotFound' });
+  assertMatchesModel('DescribeVolumes', (await rawCall(host.endpoint, dev, { Action: 'DescribeVolumes' })).body);
+  const raw = await rawCall(host.endpoint, dev, { Action: 'CreateVolume', AvailabilityZone: 'us-east-1a', Size: '1' });
+  assertMatchesModel('CreateVolume', raw.body);
+  await ec2.send(new sdk.DeleteVolumeCommand({ VolumeId: v.VolumeId }));
+  assert.ok(!existsSync(file), 'the file is gone');
+  await assert.rejects(ec2.send(new sdk.DescribeVolumesCommand({ VolumeIds: [v.VolumeId ?? ''] })), { name: 'InvalidVolume.NotFound' });
 });
 
 test('authentication: a bad signature, an unknown key, an expired or future date, no signature at all', async () => {

@@ -4,7 +4,7 @@
 // isolation between accounts, pagination, a guest that powers itself off, and a restart of `azote up`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
@@ -177,6 +177,50 @@ test('pages of instances, a guest that powers itself off, and instances across a
     await sdk.waitUntilInstanceTerminated({ client: ec2b, ...WAIT }, { InstanceIds: [staysId, offId] });
   } finally {
     await second?.close();
+    await host.dispose();
+  }
+});
+
+test('a volume attached to a stopped instance: the guest writes it, the file holds it; every answer matches the model', { timeout: 900_000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const host: Ec2Host = await startEc2();
+  try {
+    const dev = host.account('dev');
+    const ec2 = host.client(dev);
+    const call = async (action: string, params: Record<string, string>): Promise<string> => {
+      const r = await rawCall(host.endpoint, dev, { Action: action, ...params });
+      assert.equal(r.status, 200, r.body);
+      assertMatchesModel(action, r.body);
+      return r.body;
+    };
+    const script = '#!/bin/sh\nif [ -b /dev/vdc ]; then echo "volume-sectors $(cat /sys/block/vdc/size)"; printf vol-pattern > /tmp/p; '
+      + 'dd if=/tmp/p of=/dev/vdc conv=fsync 2>/dev/null && echo volume-written; fi\n';
+    const ran = await call('RunInstances', { ImageId: ami(), InstanceType: 't3.nano', MinCount: '1', MaxCount: '1', UserData: Buffer.from(script).toString('base64') });
+    const id = /<instanceId>(i-[0-9a-f]+)<\/instanceId>/.exec(ran)?.[1] ?? '';
+    await sdk.waitUntilInstanceRunning({ client: ec2, ...WAIT }, { InstanceIds: [id] });
+    await call('GetConsoleOutput', { InstanceId: id });
+    await call('DescribeInstanceStatus', { 'InstanceId.1': id });
+    await call('StopInstances', { 'InstanceId.1': id });
+    await waitState(ec2, id, 'stopped');
+    const created = await call('CreateVolume', { AvailabilityZone: 'us-east-1a', Size: '1' });
+    const vol = /<volumeId>(vol-[0-9a-f]+)<\/volumeId>/.exec(created)?.[1] ?? '';
+    await call('AttachVolume', { VolumeId: vol, InstanceId: id, Device: '/dev/sdf' });
+    await assert.rejects(ec2.send(new sdk.DeleteVolumeCommand({ VolumeId: vol })), { name: 'VolumeInUse' });
+    await call('StartInstances', { 'InstanceId.1': id });
+    await assert.rejects(ec2.send(new sdk.DetachVolumeCommand({ VolumeId: vol })), { name: 'IncorrectInstanceState' });
+    await consoleUntil(ec2, id, /volume-sectors 2097152\s+volume-written/);
+    const described = (await ec2.send(new sdk.DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations?.[0]?.Instances?.[0];
+    assert.deepEqual(described?.BlockDeviceMappings?.map((m) => m.DeviceName), ['/dev/xvda', '/dev/sdf']);
+    await call('StopInstances', { 'InstanceId.1': id });
+    await waitState(ec2, id, 'stopped');
+    const onHost = readFileSync(path.join(host.dataDir, 'volumes', `${vol}.img`)).subarray(0, 11).toString();
+    assert.equal(onHost, 'vol-pattern');
+    await call('DetachVolume', { VolumeId: vol });
+    await call('TerminateInstances', { 'InstanceId.1': id });
+    await sdk.waitUntilInstanceTerminated({ client: ec2, ...WAIT }, { InstanceIds: [id] });
+    await call('DeleteVolume', { VolumeId: vol });
+    await call('DescribeInstances', {});
+  } finally {
     await host.dispose();
   }
 });

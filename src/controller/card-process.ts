@@ -1,0 +1,57 @@
+// A card process the controller runs and supervises: started with `azote card ...`, ready once its socket exists,
+// restarted whenever it dies until the controller stops it (the VMs using it reconnect to the new one).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { AzoteError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import { projectRoot } from '../images/paths.js';
+
+const READY_POLL_MS = 50;
+const READY_TIMEOUT_MS = 10_000;
+const RESTART_MS = 500;
+
+export class CardProcess {
+  private child: ChildProcess | undefined;
+  private stopped = false;
+  private output = '';
+
+  private constructor(readonly name: string, private readonly args: readonly string[], readonly socket: string, private readonly log: Logger) {}
+
+  /** Starts `azote card <args>` and resolves once `socket` exists. */
+  static async start(name: string, args: readonly string[], socket: string, log: Logger): Promise<CardProcess> {
+    const card = new CardProcess(name, args, socket, log);
+    await card.spawn();
+    return card;
+  }
+
+  private async spawn(): Promise<void> {
+    const child = spawn(process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'card', ...this.args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+      this.output = (this.output + s).slice(-4096);
+      for (const line of s.split('\n').filter(Boolean)) this.log.debug('card', { card: this.name, line });
+    });
+    child.on('exit', (code, signal) => {
+      if (this.stopped || this.child !== child) return;
+      this.log.warn('a card died; restarting it', { card: this.name, code, signal, log: this.output.slice(-300) });
+      setTimeout(() => {
+        if (this.stopped) return;
+        this.spawn().catch((e: unknown) => this.log.error('a card did not restart', { card: this.name, why: (e as Error).message }));
+      }, RESTART_MS);
+    });
+    for (let waited = 0; waited < READY_TIMEOUT_MS && !existsSync(this.socket); waited += READY_POLL_MS) {
+      if (child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, READY_POLL_MS));
+    }
+    if (!existsSync(this.socket)) {
+      this.stop();
+      throw new AzoteError('CardStart', `the ${this.name} card did not start: ${this.output.trim().split('\n').slice(-2).join(' ') || 'no output'}`);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.child?.kill('SIGTERM');
+  }
+}
