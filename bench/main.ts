@@ -4,6 +4,7 @@ import { runBoot } from './boot.js';
 import { runBlock, runCard } from './block.js';
 import { runVsock } from './vsock.js';
 import { runNetCard } from './net-card.js';
+import { runApi } from './api.js';
 import { BenchError, killAllChildren } from './proc.js';
 
 const benches: Record<string, () => Promise<unknown>> = {
@@ -11,6 +12,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   block: runBlock,
   card: async () => ({ block: await runCard(), net: await runNetCard() }),
   vsock: runVsock,
+  api: runApi,
 };
 
 function fail(message: string, status: number): never {

@@ -9,6 +9,12 @@ function positiveInt(v: string): number {
   return n;
 }
 
+function port(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port number (0 picks a free one)');
+  return n;
+}
+
 function collect(v: string, prev: string[]): string[] {
   return [...prev, v];
 }
@@ -87,7 +93,7 @@ card.command('net')
 
 program.command('up')
   .description('run this host\'s controller and the EC2-compatible API (SigV4, state in SQLite under the data directory)')
-  .option('--port <n>', 'port of the API', positiveInt, 8787)
+  .option('--port <n>', 'port of the API (0: any free port)', port, 8787)
   .option('--host <address>', 'address to listen on', '127.0.0.1')
   .option('--data-dir <dir>', 'state, instance disks and console logs (default $AZOTE_DATA_DIR or ~/.local/share/azote)')
   .option('--region <name>', 'the region this host answers as', 'us-east-1')

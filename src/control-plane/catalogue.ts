@@ -6,6 +6,11 @@ export function amiId(image: ImageRecord): string {
   return `ami-0${image.id.slice('img-'.length)}`;
 }
 
+/** The size an image's root volume has by default (its block device mapping's VolumeSize). */
+export function imageGiB(image: ImageRecord): number {
+  return Math.max(1, Math.ceil(image.sizeMiB / 1024));
+}
+
 export function images(): Array<ImageRecord & { amiId: string }> {
   return listImages().map((i) => ({ ...i, amiId: amiId(i) }));
 }

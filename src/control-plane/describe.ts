@@ -1,5 +1,5 @@
 // What the host offers: DescribeRegions, DescribeAvailabilityZones, DescribeImages, DescribeInstanceTypes.
-import { images, INSTANCE_TYPES } from './catalogue.js';
+import { imageGiB, images, INSTANCE_TYPES } from './catalogue.js';
 import { applyFilters, paginate, zoneOf, type Action } from './context.js';
 import { Ec2Error } from './errors.js';
 import { wellFormed } from './ids.js';
@@ -49,7 +49,7 @@ export const describeImages: Action = (ctx) => {
       isPublic: true, architecture: 'x86_64', imageType: 'machine', name: i.name,
       description: `Azote image ${i.name} (${i.id}): ${i.contents.join(', ')}`.slice(0, 255),
       rootDeviceType: 'ebs', rootDeviceName: '/dev/xvda',
-      blockDeviceMapping: list([{ deviceName: '/dev/xvda', ebs: { volumeSize: Math.max(1, Math.ceil(i.sizeMiB / 1024)), deleteOnTermination: true, volumeType: 'gp3', encrypted: false } }]),
+      blockDeviceMapping: list([{ deviceName: '/dev/xvda', ebs: { volumeSize: imageGiB(i), deleteOnTermination: true, volumeType: 'gp3', encrypted: false } }]),
       virtualizationType: 'hvm', hypervisor: 'xen', enaSupport: false, sriovNetSupport: 'simple', bootMode: 'legacy-bios',
     }))),
     nextToken: next,

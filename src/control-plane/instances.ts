@@ -1,18 +1,17 @@
 // Instance actions: RunInstances, DescribeInstances, DescribeInstanceStatus, Start/Stop/Reboot/TerminateInstances,
 // GetConsoleOutput.
 import { createHash } from 'node:crypto';
-import { imageByAmi, instanceType } from './catalogue.js';
+import { imageByAmi, imageGiB, instanceType } from './catalogue.js';
 import { applyFilters, paginate, tagSet, tagSpecifications, zoneOf, type Action, type ApiContext } from './context.js';
 import { Ec2Error, invalid, missing, notFound } from './errors.js';
 import { newId, wellFormed } from './ids.js';
 import type { Lifecycle } from './lifecycle.js';
 import { checkTag } from './query.js';
-import { STATE_CODES, type InstanceRow } from './store.js';
+import { STATE_CODES, type InstanceRow, type TagRow, type VolumeRow } from './store.js';
 import { list, type XmlNode } from './xml.js';
 
 /** EC2's limit on user data (before base64). */
 const MAX_USER_DATA = 16 * 1024;
-const DEFAULT_ROOT_GIB = 8;
 const MAX_ROOT_GIB = 1024;
 const ROOT_DEVICE = '/dev/xvda';
 const ROOT_NAMES = ['/dev/xvda', '/dev/sda1', '/dev/vda', '/dev/sda'];
@@ -23,8 +22,26 @@ export interface InstanceActionsContext extends ApiContext {
 
 const state = (name: InstanceRow['state']): XmlNode => ({ code: STATE_CODES[name], name });
 
-export function instanceXml(ctx: ApiContext, r: InstanceRow): XmlNode {
-  const tags = ctx.store.tagsOf(ctx.account.id, r.id);
+/** Tags and volumes of many instances, read once (a DescribeInstances page). */
+interface Related {
+  readonly tags: ReadonlyMap<string, TagRow[]>;
+  readonly volumes: ReadonlyMap<string, VolumeRow[]>;
+}
+
+function related(ctx: ApiContext): Related {
+  const tags = new Map<string, TagRow[]>();
+  for (const t of ctx.store.tags(ctx.account.id)) tags.set(t.resource_id, [...(tags.get(t.resource_id) ?? []), t]);
+  const volumes = new Map<string, VolumeRow[]>();
+  for (const v of ctx.store.volumes(ctx.account.id)) {
+    if (v.instance_id) volumes.set(v.instance_id, [...(volumes.get(v.instance_id) ?? []), v]);
+  }
+  for (const list_ of volumes.values()) list_.sort((a, b) => (a.attach_time ?? '').localeCompare(b.attach_time ?? ''));
+  return { tags, volumes };
+}
+
+export function instanceXml(ctx: ApiContext, r: InstanceRow, rel?: Related): XmlNode {
+  const tags = rel ? rel.tags.get(r.id) ?? [] : ctx.store.tagsOf(ctx.account.id, r.id);
+  const volumes = rel ? rel.volumes.get(r.id) ?? [] : ctx.store.volumesOf(r.id);
   return {
     instanceId: r.id, imageId: r.image_id, instanceState: state(r.state),
     privateDnsName: r.private_ip ? `ip-${r.private_ip.replace(/\./g, '-')}.${ctx.region}.compute.internal` : '',
@@ -37,7 +54,7 @@ export function instanceXml(ctx: ApiContext, r: InstanceRow): XmlNode {
     blockDeviceMapping: list(r.state === 'terminated' ? [] : [{
       deviceName: ROOT_DEVICE,
       ebs: { volumeId: `vol-${createHash('sha256').update(r.id).digest('hex').slice(0, 17)}`, status: 'attached', attachTime: new Date(r.launch_time), deleteOnTermination: true },
-    }, ...ctx.store.volumesOf(r.id).map((v) => ({
+    }, ...volumes.map((v) => ({
       deviceName: v.device ?? '',
       ebs: { volumeId: v.id, status: 'attached', attachTime: new Date(v.attach_time ?? v.created), deleteOnTermination: false },
     }))]),
@@ -50,10 +67,11 @@ export function instanceXml(ctx: ApiContext, r: InstanceRow): XmlNode {
 }
 
 function reservationsXml(ctx: ApiContext, rows: readonly InstanceRow[]): XmlNode[] {
+  const rel = related(ctx);
   const byReservation = new Map<string, InstanceRow[]>();
   for (const r of rows) byReservation.set(r.reservation, [...(byReservation.get(r.reservation) ?? []), r]);
   return [...byReservation].map(([id, members]) => ({
-    reservationId: id, ownerId: ctx.account.id, groupSet: list([]), instancesSet: list(members.map((m) => instanceXml(ctx, m))),
+    reservationId: id, ownerId: ctx.account.id, groupSet: list([]), instancesSet: list(members.map((m) => instanceXml(ctx, m, rel))),
   }));
 }
 
@@ -74,8 +92,9 @@ function named(ctx: ApiContext, required: boolean): InstanceRow[] | undefined {
   return rows as InstanceRow[];
 }
 
-function rootSize(ctx: ApiContext): number {
-  let size = DEFAULT_ROOT_GIB;
+/** The root volume's size: the image's own (as its AMI's block device mapping says), or what the mapping asks. */
+function rootSize(ctx: ApiContext, imageGiB: number): number {
+  let size = imageGiB;
   for (const i of ctx.params.indexes('BlockDeviceMapping')) {
     const device = ctx.params.optional(`BlockDeviceMapping.${i}.DeviceName`);
     if (!device) throw missing(`BlockDeviceMapping.${i}.DeviceName`);
@@ -83,6 +102,7 @@ function rootSize(ctx: ApiContext): number {
       throw new Ec2Error('InvalidBlockDeviceMapping', `Device ${device}: only the root device (${ROOT_DEVICE}) can be mapped at launch; attach volumes afterwards`);
     }
     size = ctx.params.int(`BlockDeviceMapping.${i}.Ebs.VolumeSize`, size, 1, MAX_ROOT_GIB) ?? size;
+    if (size < imageGiB) throw invalid(`Volume of ${size} GiB is smaller than the image's ${imageGiB} GiB`);
   }
   return size;
 }
@@ -119,7 +139,7 @@ export const runInstances: Action = (c) => {
   if (zone !== undefined && zone !== zoneOf(ctx.region)) throw invalid(`Invalid availability zone: [${zone}]`);
   const tags = tagSpecifications(p, 'instance', ['instance', 'volume', 'network-interface']);
   for (const t of tags) checkTag(t.key, t.value);
-  const rootGiB = rootSize(ctx);
+  const rootGiB = rootSize(ctx, imageGiB(image));
   const token = p.optional('ClientToken');
   if (token !== undefined && token.length > 64) throw invalid('ClientToken must be at most 64 characters');
   const request = JSON.stringify([...p.names].filter((n) => n !== 'ClientToken' && n !== 'Action' && n !== 'Version')
@@ -178,8 +198,8 @@ export const describeInstances: Action = (ctx) => {
     throw new Ec2Error('InvalidParameterCombination', 'The parameter instancesSet cannot be used with the parameter maxResults');
   }
   const zoneFilter = { ...INSTANCE_FILTERS, 'availability-zone': () => [zoneOf(ctx.region)] };
-  const rows = applyFilters(named_ ?? ctx.store.instances(ctx.account.id), filters, zoneFilter,
-    (r) => ctx.store.tagsOf(ctx.account.id, r.id));
+  const rel = filters.length > 0 ? related(ctx) : undefined;
+  const rows = applyFilters(named_ ?? ctx.store.instances(ctx.account.id), filters, zoneFilter, (r) => rel?.tags.get(r.id) ?? []);
   const { page, next } = paginate(ctx.params, rows, 5, 1000);
   return { reservationSet: list(reservationsXml(ctx, page)), nextToken: next };
 };
