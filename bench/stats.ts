@@ -65,7 +65,7 @@ export function renderMetric(m: Metric, digits = 1): { text: string; result: Met
   const lines = [`== ${m.title} [${m.unit}]`];
   lines.push(`  ${'VMM'.padEnd(nameWidth)} ${'runs'.padStart(5)}${col('median')}${col('min')}${col('max')}${ratioHead}`);
   for (const r of rows) {
-    const rc = m.baseline ? rcol(r.ratio === undefined ? (r.name === m.baseline ? '(base)' : 'n/a') : `${r.ratio.toFixed(2)}x`) : '';
+    const rc = m.baseline ? rcol(r.ratio === undefined ? (r.name === m.baseline ? '(base)' : 'n/a') : `${r.ratio < 0.01 ? r.ratio.toPrecision(2) : r.ratio.toFixed(2)}x`) : '';
     lines.push(`  ${r.name.padEnd(nameWidth)} ${String(r.runs).padStart(5)}${col(r.median.toFixed(digits))}`
       + `${col(r.min.toFixed(digits))}${col(r.max.toFixed(digits))}${rc}`);
   }

@@ -114,6 +114,34 @@ account.command('create')
     accountCreate(name, opts.dataDir);
   });
 
+const host = program.command('host').description('this host\'s security chip: keys, signed component bundles, measurements, quotes')
+  .option('--host-dir <dir>', 'the chip\'s directory (default: DATA_DIR/host)');
+const hostDir = (): Promise<string> => import('./host.js').then((m) => (host.opts() as { hostDir?: string }).hostDir ?? m.defaultHostDir());
+host.command('init')
+  .description('create this host\'s keys (a development release key unless --release-key), component store and registers')
+  .option('--release-key <pem>', 'the public half of your own release key (Ed25519 or ECDSA P-384): the root of trust')
+  .action(async (opts: { releaseKey?: string }) => (await import('./host.js')).hostInit(await hostDir(), opts.releaseKey));
+host.command('components')
+  .description('list the installed signed components with their versions and digests')
+  .action(async () => (await import('./host.js')).hostComponents(await hostDir()));
+host.command('install-bundle')
+  .description('install a signed bundle; refuses a bad signature, a changed file or an older build')
+  .argument('<bundle>', 'a .tgz made by `azote host bundle` (npm run build)')
+  .action(async (bundle: string) => (await import('./host.js')).hostInstall(await hostDir(), bundle));
+host.command('bundle')
+  .description('build and sign the bundles of this build (hypervisor, cards) with the development release key')
+  .option('--out <dir>', 'where the .tgz files go', 'build/bundles')
+  .action(async (opts: { out: string }) => (await import('./host.js')).hostBundle(await hostDir(), opts.out));
+host.command('attest')
+  .description('print a quote of the registers and the event log, signed with the host attestation key')
+  .option('--nonce <text>', 'a fresh value from the verifier')
+  .action(async (opts: { nonce?: string }) => (await import('./host.js')).hostAttest(await hostDir(), opts.nonce));
+host.command('verify')
+  .description('check a quote: its signature, and that its event log replays to its registers')
+  .argument('<quote>', 'the JSON `azote host attest` printed')
+  .option('--key <pem>', 'the attestation public key to trust (default: this host\'s)')
+  .action(async (quote: string, opts: { key?: string }) => (await import('./host.js')).hostVerify(await hostDir(), quote, opts.key));
+
 program.command('setup')
   .description('build and cache the guest kernel and initramfs (done automatically on first run)')
   .action(async () => {

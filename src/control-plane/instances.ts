@@ -156,17 +156,17 @@ export const runInstances: Action = (c) => {
         return { reservationId: seen.reservation, ownerId: ctx.account.id, groupSet: list([]), instancesSet: list(rows.map((r) => instanceXml(ctx, r))) };
       }
     }
-    const count = ctx.lifecycle.placeable(type.vcpus, type.memoryMiB, min, max);
+    const placed = ctx.lifecycle.place(type.vcpus, type.memoryMiB, min, max);
     const reservation = newId('r');
     const now = new Date().toISOString();
     const rows: InstanceRow[] = [];
-    for (let i = 0; i < count; i++) {
+    for (const [i, cores] of placed.entries()) {
       const id = newId('i');
       ctx.store.addInstance({
         id, account: ctx.account.id, reservation, image_id: imageId, instance_type: type.name, vcpus: type.vcpus,
         memory_mib: type.memoryMiB, root_gib: rootGiB, state: 'pending', transition_reason: '', state_reason_code: 'pending',
         state_reason_message: 'pending', key_name: keyName ?? null, user_data: userData ?? null, launch_index: i, launch_time: now,
-        client_token: token ?? null, private_ip: null, mac: null,
+        client_token: token ?? null, private_ip: null, mac: null, cores: cores.join(','),
       });
       for (const t of tags) ctx.store.setTag(ctx.account.id, { resource_id: id, resource_type: 'instance', key: t.key, value: t.value });
       rows.push(ctx.store.instance(ctx.account.id, id) as InstanceRow);
@@ -252,16 +252,20 @@ export const startInstances: Action = (c) => {
   const ctx = c as InstanceActionsContext;
   const rows = named(ctx, true) ?? [];
   for (const r of rows) if (r.state === 'terminated' || r.state === 'shutting-down' || r.state === 'stopping') refuse(r, 'started');
-  const starting = rows.filter((r) => r.state === 'stopped');
   return ctx.store.transaction(() => {
-    const need = starting.reduce((a, r) => ({ cores: a.cores + r.vcpus, mem: a.mem + r.memory_mib }), { cores: 0, mem: 0 });
-    if (starting.length > 0) ctx.lifecycle.placeable(need.cores, need.mem, 1, 1);
+    // Each takes its cores in turn (a placed one holds them for the next); if one does not fit, nothing has started
+    // and the transaction undoes the others.
+    const starting = rows.filter((r) => r.state === 'stopped');
+    for (const r of starting) {
+      const [cores] = ctx.lifecycle.place(r.vcpus, r.memory_mib, 1, 1);
+      ctx.store.updateInstance(r.id, { state: 'pending', transition_reason: '', state_reason_code: 'pending', state_reason_message: 'pending',
+        launch_time: new Date().toISOString(), cores: (cores ?? []).join(',') });
+    }
+    for (const r of starting) ctx.lifecycle.start(ctx.store.instance(ctx.account.id, r.id) as InstanceRow, ctx.lifecycle.keyOf(r));
     return {
-      instancesSet: list(transition(ctx, (r) => {
-        if (r.state !== 'stopped') return;
-        ctx.store.updateInstance(r.id, { state: 'pending', transition_reason: '', state_reason_code: 'pending', state_reason_message: 'pending', launch_time: new Date().toISOString() });
-        ctx.lifecycle.start(ctx.store.instance(ctx.account.id, r.id) as InstanceRow, ctx.lifecycle.keyOf(r));
-      })),
+      instancesSet: list(rows.map((before) => ({
+        instanceId: before.id, currentState: state((ctx.store.instance(ctx.account.id, before.id) as InstanceRow).state), previousState: state(before.state),
+      }))),
     };
   });
 };

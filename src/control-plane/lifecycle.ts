@@ -10,6 +10,7 @@ import { imageByAmi } from './catalogue.js';
 import { Ec2Error } from './errors.js';
 import type { InstanceRow, InstanceStateName, Store } from './store.js';
 import { userInitiated } from './context.js';
+import { pickGroups } from '../controller/cores.js';
 
 /** States in which an instance holds (or is about to hold) its VM's cores and memory. */
 export const HOLDING: readonly InstanceStateName[] = ['pending', 'running', 'stopping', 'shutting-down'];
@@ -30,7 +31,7 @@ export class Lifecycle {
         continue;
       }
       this.store.updateInstance(row.id, {
-        state: 'stopped', transition_reason: `Server initiated (${new Date().toISOString()})`,
+        state: 'stopped', cores: '', transition_reason: `Server initiated (${new Date().toISOString()})`,
         state_reason_code: 'Server.InternalError',
         state_reason_message: 'Server.InternalError: the host\'s control plane restarted while the instance ran; start it again',
       });
@@ -38,26 +39,38 @@ export class Lifecycle {
     }
   }
 
-  /** Cores and memory free on this host. */
-  free(): { cores: number; memoryMiB: number } {
+  /** The physical cores (sibling groups) no instance holds, and the memory free. */
+  free(): { groups: number[][]; memoryMiB: number } {
     const held = this.store.instancesIn(HOLDING);
+    const taken = new Set(held.flatMap((r) => (r.cores ? r.cores.split(',').map(Number) : [])));
     return {
-      cores: this.controller.capacity.cores - held.reduce((n, r) => n + r.vcpus, 0),
+      groups: this.controller.capacity.coreGroups.filter((g) => !g.some((c) => taken.has(c))).map((g) => [...g]),
       memoryMiB: this.controller.capacity.memoryMiB - held.reduce((n, r) => n + r.memory_mib, 0),
     };
   }
 
-  /** How many instances of this size fit now; throws InsufficientInstanceCapacity if fewer than `min`. */
-  placeable(vcpus: number, memoryMiB: number, min: number, max: number): number {
+  /**
+   * Places `count` instances of this size (as many as fit, down to `min`): the cores each gets, whole physical
+   * cores no other instance holds. Throws InsufficientInstanceCapacity if fewer than `min` fit.
+   */
+  place(vcpus: number, memoryMiB: number, min: number, max: number): number[][] {
     const f = this.free();
-    const fit = Math.max(0, Math.min(max, Math.floor(f.cores / vcpus), Math.floor(f.memoryMiB / memoryMiB)));
-    if (fit < min) {
-      throw new Ec2Error('InsufficientInstanceCapacity',
-        `We currently do not have sufficient capacity in the Availability Zone you requested: the host has ${f.cores} of `
-        + `${this.controller.capacity.cores} cores and ${f.memoryMiB} MiB of memory free, and ${min} instance(s) need `
-        + `${min * vcpus} cores and ${min * memoryMiB} MiB`, 500);
+    const placed: number[][] = [];
+    let memory = f.memoryMiB;
+    while (placed.length < max && memory >= memoryMiB) {
+      const cores = pickGroups(f.groups, vcpus);
+      if (!cores) break;
+      f.groups = f.groups.filter((g) => !g.some((c) => cores.includes(c)));
+      memory -= memoryMiB;
+      placed.push(cores);
     }
-    return fit;
+    if (placed.length < min) {
+      throw new Ec2Error('InsufficientInstanceCapacity',
+        `We currently do not have sufficient capacity in the Availability Zone you requested: the host has `
+        + `${this.free().groups.flat().length} of ${this.controller.capacity.cores} cores and ${this.free().memoryMiB} MiB free, `
+        + `and ${min} instance(s) need ${min * vcpus} cores (never shared with another instance) and ${min * memoryMiB} MiB`, 500);
+    }
+    return placed;
   }
 
   /** Starts the VM of an instance in state pending. */
@@ -71,6 +84,7 @@ export class Lifecycle {
     void this.controller.launch({
       instanceId: row.id, image: findImage(image.id), vcpus: row.vcpus, memoryMiB: row.memory_mib, rootGiB: row.root_gib,
       volumes: this.store.volumesOf(row.id).map((v) => v.id),
+      cores: row.cores.split(',').filter(Boolean).map(Number),
       metadata: {
         instanceId: row.id, amiId: row.image_id, instanceType: row.instance_type, launchIndex: row.launch_index,
         publicKey, userData,
@@ -100,19 +114,19 @@ export class Lifecycle {
     }
     if (this.hostShutdown && (row.state === 'pending' || row.state === 'running')) {
       this.store.updateInstance(id, {
-        state: 'stopped', transition_reason: `Server initiated (${new Date().toISOString()})`, state_reason_code: 'Server.InternalError',
+        state: 'stopped', cores: '', transition_reason: `Server initiated (${new Date().toISOString()})`, state_reason_code: 'Server.InternalError',
         state_reason_message: 'Server.InternalError: the host\'s control plane (azote up) shut down; start the instance again',
       });
       return;
     }
     if (row.state === 'stopping' || end.kind === 'stopped') {
-      this.store.updateInstance(id, { state: 'stopped' });
+      this.store.updateInstance(id, { state: 'stopped', cores: '' });
       return;
     }
     const failed = end.kind === 'failed';
     this.log[failed ? 'warn' : 'info']('instance stopped by itself', { instance: id, detail: end.detail });
     this.store.updateInstance(id, {
-      state: 'stopped', transition_reason: `${failed ? 'Server' : 'Client'} initiated (${new Date().toISOString()})`,
+      state: 'stopped', cores: '', transition_reason: `${failed ? 'Server' : 'Client'} initiated (${new Date().toISOString()})`,
       state_reason_code: failed ? 'Server.InternalError' : 'Client.InstanceInitiatedShutdown',
       state_reason_message: failed ? `Server.InternalError: ${end.detail}` : `Client.InstanceInitiatedShutdown: ${end.detail || 'Instance initiated shutdown'}`,
     });
@@ -126,7 +140,7 @@ export class Lifecycle {
     this.store.updateInstance(row.id, { state: 'stopping', transition_reason: userInitiated(), state_reason_code: 'Client.UserInitiatedShutdown',
       state_reason_message: 'Client.UserInitiatedShutdown: User initiated shutdown' });
     if (this.controller.isRunning(row.id)) this.controller.stop(row.id);
-    else this.store.updateInstance(row.id, { state: 'stopped' });
+    else this.store.updateInstance(row.id, { state: 'stopped', cores: '' });
   }
 
   terminate(row: InstanceRow): void {
@@ -146,6 +160,6 @@ export class Lifecycle {
     // Volumes outlive the instance (they are not deleted on termination): detached, available again.
     for (const v of this.store.volumesOf(id)) this.store.updateVolume(v.id, { state: 'available', instance_id: null, device: null, attach_time: null });
     this.controller.remove(id);
-    this.store.updateInstance(id, { state: 'terminated' });
+    this.store.updateInstance(id, { state: 'terminated', cores: '' });
   }
 }

@@ -43,9 +43,13 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
   });
 }
 
+/** Idle connections are kept longer than clients keep them (undici 4 s, the AWS SDKs and CLI less than a minute), so
+ * that a client never reuses a connection the server is closing at that moment. */
+const KEEP_ALIVE_MS = 65_000;
+
 export function createEc2Server(o: ServerOptions): http.Server {
   const { api, log } = o;
-  return http.createServer((req, res) => {
+  const server = http.createServer((req, res) => {
     const requestId = newRequestId();
     const started = performance.now();
     const send = (status: number, body: string): void => {
@@ -82,4 +86,7 @@ export function createEc2Server(o: ServerOptions): http.Server {
       }
     })();
   });
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
+  server.headersTimeout = KEEP_ALIVE_MS + 1000;
+  return server;
 }

@@ -40,6 +40,8 @@ export interface InstanceRow {
   readonly client_token: string | null;
   readonly private_ip: string | null;
   readonly mac: string | null;
+  /** The host CPUs the instance's VM holds while it has one ("0,1"), else "". */
+  readonly cores: string;
   readonly seq: number;
 }
 
@@ -81,7 +83,7 @@ CREATE TABLE IF NOT EXISTS instances (
   instance_type TEXT NOT NULL, vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL, root_gib INTEGER NOT NULL,
   state TEXT NOT NULL, transition_reason TEXT NOT NULL DEFAULT '', state_reason_code TEXT, state_reason_message TEXT,
   key_name TEXT, user_data TEXT, launch_index INTEGER NOT NULL, launch_time TEXT NOT NULL, client_token TEXT,
-  private_ip TEXT, mac TEXT, seq INTEGER NOT NULL);
+  private_ip TEXT, mac TEXT, cores TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS instances_by_account ON instances (account, seq);
 CREATE TABLE IF NOT EXISTS key_pairs (
   id TEXT PRIMARY KEY, account TEXT NOT NULL, name TEXT NOT NULL, key_type TEXT NOT NULL, fingerprint TEXT NOT NULL,
@@ -106,6 +108,9 @@ export class Store {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    // Data directories from before core placement.
+    const columns = this.db.prepare('PRAGMA table_info(instances)').all() as Array<{ name: string }>;
+    if (!columns.some((c) => c.name === 'cores')) this.db.exec("ALTER TABLE instances ADD COLUMN cores TEXT NOT NULL DEFAULT ''");
     this.seq = (this.db.prepare('SELECT COALESCE(MAX(seq), 0) AS s FROM instances').get() as { s: number }).s;
   }
 
@@ -136,9 +141,9 @@ export class Store {
     const r = { ...row, seq: ++this.seq };
     this.db.prepare(`INSERT INTO instances (id, account, reservation, image_id, instance_type, vcpus, memory_mib, root_gib,
       state, transition_reason, state_reason_code, state_reason_message, key_name, user_data, launch_index, launch_time,
-      client_token, private_ip, mac, seq) VALUES (@id, @account, @reservation, @image_id, @instance_type, @vcpus,
+      client_token, private_ip, mac, cores, seq) VALUES (@id, @account, @reservation, @image_id, @instance_type, @vcpus,
       @memory_mib, @root_gib, @state, @transition_reason, @state_reason_code, @state_reason_message, @key_name,
-      @user_data, @launch_index, @launch_time, @client_token, @private_ip, @mac, @seq)`).run(r);
+      @user_data, @launch_index, @launch_time, @client_token, @private_ip, @mac, @cores, @seq)`).run(r);
   }
 
   instance(account: string, id: string): InstanceRow | undefined {
@@ -161,7 +166,7 @@ export class Store {
   }
 
   updateInstance(id: string, change: Partial<Pick<InstanceRow, 'state' | 'transition_reason' | 'state_reason_code'
-    | 'state_reason_message' | 'private_ip' | 'mac' | 'launch_time'>>): void {
+    | 'state_reason_message' | 'private_ip' | 'mac' | 'launch_time' | 'cores'>>): void {
     const keys = Object.keys(change);
     if (keys.length === 0) return;
     this.db.prepare(`UPDATE instances SET ${keys.map((k) => `${k} = @${k}`).join(', ')} WHERE id = @id`).run({ ...change, id });

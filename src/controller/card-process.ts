@@ -1,11 +1,10 @@
-// A card process the controller runs and supervises: started with `azote card ...`, ready once its socket exists,
-// restarted whenever it dies until the controller stops it (the VMs using it reconnect to the new one).
+// A card process the controller runs and supervises: started from its component's entry, which the security chip
+// verifies and measures before every start; ready once its socket exists; restarted whenever it dies until the
+// controller stops it (the VMs using it reconnect to the new one).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
-import { projectRoot } from '../images/paths.js';
 
 const READY_POLL_MS = 50;
 const READY_TIMEOUT_MS = 10_000;
@@ -16,17 +15,18 @@ export class CardProcess {
   private stopped = false;
   private output = '';
 
-  private constructor(readonly name: string, private readonly args: readonly string[], readonly socket: string, private readonly log: Logger) {}
+  private constructor(readonly name: string, private readonly admit: () => string, private readonly args: readonly string[],
+    readonly socket: string, private readonly log: Logger) {}
 
-  /** Starts `azote card <args>` and resolves once `socket` exists. */
-  static async start(name: string, args: readonly string[], socket: string, log: Logger): Promise<CardProcess> {
-    const card = new CardProcess(name, args, socket, log);
+  /** Starts the entry `admit` gives (after verifying it) with `args`, and resolves once `socket` exists. */
+  static async start(name: string, admit: () => string, args: readonly string[], socket: string, log: Logger): Promise<CardProcess> {
+    const card = new CardProcess(name, admit, args, socket, log);
     await card.spawn();
     return card;
   }
 
   private async spawn(): Promise<void> {
-    const child = spawn(process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'card', ...this.args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [this.admit(), ...this.args], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     child.stderr?.setEncoding('utf8').on('data', (s: string) => {
       this.output = (this.output + s).slice(-4096);

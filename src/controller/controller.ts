@@ -3,11 +3,10 @@
 // channel as its only line; its console goes to the instance's console log. The controller also runs this host's
 // network card, which every instance's eth0 is attached to, and restarts it if it dies (instances reconnect and
 // keep their addresses). Launching verified bundles in jails is the security chip's and the next issue's work.
-import { fork, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
-import { availableParallelism, totalmem } from 'node:os';
+import { totalmem } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { AzoteError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { guestCmdline } from '../images/cmdline.js';
@@ -16,7 +15,10 @@ import type { ImageRecord } from '../images/rootfs.js';
 import { runRequestParams } from '../images/run-request.js';
 import type { ControllerMessage, HypervisorMessage } from '../hypervisor/instance-protocol.js';
 import { detectKvmFlavour } from '../kvm/kvm.js';
+import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import { CardProcess } from './card-process.js';
+import { coreGroups } from './cores.js';
+import { provisionDevelopmentHost } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 
@@ -26,7 +28,10 @@ const HOST_RESERVED_MIB = 2048;
 const STOP_GRACE_MS = 10_000;
 
 export interface HostCapacity {
+  /** Hardware threads instances may use. */
   readonly cores: number;
+  /** The same threads, grouped by physical core (SMT siblings go together). */
+  readonly coreGroups: readonly number[][];
   readonly memoryMiB: number;
 }
 
@@ -39,6 +44,8 @@ export interface LaunchRequest {
   readonly metadata: InstanceMetadata;
   /** Volumes attached to the instance (ids), in order: each served by a block card of its own while it runs. */
   readonly volumes: readonly string[];
+  /** The host CPUs the instance's hypervisor (and so its vCPUs) may run on: its own physical cores. */
+  readonly cores: readonly number[];
 }
 
 export type InstanceEnd =
@@ -62,6 +69,8 @@ export interface ControllerOptions {
   readonly subnet: string;
   /** A TAP uplink from the instances' network to the host (needs CAP_NET_ADMIN). */
   readonly uplink?: string | undefined;
+  /** The security chip's directory (keys, component store, registers); default DATA_DIR/host. */
+  readonly hostDir?: string | undefined;
 }
 
 interface Running {
@@ -70,10 +79,10 @@ interface Running {
 }
 
 export class Controller {
-  readonly capacity: HostCapacity = {
-    cores: availableParallelism(),
-    memoryMiB: Math.max(0, Math.floor(totalmem() / 2 ** 20) - HOST_RESERVED_MIB),
-  };
+  readonly capacity: HostCapacity = (() => {
+    const groups = coreGroups();
+    return { cores: groups.flat().length, coreGroups: groups, memoryMiB: Math.max(0, Math.floor(totalmem() / 2 ** 20) - HOST_RESERVED_MIB) };
+  })();
   private readonly running = new Map<string, Running>();
   /** Instances whose disks are being prepared; a stop before their hypervisor starts cancels the launch. */
   private readonly preparing = new Map<string, { cancelled: boolean; done: Promise<unknown> }>();
@@ -81,15 +90,22 @@ export class Controller {
   private closing = false;
   readonly netSocket: string;
 
-  private constructor(private readonly o: ControllerOptions, private readonly kernel: string) {
+  private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip) {
     this.netSocket = path.join(o.dataDir, 'net.sock');
   }
 
+  /**
+   * Starts the host: the security chip's registers begin again (a host start), the development host's components
+   * are brought up to date, and the network card is verified, measured and started.
+   */
   static async start(o: ControllerOptions): Promise<Controller> {
     const kernel = (await ensureKernel(o.log)).vmlinux;
-    const c = new Controller(o, kernel);
-    const args = ['net', '--socket', c.netSocket, '--subnet', o.subnet, ...(o.uplink ? ['--uplink', o.uplink] : [])];
-    c.card = await CardProcess.start('network', args, c.netSocket, o.log).catch((e: unknown) => {
+    const { chip } = SecurityChip.init(o.hostDir ?? path.join(o.dataDir, 'host'));
+    provisionDevelopmentHost(chip, o.log);
+    chip.boot();
+    const c = new Controller(o, kernel, chip);
+    const args = ['--socket', c.netSocket, '--subnet', o.subnet, ...(o.uplink ? ['--uplink', o.uplink] : [])];
+    c.card = await CardProcess.start('network', () => chip.admit('card-net').entryPath, args, c.netSocket, o.log).catch((e: unknown) => {
       throw new AzoteError('NetCard', errorMessage(e), o.uplink ? 'the uplink needs CAP_NET_ADMIN: run as root, or start without an uplink' : undefined);
     });
     return c;
@@ -122,7 +138,8 @@ export class Controller {
     try {
       for (const v of volumes) {
         const base = path.join(dir, `${v}.sock`);
-        cards.push(await CardProcess.start(`volume ${v}`, ['block', '--socket', base, '--volume', `${v}=${this.volumeFile(v)}`], `${base}:${v}`, this.o.log));
+        cards.push(await CardProcess.start(`volume ${v}`, () => this.chip.admit('card-block').entryPath,
+          ['--socket', base, '--volume', `${v}=${this.volumeFile(v)}`], `${base}:${v}`, this.o.log));
       }
     } catch (e) {
       for (const c of cards) c.stop();
@@ -147,13 +164,21 @@ export class Controller {
     const work = (async () => {
       if (!files.hasRoot) await files.createRoot(req.image, req.rootGiB);
       files.writeMetadata(req.metadata);
-      return this.volumeCards(req.volumes);
+      const cards = await this.volumeCards(req.volumes);
+      try {
+        // Nothing of the hypervisor runs unless the chip verified and measured it just now.
+        return { cards, hypervisor: this.chip.admit('hypervisor') };
+      } catch (e) {
+        for (const c of cards) c.stop();
+        throw e;
+      }
     })();
     const prep = { cancelled: false, done: work.catch(() => undefined) };
     this.preparing.set(req.instanceId, prep);
     let cards: CardProcess[];
+    let hypervisor: VerifiedComponent;
     try {
-      cards = await work;
+      ({ cards, hypervisor } = await work);
     } finally {
       this.preparing.delete(req.instanceId);
     }
@@ -165,10 +190,13 @@ export class Controller {
     const cmdline = [guestCmdline({ nestedPvm: detectKvmFlavour() === 'nested-pvm', quiet: false }),
       'root=/dev/vda', 'rw', 'rootfstype=ext4', ...runRequestParams(INSTANCE_ARGV)].join(' ');
     const consoleFd = files.openConsole();
-    const entry = fileURLToPath(new URL('../hypervisor/instance-main.js', import.meta.url));
     let child: ChildProcess;
     try {
-      child = fork(entry, [], { stdio: ['ignore', consoleFd, 'pipe', 'ipc'], execArgv: [] });
+      // A network namespace of its own with a loopback that is down: the hypervisor cannot reach any address (its
+      // cards are Unix sockets on the file system, which namespaces do not divide). Pinned to its own cores.
+      const jail = process.getuid?.() === 0 ? ['unshare', '--net', '--'] : ['unshare', '--user', '--map-root-user', '--net', '--'];
+      child = spawn(jail[0] ?? 'unshare', [...jail.slice(1), 'taskset', '--cpu-list', req.cores.join(','), process.execPath,
+        hypervisor.entryPath, '--instance', req.instanceId], { stdio: ['ignore', consoleFd, 'pipe', 'ipc'] });
     } finally {
       closeSync(consoleFd);
     }
@@ -202,7 +230,9 @@ export class Controller {
       volumes: cards.map((c) => c.socket),
     };
     child.send(launch);
-    this.o.log.info('instance hypervisor started', { instance: req.instanceId, pid: child.pid, vcpus: req.vcpus, memoryMiB: req.memoryMiB });
+    this.o.log.info('instance hypervisor started', {
+      instance: req.instanceId, pid: child.pid, vcpus: req.vcpus, memoryMiB: req.memoryMiB, cores: req.cores.join(','), build: hypervisor.build,
+    });
   }
 
   /** Asks the instance's hypervisor to stop the VM; kills it if it has not ended after the grace time. */

@@ -1,13 +1,19 @@
-// The hypervisor process of one instance, started by the controller: it waits for its launch message on the IPC
-// channel, runs the VM, reports what happens, and ends with the VM. If the controller goes away, the VM is stopped:
-// nothing else may command it.
+// The hypervisor process of one instance, started by the controller (`instance-main.js --instance ID`, the id for
+// people reading the process list): it waits for its launch message on the IPC channel, runs the VM, reports what
+// happens, and ends with the VM. If the controller goes away, the VM is stopped: nothing else may command it.
 import { createLogger } from '../base/log.js';
 import { errorMessage } from '../base/errors.js';
 import { readFileSync } from 'node:fs';
+import * as libc from '../sys/libc.js';
 import { MicroVm } from './vm.js';
 import type { ControllerMessage, HypervisorMessage, InstanceLaunch } from './instance-protocol.js';
 
 const log = createLogger('hypervisor');
+
+// No privilege can be gained through exec from here on, and the process is not dumpable: no core dump, and no
+// ptrace or /proc access to its memory by anyone without CAP_SYS_PTRACE.
+libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
+libc.prctl(libc.PR_SET_DUMPABLE, 0);
 
 function say(m: HypervisorMessage): Promise<void> {
   return new Promise((resolve) => {

@@ -242,7 +242,7 @@ export class MicroVm {
         return { device, runner };
       } catch (e) {
         runner.close();
-        if (e instanceof AzoteError) throw e;
+        if (e instanceof AzoteError && e.code === 'CardUnavailable') throw e;
         throw new AzoteError('CardUnavailable', `${what} at ${socket} cannot be used: ${errorMessage(e)}`, fix);
       }
     };

@@ -68,6 +68,8 @@ export const PROT_READ = 1, PROT_WRITE = 2;
 export const MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
 export const MFD_CLOEXEC = 1;
 export const MADV_DONTDUMP = 16;
+/** <sys/prctl.h> */
+export const PR_SET_DUMPABLE = 4, PR_SET_NO_NEW_PRIVS = 38;
 export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
 export const EINTR = 4, EAGAIN = 11;
 

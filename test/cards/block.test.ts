@@ -164,7 +164,7 @@ test('one block card serves several volumes, each on its own socket; one VM atta
 });
 
 test('card volumes: NAME=FILE[,ro], or FILE named after itself; bad names are refused', async () => {
-  const { parseVolume } = await import('../../src/cli/card.js');
+  const { parseVolume } = await import('../../src/cards/block/volume-spec.js');
   assert.deepEqual(parseVolume('vol-1=./vol1.img'), { name: 'vol-1', path: './vol1.img', readOnly: false });
   assert.deepEqual(parseVolume('/data/base.img,ro'), { name: 'base', path: '/data/base.img', readOnly: true });
   assert.throws(() => parseVolume('a b=./x.img'), /volume name "a b"/);

@@ -22,5 +22,5 @@ test('--net tap: the guest has eth0 on a /30 with the host, and pings the host',
 test('--net with an unknown kind is a one-line error', async () => {
   const r = await azote(['run', '--net', 'bridge', '--', 'true']);
   assert.equal(r.status, 125);
-  assert.match(r.stderr, /^azote: --net bridge is not a kind of network Azote has: use --net tap$/m);
+  assert.match(r.stderr, /^azote: --net bridge is not a kind of network Azote has: use --net tap or --net card:SOCKET$/m);
 });

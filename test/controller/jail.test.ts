@@ -1,0 +1,93 @@
+// What the controller does to each instance's hypervisor, seen from outside the process: no new privileges, a
+// network namespace of its own in which no address can be reached, Unix sockets only (its channel and its cards,
+// none listening), and its threads pinned to cores that no other account's instance has.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import net from 'node:net';
+import * as sdk from '@aws-sdk/client-ec2';
+import { amiId, images } from '../../src/control-plane/catalogue.js';
+import { parseCpuList } from '../../src/controller/cores.js';
+import { startEc2 } from '../framework/ec2.js';
+import { requireKvm } from '../framework/kvm.js';
+
+function hypervisorPid(instanceId: string): number {
+  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    let cmd = '';
+    try {
+      cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    const args = cmd.split('\0');
+    if (args.some((a) => a.endsWith('instance-main.js')) && args.includes(instanceId)) return Number(p);
+  }
+  assert.fail(`no hypervisor process for ${instanceId}`);
+}
+
+const status = (pid: number | string, field: string): string =>
+  new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
+
+function threadCpus(pid: number): Set<number> {
+  const cpus = new Set<number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) for (const c of parseCpuList(status(`${pid}/task/${tid}`, 'Cpus_allowed_list'))) cpus.add(c);
+  return cpus;
+}
+
+/** Tries a TCP connection from inside the process's network namespace; the error code, or "connected". */
+function connectFrom(pid: number, host: string, port: number): string {
+  const script = `const s=require('net').connect(${port},${JSON.stringify(host)});s.on('connect',()=>{console.log('connected');process.exit(0)});`
+    + "s.on('error',(e)=>{console.log(e.code);process.exit(0)});setTimeout(()=>{console.log('timeout');process.exit(0)},3000)";
+  const r = spawnSync('nsenter', [`--net=/proc/${pid}/ns/net`, process.execPath, '-e', script], { encoding: 'utf8' });
+  return (r.stdout || r.stderr).trim();
+}
+
+test('an instance\'s hypervisor: no new privileges, no network, Unix sockets only, its own cores', { timeout: 600_000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const host = await startEc2();
+  const listener = net.createServer((c) => c.end()).listen(0, '127.0.0.1');
+  try {
+    const image = images().find((i) => i.name === 'default');
+    assert.ok(image);
+    const launch = async (account: string): Promise<string> => {
+      const ec2 = host.client(host.account(account));
+      const r = await ec2.send(new sdk.RunInstancesCommand({ ImageId: amiId(image), InstanceType: 't3.nano', MinCount: 1, MaxCount: 1 }));
+      const id = r.Instances?.[0]?.InstanceId ?? '';
+      await sdk.waitUntilInstanceRunning({ client: ec2, maxWaitTime: 300, minDelay: 1, maxDelay: 2 }, { InstanceIds: [id] });
+      return id;
+    };
+    const ids = [await launch('alice'), await launch('bob')];
+    const pids = ids.map(hypervisorPid);
+    const port = (listener.address() as net.AddressInfo).port;
+    assert.equal(connectFrom(process.pid, '127.0.0.1', port), 'connected', 'the control: from the host\'s namespace it connects');
+    for (const pid of pids) {
+      assert.equal(status(pid, 'NoNewPrivs'), '1');
+      assert.notEqual(readlinkSync(`/proc/${pid}/ns/net`), readlinkSync('/proc/self/ns/net'), 'a network namespace of its own');
+      assert.match(execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-o', 'link'], { encoding: 'utf8' }).trim(), /^1: lo: <LOOPBACK> .* state DOWN/);
+      assert.equal(execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-o', 'link'], { encoding: 'utf8' }).trim().split('\n').length, 1, 'no interface but lo');
+      for (const target of ['127.0.0.1', '10.1.2.3', '8.8.8.8']) assert.equal(connectFrom(pid, target, port), 'ENETUNREACH', `${target} from the hypervisor's namespace`);
+      // Its sockets: every one a Unix socket, none listening.
+      const inodes = readdirSync(`/proc/${pid}/fd`).map((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return ''; } })
+        .map((l) => /^socket:\[(\d+)\]$/.exec(l)?.[1]).filter((i): i is string => i !== undefined);
+      // Its channel was made in the controller's namespace, its card connection in its own.
+      const unix = [`/proc/${pid}/net/unix`, '/proc/self/net/unix'].flatMap((f) => readFileSync(f, 'utf8').split('\n').slice(1))
+        .filter(Boolean).map((l) => l.trim().split(/\s+/));
+      assert.ok(inodes.length >= 2, 'its channel and its card');
+      for (const inode of inodes) {
+        const row = unix.find((r) => r[6] === inode);
+        assert.ok(row, `socket ${inode} is a Unix socket`);
+        assert.equal(Number.parseInt(row[3] ?? '0', 16) & 0x10000, 0, `socket ${inode} is not listening`);
+      }
+      for (const table of ['tcp', 'tcp6', 'udp', 'udp6']) {
+        assert.equal(readFileSync(`/proc/${pid}/net/${table}`, 'utf8').trim().split('\n').length, 1, `no ${table} socket in its namespace`);
+      }
+    }
+    const [a, b] = pids.map(threadCpus) as [Set<number>, Set<number>];
+    assert.ok(a.size > 0 && b.size > 0);
+    assert.deepEqual([...a].filter((c) => b.has(c)), [], `alice's hypervisor threads (${[...a]}) and bob's (${[...b]}) share no core`);
+  } finally {
+    listener.close();
+    await host.dispose();
+  }
+});
