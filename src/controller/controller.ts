@@ -17,6 +17,7 @@ import type { ControllerMessage, HypervisorMessage } from '../hypervisor/instanc
 import { detectKvmFlavour } from '../kvm/kvm.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import { CardProcess } from './card-process.js';
+import { InstanceCgroup } from './cgroup.js';
 import { coreGroups } from './cores.js';
 import { provisionDevelopmentHost } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
@@ -190,6 +191,7 @@ export class Controller {
     const cmdline = [guestCmdline({ nestedPvm: detectKvmFlavour() === 'nested-pvm', quiet: false }),
       'root=/dev/vda', 'rw', 'rootfstype=ext4', ...runRequestParams(INSTANCE_ARGV)].join(' ');
     const consoleFd = files.openConsole();
+    const cgroup = InstanceCgroup.create(req.instanceId, { memoryMiB: req.memoryMiB, vcpus: req.vcpus }, this.o.log);
     let child: ChildProcess;
     try {
       // A network namespace of its own with a loopback that is down: the hypervisor cannot reach any address (its
@@ -199,6 +201,14 @@ export class Controller {
         hypervisor.entryPath, '--instance', req.instanceId], { stdio: ['ignore', consoleFd, 'pipe', 'ipc'] });
     } finally {
       closeSync(consoleFd);
+    }
+    if (child.pid !== undefined) {
+      try {
+        cgroup?.add(child.pid);
+      } catch (e) {
+        child.kill('SIGKILL');
+        this.o.log.error('the hypervisor could not be put in its control group; it was killed', { instance: req.instanceId, why: (e as Error).message });
+      }
     }
     const entryState: Running = { child, stopping: undefined };
     this.running.set(req.instanceId, entryState);
@@ -216,6 +226,7 @@ export class Controller {
     });
     child.on('exit', (code, signal) => {
       for (const c of cards) c.stop();
+      cgroup?.remove();
       clearTimeout(entryState.stopping);
       this.running.delete(req.instanceId);
       const end = ended ?? (entryState.stopping !== undefined || signal === 'SIGKILL' && this.closing

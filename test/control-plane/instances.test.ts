@@ -152,6 +152,16 @@ test('pages of instances, a guest that powers itself off, and instances across a
     assert.equal(count(page2), 1);
     assert.equal(page2.NextToken, undefined);
 
+    // Launches at the same moment share the host's cores, never more: each core goes to one instance.
+    const tries = host.capacity.cores + 2;
+    const results = await Promise.allSettled(Array.from({ length: tries }, () =>
+      ec2.send(new sdk.RunInstancesCommand({ ImageId: ami(), InstanceType: 't3.nano', MinCount: 1, MaxCount: 1 }))));
+    const won = results.flatMap((r) => (r.status === 'fulfilled' ? (r.value.Instances ?? []).map((i) => i.InstanceId ?? '') : []));
+    assert.equal(won.length, host.capacity.cores);
+    for (const r of results) if (r.status === 'rejected') assert.equal((r.reason as Error).name, 'InsufficientInstanceCapacity');
+    await ec2.send(new sdk.TerminateInstancesCommand({ InstanceIds: won }));
+    await sdk.waitUntilInstanceTerminated({ client: ec2, ...WAIT }, { InstanceIds: won });
+
     // A guest that runs poweroff: stopped, by itself.
     const off = await ec2.send(new sdk.RunInstancesCommand({ ImageId: ami(), InstanceType: 't3.nano', MinCount: 1, MaxCount: 1,
       UserData: Buffer.from('#!/bin/sh\necho powering-off-now\npoweroff\n').toString('base64') }));

@@ -1,14 +1,15 @@
 // What the controller does to each instance's hypervisor, seen from outside the process: no new privileges, a
-// network namespace of its own in which no address can be reached, Unix sockets only (its channel and its cards,
+// control group with memory and CPU limits, a network namespace of its own in which no address can be reached, Unix sockets only (its channel and its cards,
 // none listening), and its threads pinned to cores that no other account's instance has.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import * as sdk from '@aws-sdk/client-ec2';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { parseCpuList } from '../../src/controller/cores.js';
+import { HYPERVISOR_OVERHEAD_MIB } from '../../src/controller/cgroup.js';
 import { startEc2 } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
 
@@ -61,8 +62,21 @@ test('an instance\'s hypervisor: no new privileges, no network, Unix sockets onl
     const pids = ids.map(hypervisorPid);
     const port = (listener.address() as net.AddressInfo).port;
     assert.equal(connectFrom(process.pid, '127.0.0.1', port), 'connected', 'the control: from the host\'s namespace it connects');
-    for (const pid of pids) {
+    for (const [i, pid] of pids.entries()) {
       assert.equal(status(pid, 'NoNewPrivs'), '1');
+      // Its own control group, limited to its guest's memory and the process's overhead, and one core's time per vCPU.
+      const groups = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+      const id = ids[i] ?? '';
+      if (existsSync('/sys/fs/cgroup/cgroup.controllers')) {
+        assert.match(groups, new RegExp(`^0::/azote/${id}$`, 'm'));
+        assert.equal(readFileSync(`/sys/fs/cgroup/azote/${id}/memory.max`, 'utf8').trim(), String((256 + HYPERVISOR_OVERHEAD_MIB) * 2 ** 20));
+        assert.equal(readFileSync(`/sys/fs/cgroup/azote/${id}/cpu.max`, 'utf8').trim(), '100000 100000');
+      } else {
+        assert.match(groups, new RegExp(`:memory:/azote/${id}$`, 'm'));
+        assert.match(groups, new RegExp(`:cpu(,cpuacct)?:/azote/${id}$`, 'm'));
+        assert.equal(readFileSync(`/sys/fs/cgroup/memory/azote/${id}/memory.limit_in_bytes`, 'utf8').trim(), String((256 + HYPERVISOR_OVERHEAD_MIB) * 2 ** 20));
+        assert.equal(readFileSync(`/sys/fs/cgroup/cpu/azote/${id}/cpu.cfs_quota_us`, 'utf8').trim(), '100000');
+      }
       assert.notEqual(readlinkSync(`/proc/${pid}/ns/net`), readlinkSync('/proc/self/ns/net'), 'a network namespace of its own');
       assert.match(execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-o', 'link'], { encoding: 'utf8' }).trim(), /^1: lo: <LOOPBACK> .* state DOWN/);
       assert.equal(execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-o', 'link'], { encoding: 'utf8' }).trim().split('\n').length, 1, 'no interface but lo');
