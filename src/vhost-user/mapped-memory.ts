@@ -2,6 +2,7 @@
 // itself. Guest addresses are checked against the regions, as GuestMemory does in the hypervisor; vring addresses,
 // which the frontend gives in its own address space, are translated through the table.
 import { AzoteError } from '../base/errors.js';
+import { fstatSync } from 'node:fs';
 import * as libc from '../sys/libc.js';
 import type { DeviceMemory } from '../virtio/device.js';
 import type { MemRegion } from './messages.js';
@@ -37,6 +38,16 @@ export class MappedMemory implements DeviceMemory {
         }
         for (const m of mapped) {
           if (r.guestAddr < BigInt(m.gpa + m.size) && BigInt(m.gpa) < end) throw new ProtocolError(`memory region ${i} overlaps another`);
+        }
+        // A mapping past the end of its file would fault (SIGBUS) when touched: the table must match the fds.
+        let fileSize: bigint;
+        try {
+          fileSize = BigInt(fstatSync(fd).size);
+        } catch (e) {
+          throw new ProtocolError(`memory region ${i}'s fd cannot be used: ${(e as Error).message}`);
+        }
+        if (r.mmapOffset + r.size > fileSize) {
+          throw new ProtocolError(`memory region ${i} (offset ${r.mmapOffset}, 0x${r.size.toString(16)} bytes) goes past the end of its fd (${fileSize} bytes)`);
         }
         const mapping = libc.mmap(Number(r.size), libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, Number(r.mmapOffset));
         mapped.push({
