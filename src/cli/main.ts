@@ -99,7 +99,8 @@ program.command('up')
   .option('--region <name>', 'the region this host answers as', 'us-east-1')
   .option('--subnet <cidr>', 'the instances\' network (the network card\'s subnet)', '172.31.0.0/20')
   .option('--uplink <tap>', 'a TAP from the instances\' network to this host, at the subnet\'s first address (needs CAP_NET_ADMIN)')
-  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; uplink?: string }) => {
+  .option('--share-cores-within-account', 'let one account\'s instances share physical cores (two accounts never share one)', false)
+  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; uplink?: string; shareCoresWithinAccount: boolean }) => {
     const { runUp } = await import('./up.js');
     await runUp(opts, log);
   });

@@ -12,6 +12,7 @@ export interface UpCliOptions {
   readonly region: string;
   readonly subnet: string;
   readonly uplink?: string | undefined;
+  readonly shareCoresWithinAccount?: boolean | undefined;
 }
 
 export async function runUp(o: UpCliOptions, log: Logger): Promise<void> {

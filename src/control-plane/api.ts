@@ -33,8 +33,9 @@ const ACTIONS: Readonly<Record<string, Action>> = {
 export class Ec2Api {
   readonly lifecycle: Lifecycle;
 
-  constructor(readonly store: Store, readonly controller: Controller, readonly region: string, readonly dataDir: string, log: Logger) {
-    this.lifecycle = new Lifecycle(store, controller, log);
+  constructor(readonly store: Store, readonly controller: Controller, readonly region: string, readonly dataDir: string, log: Logger,
+    shareCoresWithinAccount = false) {
+    this.lifecycle = new Lifecycle(store, controller, log, shareCoresWithinAccount);
     this.lifecycle.recover();
   }
 

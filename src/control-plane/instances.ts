@@ -156,7 +156,7 @@ export const runInstances: Action = (c) => {
         return { reservationId: seen.reservation, ownerId: ctx.account.id, groupSet: list([]), instancesSet: list(rows.map((r) => instanceXml(ctx, r))) };
       }
     }
-    const placed = ctx.lifecycle.place(type.vcpus, type.memoryMiB, min, max);
+    const placed = ctx.lifecycle.place(ctx.account.id, type.vcpus, type.memoryMiB, min, max);
     const reservation = newId('r');
     const now = new Date().toISOString();
     const rows: InstanceRow[] = [];
@@ -257,7 +257,7 @@ export const startInstances: Action = (c) => {
     // and the transaction undoes the others.
     const starting = rows.filter((r) => r.state === 'stopped');
     for (const r of starting) {
-      const [cores] = ctx.lifecycle.place(r.vcpus, r.memory_mib, 1, 1);
+      const [cores] = ctx.lifecycle.place(ctx.account.id, r.vcpus, r.memory_mib, 1, 1);
       ctx.store.updateInstance(r.id, { state: 'pending', transition_reason: '', state_reason_code: 'pending', state_reason_message: 'pending',
         launch_time: new Date().toISOString(), cores: (cores ?? []).join(',') });
     }

@@ -21,7 +21,9 @@ export class Lifecycle {
   /** Set when `azote up` shuts down: the VMs that end then were stopped by the host, not by their owners. */
   hostShutdown = false;
 
-  constructor(private readonly store: Store, private readonly controller: Controller, private readonly log: Logger) {}
+  constructor(private readonly store: Store, private readonly controller: Controller, private readonly log: Logger,
+    /** The host setting that lets one account's instances share physical cores (never two accounts'). */
+    private readonly shareCoresWithinAccount = false) {}
 
   /** After a restart of the control plane: nothing from before is running any more (the controller stopped it). */
   recover(): void {
@@ -39,36 +41,49 @@ export class Lifecycle {
     }
   }
 
-  /** The physical cores (sibling groups) no instance holds, and the memory free. */
-  free(): { groups: number[][]; memoryMiB: number } {
+  /**
+   * The physical cores (sibling groups) `account` may be given: those no instance holds, and, where the host allows
+   * sharing within an account, those only this account's instances hold (after the free ones). The memory free.
+   */
+  free(account: string): { free: number[][]; shared: number[][]; memoryMiB: number } {
     const held = this.store.instancesIn(HOLDING);
-    const taken = new Set(held.flatMap((r) => (r.cores ? r.cores.split(',').map(Number) : [])));
+    const holders = new Map<number, Set<string>>();
+    for (const r of held) for (const c of r.cores ? r.cores.split(',').map(Number) : []) holders.set(c, (holders.get(c) ?? new Set()).add(r.account));
+    const groups = this.controller.capacity.coreGroups;
+    const ownOnly = (g: readonly number[]): boolean => g.every((c) => { const h = holders.get(c); return h !== undefined && h.size === 1 && h.has(account); });
     return {
-      groups: this.controller.capacity.coreGroups.filter((g) => !g.some((c) => taken.has(c))).map((g) => [...g]),
+      free: groups.filter((g) => !g.some((c) => holders.has(c))).map((g) => [...g]),
+      shared: this.shareCoresWithinAccount ? groups.filter(ownOnly).map((g) => [...g]) : [],
       memoryMiB: this.controller.capacity.memoryMiB - held.reduce((n, r) => n + r.memory_mib, 0),
     };
   }
 
   /**
-   * Places `count` instances of this size (as many as fit, down to `min`): the cores each gets, whole physical
-   * cores no other instance holds. Throws InsufficientInstanceCapacity if fewer than `min` fit.
+   * Places up to `max` instances of this size for `account` (down to `min`): the cores each gets, whole physical
+   * cores that no other account's instance holds (nor, unless the host allows sharing within an account, any other
+   * instance). Throws InsufficientInstanceCapacity if fewer than `min` fit.
    */
-  place(vcpus: number, memoryMiB: number, min: number, max: number): number[][] {
-    const f = this.free();
+  place(account: string, vcpus: number, memoryMiB: number, min: number, max: number): number[][] {
+    const f = this.free(account);
     const placed: number[][] = [];
     let memory = f.memoryMiB;
     while (placed.length < max && memory >= memoryMiB) {
-      const cores = pickGroups(f.groups, vcpus);
+      const cores = pickGroups([...f.free, ...f.shared], vcpus);
       if (!cores) break;
-      f.groups = f.groups.filter((g) => !g.some((c) => cores.includes(c)));
+      // Groups taken now are this account's from here on: shareable by its next instances if the host allows it.
+      const taken = f.free.filter((g) => g.some((c) => cores.includes(c)));
+      f.free = f.free.filter((g) => !taken.includes(g));
+      if (this.shareCoresWithinAccount) f.shared.push(...taken);
       memory -= memoryMiB;
       placed.push(cores);
     }
     if (placed.length < min) {
+      const now = this.free(account);
       throw new Ec2Error('InsufficientInstanceCapacity',
         `We currently do not have sufficient capacity in the Availability Zone you requested: the host has `
-        + `${this.free().groups.flat().length} of ${this.controller.capacity.cores} cores and ${this.free().memoryMiB} MiB free, `
-        + `and ${min} instance(s) need ${min * vcpus} cores (never shared with another instance) and ${min * memoryMiB} MiB`, 500);
+        + `${now.free.flat().length} of ${this.controller.capacity.cores} cores and ${now.memoryMiB} MiB free, `
+        + `and ${min} instance(s) need ${min * vcpus} cores (${this.shareCoresWithinAccount ? 'never shared with another account' : 'never shared with another instance'}) `
+        + `and ${min * memoryMiB} MiB`, 500);
     }
     return placed;
   }

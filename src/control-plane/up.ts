@@ -20,6 +20,8 @@ export interface UpOptions {
   readonly region: string;
   readonly subnet: string;
   readonly uplink?: string | undefined;
+  /** Let one account's instances share physical cores (two accounts never do). */
+  readonly shareCoresWithinAccount?: boolean | undefined;
   readonly log: Logger;
 }
 
@@ -41,7 +43,7 @@ export async function up(o: UpOptions): Promise<Up> {
   }
   const store = new Store(o.dataDir);
   const controller = await Controller.start({ dataDir: o.dataDir, log: o.log.child('controller'), subnet: o.subnet, uplink: o.uplink });
-  const api = new Ec2Api(store, controller, o.region, o.dataDir, o.log.child('api'));
+  const api = new Ec2Api(store, controller, o.region, o.dataDir, o.log.child('api'), o.shareCoresWithinAccount ?? false);
   const server = createEc2Server({ api, sealingKey: sealingKey(o.dataDir), log: o.log.child('api') });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(new AzoteError('ApiListen', `cannot listen on ${o.host}:${o.port}: ${e.message}`,

@@ -224,23 +224,29 @@ export class Controller {
             : m.end === 'stopped' ? { kind: 'stopped', detail: '' } : { kind: 'failed', detail: m.detail };
       }
     });
-    child.on('exit', (code, signal) => {
+    let over = false;
+    const finish = (fallback: InstanceEnd): void => {
+      if (over) return;
+      over = true;
       for (const c of cards) c.stop();
       cgroup?.remove();
       clearTimeout(entryState.stopping);
       this.running.delete(req.instanceId);
-      const end = ended ?? (entryState.stopping !== undefined || signal === 'SIGKILL' && this.closing
-        ? { kind: 'stopped' as const, detail: '' }
-        : { kind: 'failed' as const, detail: `the hypervisor exited (${signal ?? `status ${code}`}): ${stderr.trim().split('\n').slice(-1)[0] ?? ''}` });
+      const end = ended ?? fallback;
       this.o.log.info('instance hypervisor ended', { instance: req.instanceId, end: end.kind, detail: end.detail });
       events.ended(end);
-    });
+    };
+    child.on('exit', (code, signal) => finish(entryState.stopping !== undefined || signal === 'SIGKILL' && this.closing
+      ? { kind: 'stopped', detail: '' }
+      : { kind: 'failed', detail: `the hypervisor exited (${signal ?? `status ${code}`}): ${stderr.trim().split('\n').slice(-1)[0] ?? ''}` }));
+    // The jail's tools missing, or no process at all: the launch fails with the reason.
+    child.on('error', (e) => finish({ kind: 'failed', detail: `the hypervisor could not be started: ${e.message}` }));
     const launch: ControllerMessage = {
       kind: 'launch', kernel: this.kernel, cmdline, vcpus: req.vcpus, memoryMiB: req.memoryMiB,
       disks: [{ path: files.root, readOnly: false }, { path: files.metadata, readOnly: true }], netCard: this.netSocket,
       volumes: cards.map((c) => c.socket),
     };
-    child.send(launch);
+    if (child.connected) child.send(launch);
     this.o.log.info('instance hypervisor started', {
       instance: req.instanceId, pid: child.pid, vcpus: req.vcpus, memoryMiB: req.memoryMiB, cores: req.cores.join(','), build: hypervisor.build,
     });

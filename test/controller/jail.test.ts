@@ -1,4 +1,5 @@
-// What the controller does to each instance's hypervisor, seen from outside the process: no new privileges, a
+// What the controller does to each instance's hypervisor, seen from outside the process (and the one host setting
+// that relaxes core placement): no new privileges, a
 // control group with memory and CPU limits, a network namespace of its own in which no address can be reached, Unix sockets only (its channel and its cards,
 // none listening), and its threads pinned to cores that no other account's instance has.
 import { test } from 'node:test';
@@ -10,6 +11,7 @@ import * as sdk from '@aws-sdk/client-ec2';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { parseCpuList } from '../../src/controller/cores.js';
 import { HYPERVISOR_OVERHEAD_MIB } from '../../src/controller/cgroup.js';
+import { Store } from '../../src/control-plane/store.js';
 import { startEc2 } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
 
@@ -102,6 +104,34 @@ test('an instance\'s hypervisor: no new privileges, no network, Unix sockets onl
     assert.deepEqual([...a].filter((c) => b.has(c)), [], `alice's hypervisor threads (${[...a]}) and bob's (${[...b]}) share no core`);
   } finally {
     listener.close();
+    await host.dispose();
+  }
+});
+
+test('with the host setting, one account\'s instances may share cores; another account still gets none of them', { timeout: 600_000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const host = await startEc2(undefined, { shareCoresWithinAccount: true });
+  try {
+    const image = images().find((i) => i.name === 'default');
+    assert.ok(image);
+    const alice = host.account('alice');
+    const ec2a = host.client(alice);
+    const many = host.capacity.cores + 1;
+    const r = await ec2a.send(new sdk.RunInstancesCommand({ ImageId: amiId(image), InstanceType: 't3.nano', MinCount: many, MaxCount: many }));
+    const ids = (r.Instances ?? []).map((i) => i.InstanceId ?? '');
+    assert.equal(ids.length, many, 'more instances than cores, for one account');
+    await assert.rejects(host.client(host.account('bob')).send(new sdk.RunInstancesCommand({ ImageId: amiId(image), InstanceType: 't3.nano', MinCount: 1, MaxCount: 1 })),
+      { name: 'InsufficientInstanceCapacity' });
+    const store = new Store(host.dataDir);
+    try {
+      const cores = store.instances(alice.accountId).map((row) => row.cores);
+      assert.equal(new Set(cores).size, host.capacity.coreGroups.length, `alice's instances hold every core, one of them twice: ${cores.join(' | ')}`);
+    } finally {
+      store.close();
+    }
+    await ec2a.send(new sdk.TerminateInstancesCommand({ InstanceIds: ids }));
+    await sdk.waitUntilInstanceTerminated({ client: ec2a, maxWaitTime: 300, minDelay: 1, maxDelay: 2 }, { InstanceIds: ids });
+  } finally {
     await host.dispose();
   }
 });
