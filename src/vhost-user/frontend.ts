@@ -55,9 +55,13 @@ export class VhostUserFrontend {
   }
 
   private write(request: number, flags: number, payload: Payload, fds: readonly number[]): void {
-    if (!sendWithFds(this.sock, encode({ request, flags, payload }), fds)) {
-      throw new ProtocolError(`the backend does not take request ${request} (its socket is full)`);
+    let sent: boolean;
+    try {
+      sent = sendWithFds(this.sock, encode({ request, flags, payload }), fds);
+    } catch (e) {
+      throw new ProtocolError(`the backend closed the connection (${(e as Error).message})`);
     }
+    if (!sent) throw new ProtocolError(`the backend does not take request ${request} (its socket is full)`);
   }
 
   /** Reads one whole reply to `request` (replies carry no fds for the requests Azote makes). */
@@ -78,7 +82,12 @@ export class VhostUserFrontend {
       if (left <= 0 || libc.pollFds([this.sock], [], left).read.length === 0) {
         throw new ProtocolError(`the backend did not answer request ${request} within ${REPLY_TIMEOUT_MS} ms`);
       }
-      const r = recvWithFds(this.sock, 4096);
+      let r;
+      try {
+        r = recvWithFds(this.sock, 4096);
+      } catch (e) {
+        throw new ProtocolError(`the backend closed the connection (${(e as Error).message})`);
+      }
       if (!r) continue;
       for (const fd of r.fds) libc.close(fd);
       if (r.data.length === 0) throw new ProtocolError('the backend closed the connection');
