@@ -25,14 +25,28 @@ async function blockCard(name: string): Promise<{ card: Backend; socket: string 
   return { card, socket: `${base}:v` };
 }
 
-/** The card still answers a well-behaved frontend: its configuration says the volume's size. */
-function stillServes(socket: string): void {
-  const f = VhostUserFrontend.connect(socket);
+/**
+ * The card still answers a well-behaved frontend: its configuration says the volume's size. (A volume takes one
+ * frontend at a time: until the card has seen the last one go, a new one is turned away, so it tries again.)
+ * Returns once the card has seen this one go too.
+ */
+async function stillServes(card: Backend, socket: string): Promise<void> {
+  const gone = (card.log().match(/the frontend went away/g) ?? []).length;
+  let f: VhostUserFrontend | undefined;
+  for (let i = 0; i < 50 && !f; i++) {
+    try {
+      f = VhostUserFrontend.connect(socket);
+    } catch {
+      await sleep(100);
+    }
+  }
+  assert.ok(f, 'the card takes a new frontend');
   try {
     assert.equal(new DataView(f.getConfig(8).buffer).getBigUint64(0, true), BigInt((1 << 20) / 512));
   } finally {
     f.close();
   }
+  for (let i = 0; i < 50 && (card.log().match(/the frontend went away/g) ?? []).length <= gone; i++) await sleep(100);
 }
 
 async function logged(card: Backend, re: RegExp): Promise<void> {
@@ -51,7 +65,7 @@ test('a memory table larger than its fd: refused before anything is mapped; the 
     libc.close(fd);
     f.close();
     await logged(card, /memory region 0 \(offset 0, 0x100000 bytes\) goes past the end of its fd \(4096 bytes\)/);
-    stillServes(socket);
+    await stillServes(card, socket);
   } finally {
     card.stop();
   }
@@ -64,7 +78,7 @@ test('features that were not offered, and a message of another protocol version:
     assert.throws(() => f.setFeatures(1n << 60n), /closed the connection|refused/);
     f.close();
     await logged(card, /features 0x[0-9a-f]+ were not offered/);
-    stillServes(socket);
+    await stillServes(card, socket);
     // A GET_FEATURES header with version 2 in its flags.
     const raw = Buffer.alloc(header.size);
     raw.writeUInt32LE(REQ.GET_FEATURES, 0);
@@ -75,7 +89,7 @@ test('features that were not offered, and a message of another protocol version:
     s.write(raw);
     await closed;
     await logged(card, /version/i);
-    stillServes(socket);
+    await stillServes(card, socket);
   } finally {
     card.stop();
   }
