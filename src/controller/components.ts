@@ -41,9 +41,14 @@ function libraryFiles(name: string, root: string): string[] {
 
 /** The files of a component: its entry's import closure, package.json and the libraries it loads. */
 export function componentFiles(spec: ComponentSpec, root = projectRoot()): string[] {
+  return importClosure(spec.entry, root, libraryFiles);
+}
+
+/** `entry`'s import closure with package.json, and for each library it imports the files `library` names. */
+function importClosure(entry: string, root: string, library: (name: string, root: string) => string[]): string[] {
   const files = new Set<string>(['package.json']);
   const libraries = new Set<string>();
-  const queue = [spec.entry];
+  const queue = [entry];
   while (queue.length > 0) {
     const file = queue.pop() ?? '';
     if (files.has(file)) continue;
@@ -59,8 +64,19 @@ export function componentFiles(spec: ComponentSpec, root = projectRoot()): strin
       }
     }
   }
-  for (const lib of libraries) for (const f of libraryFiles(lib, root)) files.add(f);
+  for (const lib of libraries) for (const f of library(lib, root)) files.add(f);
   return [...files].sort();
+}
+
+/**
+ * What `azote up` itself runs (the controller and the control plane: `up`'s import closure, with each library's
+ * package.json for its version), as one SHA-384 over every file's digest: the chip measures it into PCR0 at each
+ * start, as a root of trust measures itself first. It is measured, not verified: nothing signs it yet.
+ */
+export function controllerDigest(root = projectRoot()): { version: string; digest: string; files: number } {
+  const files = importClosure('dist/src/control-plane/up.js', root, (name) => [`node_modules/${name}/package.json`]);
+  const listing = files.map((f) => `${sha384(readFileSync(path.join(root, f)))}  ${f}\n`).join('');
+  return { version: packageVersion(root), digest: sha384(listing), files: files.length };
 }
 
 function packageVersion(root: string): string {

@@ -19,7 +19,7 @@ import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import { CardProcess } from './card-process.js';
 import { InstanceCgroup } from './cgroup.js';
 import { coreGroups } from './cores.js';
-import { provisionDevelopmentHost } from './components.js';
+import { controllerDigest, provisionDevelopmentHost } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 
@@ -96,14 +96,17 @@ export class Controller {
   }
 
   /**
-   * Starts the host: the security chip's registers begin again (a host start), the development host's components
-   * are brought up to date, and the network card is verified, measured and started.
+   * Starts the host: the security chip's registers begin again (a host start) with the controller's own code
+   * measured first, the development host's components are brought up to date, and the network card is verified,
+   * measured and started.
    */
   static async start(o: ControllerOptions): Promise<Controller> {
     const kernel = (await ensureKernel(o.log)).vmlinux;
     const { chip } = SecurityChip.init(o.hostDir ?? path.join(o.dataDir, 'host'));
     provisionDevelopmentHost(chip, o.log);
     chip.boot();
+    const self = controllerDigest();
+    chip.measure({ name: 'controller', version: self.version, build: 0, digest: self.digest });
     const c = new Controller(o, kernel, chip);
     const args = ['--socket', c.netSocket, '--subnet', o.subnet, ...(o.uplink ? ['--uplink', o.uplink] : [])];
     c.card = await CardProcess.start('network', () => chip.admit('card-net').entryPath, args, c.netSocket, o.log).catch((e: unknown) => {

@@ -14,7 +14,7 @@ import { readTgz, writeTgz } from './tar.js';
 
 export const PCR_COUNT = 8;
 /** The register each component class is measured into; classes not listed go to the last one. */
-export const PCR_OF: Readonly<Record<string, number>> = { hypervisor: 1, 'card-block': 2, 'card-net': 3 };
+export const PCR_OF: Readonly<Record<string, number>> = { controller: 0, hypervisor: 1, 'card-block': 2, 'card-net': 3 };
 const ZERO_PCR = '0'.repeat(96);
 
 export interface MeasurementEvent {
@@ -241,7 +241,7 @@ export class SecurityChip {
   }
 
   /** Extends the component's register with its manifest digest and logs the event. */
-  measure(c: VerifiedComponent): MeasurementEvent {
+  measure(c: Pick<InstalledComponent, 'name' | 'version' | 'build' | 'digest'>): MeasurementEvent {
     const event: MeasurementEvent = { pcr: PCR_OF[c.name] ?? PCR_COUNT - 1, component: c.name, version: c.version, build: c.build, digest: c.digest };
     const pcrs = this.pcrs();
     pcrs[event.pcr] = extend(pcrs[event.pcr] ?? ZERO_PCR, event.digest);

@@ -8,7 +8,7 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
-import { buildBundles, COMPONENTS, componentFiles } from '../../src/controller/components.js';
+import { buildBundles, COMPONENTS, componentFiles, controllerDigest } from '../../src/controller/components.js';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { buildBundle, replay, SecurityChip, verifyQuote, type Quote } from '../../src/security-chip/chip.js';
 import { devReleaseKey } from '../../src/security-chip/keys.js';
@@ -119,6 +119,10 @@ test('azote up refuses to launch an instance whose hypervisor was tampered with,
   const host = await startEc2();
   try {
     const ec2 = host.client(host.account('dev'));
+    // The host's start was measured: the controller's own code first (PCR0), then the network card (PCR3).
+    const log = SecurityChip.open(path.join(host.dataDir, 'host')).eventLog();
+    assert.deepEqual(log.map((e) => [e.pcr, e.component]), [[0, 'controller'], [3, 'card-net']]);
+    assert.equal(log[0]?.digest, controllerDigest().digest);
     const victim = path.join(host.dataDir, 'host', 'components', 'hypervisor', 'files', 'dist', 'src', 'hypervisor', 'vm.js');
     appendFileSync(victim, '\n// changed after installation\n');
     const image = images().find((i) => i.name === 'default');
