@@ -18,7 +18,7 @@ import { ensureBaseInitramfs } from '../src/images/initramfs.js';
 import { ensureKernel, kernelKey } from '../src/images/kernel.js';
 import { projectRoot } from '../src/images/paths.js';
 import { runRequestArchive } from '../src/images/run-request.js';
-import { formatMac, macForAddress, parseSubnet, subnetRange } from '../src/virtio/net-addressing.js';
+import { formatMac, ipToString, macForAddress, parseSubnet, subnetRange } from '../src/virtio/net-addressing.js';
 import { envInt, qemuVersion, rotated, say } from './common.js';
 import { makeTempDir, removeTempDir, runSync, withChild, type TimedChild } from './proc.js';
 import { renderMetric, type MetricResult } from './stats.js';
@@ -54,14 +54,13 @@ export async function runNetCard(): Promise<NetCardReport> {
   const range = subnetRange(subnet);
   // The receiver attaches first and gets the first address; the sender the second.
   const [receiverIp, senderIp] = [range.first, range.first + 1];
-  const dotted = (ip: number): string => [ip >>> 24, (ip >>> 16) & 0xff, (ip >>> 8) & 0xff, ip & 0xff].join('.');
   const tmp = makeTempDir('azote-bench-net-');
   try {
     runSync(['make', '-s', '-C', path.join(root, 'guest', 'bench'), `OUT=${tmp}`], 'building tcpperf');
     runSync(['make', '-s', '-C', path.join(root, 'guest', 'init'), 'qemu', `OUT=${tmp}`], 'building the guest init for QEMU');
     const tool = new CpioWriter().file('bin/tcpperf', readFileSync(path.join(tmp, 'tcpperf')), 0o755).finish();
     const serve = ['tcpperf', 'serve', String(PORT)];
-    const send = ['tcpperf', 'send', dotted(receiverIp), String(PORT), String(mib)];
+    const send = ['tcpperf', 'send', ipToString(receiverIp), String(PORT), String(mib)];
     const azoteInitrd = path.join(tmp, 'initrd-azote.cpio');
     writeFileSync(azoteInitrd, Buffer.concat([base, tool]));
     const qemuInit = new CpioWriter().file('init', readFileSync(path.join(tmp, 'qemu', 'init')), 0o755).finish();
@@ -80,7 +79,7 @@ export async function runNetCard(): Promise<NetCardReport> {
       '-M', `microvm,acpi=off${shared ? ',memory-backend=mem' : ''}`, '-accel', 'tcg', '-m', String(MEM_MIB), '-smp', '1',
       ...(shared ? ['-object', `memory-backend-memfd,id=mem,size=${MEM_MIB}M,share=on`] : []),
       '-kernel', kernel, '-initrd', initrd,
-      '-append', `${guestCmdline({ nestedPvm: false, quiet: true })} azote.net=${dotted(ip)}/${subnet.prefix},${dotted(range.gateway)}`,
+      '-append', `${guestCmdline({ nestedPvm: false, quiet: true })} azote.net=${ipToString(ip)}/${subnet.prefix},${ipToString(range.gateway)}`,
       '-display', 'none', '-monitor', 'none', '-nodefaults', '-serial', 'stdio', '-no-reboot',
       '-device', 'isa-debug-exit,iobase=0xf4,iosize=1', '-global', 'virtio-mmio.force-legacy=false',
       '-netdev', netdev, '-device', `virtio-net-device,netdev=n0,mac=${formatMac(macForAddress(ip, subnet.prefix))}`];
@@ -134,7 +133,7 @@ export async function runNetCard(): Promise<NetCardReport> {
     ];
     const samples = new Map<string, number[]>(variants.map((v) => [v.name, []]));
     say(`\nnet card benchmark: guest-to-guest TCP, ${mib} MiB per run, ${runs} interleaved runs; ${qemuVersion(qemu)}`);
-    say(`  guests: 1 vCPU, ${MEM_MIB} MiB each; tcpperf (64 KiB writes) from ${dotted(senderIp)} to ${dotted(receiverIp)}`);
+    say(`  guests: 1 vCPU, ${MEM_MIB} MiB each; tcpperf (64 KiB writes) from ${ipToString(senderIp)} to ${ipToString(receiverIp)}`);
     for (let i = 0; i < runs; i++) {
       for (const v of rotated(variants, i)) samples.get(v.name)?.push(await v.run());
       say(`  run ${i + 1}/${runs}: ${variants.map((v) => `${v.name} ${samples.get(v.name)?.at(-1) ?? '-'} MiB/s`).join('; ')}`);

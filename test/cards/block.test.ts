@@ -16,7 +16,7 @@ import { projectRoot } from '../../src/images/paths.js';
 import { runRequestArchive } from '../../src/images/run-request.js';
 import { azote } from '../framework/cli.js';
 import { requireKvm } from '../framework/kvm.js';
-import { requireQemu } from '../framework/host-tools.js';
+import { requireQemu, runQemuGuest } from '../framework/host-tools.js';
 import { backend } from '../framework/backend.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-card-'));
@@ -44,21 +44,7 @@ test('block card: QEMU\'s vhost-user-blk boots our guest against it; a flushed w
   try {
     for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(100);
     assert.ok(existsSync(socket), `the card made its socket: ${cardLog}`);
-    const qemu = await new Promise<{ status: number | null; out: string }>((resolve) => {
-      const q = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=off,memory-backend=mem', '-object',
-        'memory-backend-memfd,id=mem,size=256M,share=on', '-m', '256', '-accel', 'tcg', '-smp', '1', '-kernel', kernel,
-        '-initrd', initrd, '-append', 'console=ttyS0 reboot=k panic=-1 quiet', '-chardev', `socket,id=c0,path=${socket}`,
-        '-device', 'vhost-user-blk,chardev=c0', '-global', 'virtio-mmio.force-legacy=false', '-nodefaults', '-serial', 'stdio', '-display', 'none', '-no-reboot',
-        '-device', 'isa-debug-exit,iobase=0xf4,iosize=1'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      q.stdout.setEncoding('utf8').on('data', (s: string) => { out += s; });
-      q.stderr.setEncoding('utf8').on('data', (s: string) => { out += s; });
-      const timer = setTimeout(() => q.kill('SIGKILL'), 240_000);
-      q.on('close', (status) => {
-        clearTimeout(timer);
-        resolve({ status, out });
-      });
-    });
+    const qemu = await runQemuGuest(kernel, initrd, '', ['-chardev', `socket,id=c0,path=${socket}`, '-device', 'vhost-user-blk,chardev=c0']);
     // isa-debug-exit: (status << 1) | 1, so 1 is the script's 0.
     assert.equal(qemu.status, 1, `${qemu.out}\ncard: ${cardLog}`);
     assert.match(qemu.out, /^65536\r?\ncard-pattern/m, 'the guest saw the volume\'s size and read its write back');

@@ -19,7 +19,7 @@ import { formatMac } from '../../src/virtio/net-addressing.js';
 import { azote } from '../framework/cli.js';
 import { backend, type Backend } from '../framework/backend.js';
 import { requireKvm } from '../framework/kvm.js';
-import { requireNetAdmin, requireQemu } from '../framework/host-tools.js';
+import { requireNetAdmin, requireQemu, runQemuGuest } from '../framework/host-tools.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-net-card-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -167,23 +167,8 @@ test('network card: QEMU\'s -netdev vhost-user boots our guest on it, which ping
     '--uplink', 'aztt-qemu0'], socket);
   try {
     // QEMU keeps its own MAC for a vhost-user netdev: it is given the one the card assigns its first attachment.
-    const qemu = await new Promise<{ status: number | null; out: string }>((resolve) => {
-      const q = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=off,memory-backend=mem', '-object',
-        'memory-backend-memfd,id=mem,size=256M,share=on', '-m', '256', '-accel', 'tcg', '-smp', '1', '-kernel', kernel,
-        '-initrd', initrd, '-append', 'console=ttyS0 reboot=k panic=-1 quiet azote.net=10.62.0.2/24,10.62.0.1',
-        '-chardev', `socket,id=c0,path=${socket}`, '-netdev', 'vhost-user,id=n0,chardev=c0',
-        '-device', 'virtio-net-device,netdev=n0,mac=02:18:0a:3e:00:02', '-global', 'virtio-mmio.force-legacy=false',
-        '-nodefaults', '-serial', 'stdio', '-display', 'none', '-no-reboot',
-        '-device', 'isa-debug-exit,iobase=0xf4,iosize=1'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      q.stdout.setEncoding('utf8').on('data', (s: string) => { out += s; });
-      q.stderr.setEncoding('utf8').on('data', (s: string) => { out += s; });
-      const timer = setTimeout(() => q.kill('SIGKILL'), 240_000);
-      q.on('close', (status) => {
-        clearTimeout(timer);
-        resolve({ status, out });
-      });
-    });
+    const qemu = await runQemuGuest(kernel, initrd, 'azote.net=10.62.0.2/24,10.62.0.1', ['-chardev', `socket,id=c0,path=${socket}`,
+      '-netdev', 'vhost-user,id=n0,chardev=c0', '-device', 'virtio-net-device,netdev=n0,mac=02:18:0a:3e:00:02']);
     assert.equal(qemu.status, 1, `${qemu.out}\ncard: ${card.log()}`);
     assert.match(qemu.out, /^3 packets received\r?$/m);
     assert.match(card.log(), /network port attached port=port1 mac=02:18:0a:3e:00:02/);

@@ -1,5 +1,5 @@
 // Host programs some tests compare against; a test without them is skipped with a loud line, never weakened.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { TestContext } from 'node:test';
 import { skipLoudly } from './kvm.js';
@@ -43,4 +43,23 @@ export function requireAwsCli(t: TestContext): boolean {
   } catch {
     return skipLoudly(t, `${AWS_CLI} is not installed: apt-get install awscli`);
   }
+}
+
+/** Boots our guest under QEMU (microvm, TCG, shared memfd memory for vhost-user) with `extra` devices; its status and output. */
+export function runQemuGuest(kernel: string, initrd: string, append: string, extra: readonly string[], timeoutMs = 240_000): Promise<{ status: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const q = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=off,memory-backend=mem', '-object',
+      'memory-backend-memfd,id=mem,size=256M,share=on', '-m', '256', '-accel', 'tcg', '-smp', '1', '-kernel', kernel,
+      '-initrd', initrd, '-append', `console=ttyS0 reboot=k panic=-1 quiet ${append}`.trim(), ...extra,
+      '-global', 'virtio-mmio.force-legacy=false', '-nodefaults', '-serial', 'stdio', '-display', 'none', '-no-reboot',
+      '-device', 'isa-debug-exit,iobase=0xf4,iosize=1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    q.stdout.setEncoding('utf8').on('data', (s: string) => { out += s; });
+    q.stderr.setEncoding('utf8').on('data', (s: string) => { out += s; });
+    const timer = setTimeout(() => q.kill('SIGKILL'), timeoutMs);
+    q.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, out });
+    });
+  });
 }
