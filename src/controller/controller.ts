@@ -1,10 +1,13 @@
 // The host's controller: the one process that starts hypervisors and cards, and the control plane's only way to
-// act on the host. Each instance is a hypervisor process (src/hypervisor/instance-main.ts) forked with an IPC
-// channel as its only line; its console goes to the instance's console log. The controller also runs this host's
-// network card, which every instance's eth0 is attached to, and restarts it if it dies (instances reconnect and
-// keep their addresses). Launching verified bundles in jails is the security chip's and the next issue's work.
+// act on the host. Each instance is a hypervisor process (src/hypervisor/instance-main.ts), verified and measured by
+// the security chip, started in its jail (jail.ts) with an IPC channel as its only line: it inherits /dev/kvm, the
+// kernel and its disks as descriptors, and every connection to a card is made here and handed over on the channel.
+// Its console goes to the instance's console log. The controller also runs this host's network card, which every
+// instance's eth0 is attached to, and restarts it if it dies (instances ask for a new connection and keep their
+// addresses).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { totalmem } from 'node:os';
 import path from 'node:path';
 import { AzoteError, errorMessage } from '../base/errors.js';
@@ -13,8 +16,8 @@ import { guestCmdline } from '../images/cmdline.js';
 import { ensureKernel } from '../images/kernel.js';
 import type { ImageRecord } from '../images/rootfs.js';
 import { runRequestParams } from '../images/run-request.js';
-import type { ControllerMessage, HypervisorMessage } from '../hypervisor/instance-protocol.js';
-import { detectKvmFlavour } from '../kvm/kvm.js';
+import { INHERITED_FDS, type ControllerMessage, type HypervisorMessage } from '../hypervisor/instance-protocol.js';
+import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import { CardProcess } from './card-process.js';
 import { InstanceCgroup } from './cgroup.js';
@@ -22,6 +25,7 @@ import { coreGroups } from './cores.js';
 import { controllerDigest, provisionDevelopmentHost } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
+import { jailCommand, JAIL_UID_BASE } from './jail.js';
 
 /** Host memory kept for the host itself (Node, cards, page cache) when offering memory to instances. */
 const HOST_RESERVED_MIB = 2048;
@@ -76,7 +80,35 @@ export interface ControllerOptions {
 
 interface Running {
   readonly child: ChildProcess;
+  /** Its uid is JAIL_UID_BASE + slot. */
+  readonly slot: number;
   stopping: NodeJS.Timeout | undefined;
+}
+
+/** The network card's name on a hypervisor's channel; a volume's card is `volume ID`. */
+const NET_CARD = 'network';
+
+/** A connection to a card's socket, made here for a hypervisor that may connect nowhere itself. */
+function connectCard(socket: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const c = net.createConnection(socket);
+    c.once('connect', () => {
+      c.off('error', reject);
+      resolve(c);
+    });
+    c.once('error', reject);
+  });
+}
+
+/** Sends `sock` to the hypervisor as its connection to `card` (Node passes the descriptor and closes ours). */
+function handOver(child: ChildProcess, card: string, sock: net.Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    child.send({ kind: 'card', card } satisfies ControllerMessage, sock, {}, (e) => {
+      sock.destroy();
+      if (e) reject(e);
+      else resolve();
+    });
+  });
 }
 
 export class Controller {
@@ -193,17 +225,33 @@ export class Controller {
     }
     const cmdline = [guestCmdline({ nestedPvm: detectKvmFlavour() === 'nested-pvm', quiet: false }),
       'root=/dev/vda', 'rw', 'rootfstype=ext4', ...runRequestParams(INSTANCE_ARGV)].join(' ');
-    const consoleFd = files.openConsole();
     const cgroup = InstanceCgroup.create(req.instanceId, { memoryMiB: req.memoryMiB, vcpus: req.vcpus }, this.o.log);
+    const taken = new Set([...this.running.values()].map((r) => r.slot));
+    let slot = 0;
+    while (taken.has(slot)) slot++;
+    const jailUid = process.getuid?.() === 0 ? JAIL_UID_BASE + slot : undefined;
+    const jailRoot = path.join(this.o.dataDir, 'jail');
+    mkdirSync(jailRoot, { recursive: true, mode: 0o755 });
+    const { command, args } = jailCommand({
+      mountPoint: jailRoot, componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId],
+      cores: req.cores, uid: jailUid,
+    });
+    // What the hypervisor may use, opened here: it can open nothing itself (INHERITED_FDS gives their numbers).
+    const inherited: number[] = [];
     let child: ChildProcess;
     try {
-      // A network namespace of its own with a loopback that is down: the hypervisor cannot reach any address (its
-      // cards are Unix sockets on the file system, which namespaces do not divide). Pinned to its own cores.
-      const jail = process.getuid?.() === 0 ? ['unshare', '--net', '--'] : ['unshare', '--user', '--map-root-user', '--net', '--'];
-      child = spawn(jail[0] ?? 'unshare', [...jail.slice(1), 'taskset', '--cpu-list', req.cores.join(','), process.execPath,
-        hypervisor.entryPath, '--instance', req.instanceId], { stdio: ['ignore', consoleFd, 'pipe', 'ipc'] });
+      inherited.push(files.openConsole(), openSync(KVM_DEVICE, 'r+'), openSync(this.kernel, 'r'), openSync(files.root, 'r+'), openSync(files.metadata, 'r'));
+      const [consoleFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited;
+      child = spawn(command, args, {
+        stdio: ['ignore', consoleFd, 'pipe', 'ipc', kvmFd, kernelFd, rootFd, metadataFd],
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+      });
+    } catch (e) {
+      for (const c of cards) c.stop();
+      cgroup?.remove();
+      throw e;
     } finally {
-      closeSync(consoleFd);
+      for (const fd of inherited) closeSync(fd);
     }
     if (child.pid !== undefined) {
       try {
@@ -213,13 +261,20 @@ export class Controller {
         this.o.log.error('the hypervisor could not be put in its control group; it was killed', { instance: req.instanceId, why: (e as Error).message });
       }
     }
-    const entryState: Running = { child, stopping: undefined };
+    const entryState: Running = { child, slot, stopping: undefined };
     this.running.set(req.instanceId, entryState);
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (s: string) => { stderr = (stderr + s).slice(-4096); });
     let ended: InstanceEnd | undefined;
+    const cardSockets = new Map<string, string>([[NET_CARD, this.netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]);
     child.on('message', (m: HypervisorMessage) => {
-      if (m.kind === 'created') events.created(m.privateIp, m.mac);
+      if (m.kind === 'connect-card') {
+        const socket = cardSockets.get(m.card);
+        if (socket === undefined) return;
+        connectCard(socket).then((sock) => handOver(child, m.card, sock)).catch((e: unknown) => {
+          if (child.connected) child.send({ kind: 'card-unavailable', card: m.card, why: errorMessage(e) } satisfies ControllerMessage);
+        });
+      } else if (m.kind === 'created') events.created(m.privateIp, m.mac);
       else if (m.kind === 'booted') events.booted();
       else if (m.kind === 'ended') {
         ended = m.end === 'exit-status' ? { kind: 'shutdown', detail: `the guest powered off (status ${m.detail})` }
@@ -245,14 +300,22 @@ export class Controller {
     // The jail's tools missing, or no process at all: the launch fails with the reason.
     child.on('error', (e) => finish({ kind: 'failed', detail: `the hypervisor could not be started: ${e.message}` }));
     const launch: ControllerMessage = {
-      kind: 'launch', kernel: this.kernel, cmdline, vcpus: req.vcpus, memoryMiB: req.memoryMiB,
-      disks: [{ path: files.root, readOnly: false }, { path: files.metadata, readOnly: true }], netCard: this.netSocket,
-      volumes: cards.map((c) => c.socket),
+      kind: 'launch', kvmFd: INHERITED_FDS.kvm, kernelFd: INHERITED_FDS.kernel, flavour: detectKvmFlavour(), cmdline, vcpus: req.vcpus, memoryMiB: req.memoryMiB,
+      disks: [{ fd: INHERITED_FDS.firstDisk, name: 'root', readOnly: false }, { fd: INHERITED_FDS.firstDisk + 1, name: 'metadata', readOnly: true }],
+      netCard: NET_CARD, volumes: req.volumes.map((v) => `volume ${v}`),
     };
-    if (child.connected) child.send(launch);
     this.o.log.info('instance hypervisor started', {
-      instance: req.instanceId, pid: child.pid, vcpus: req.vcpus, memoryMiB: req.memoryMiB, cores: req.cores.join(','), build: hypervisor.build,
+      instance: req.instanceId, pid: child.pid, uid: jailUid ?? process.getuid?.(), vcpus: req.vcpus, memoryMiB: req.memoryMiB, cores: req.cores.join(','), build: hypervisor.build,
     });
+    // Its first connection to each card, then the launch (the channel keeps them in order).
+    try {
+      for (const [card, socket] of cardSockets) await handOver(child, card, await connectCard(socket));
+      if (child.connected) child.send(launch);
+    } catch (e) {
+      this.o.log.error('a card could not be handed to the hypervisor; it was killed', { instance: req.instanceId, why: errorMessage(e) });
+      ended = { kind: 'failed', detail: `a card could not be connected: ${errorMessage(e)}` };
+      child.kill('SIGKILL');
+    }
   }
 
   /** Asks the instance's hypervisor to stop the VM; kills it if it has not ended after the grace time. */

@@ -3,7 +3,7 @@
 // queue notifications go from KVM's ioeventfd straight to the card (the kick fds are the ioeventfds); the card's
 // completions come back on call eventfds that the I/O thread turns into INT_VRING and the device's IRQ.
 // A card that dies does not take the VM with it: the runner notices its socket close, connects again as soon as the
-// card is back at the same path, and hands it the rings from the used index the guest has seen. Requests the old
+// card is back (its link gives a new connection), and hands it the rings from the used index the guest has seen. Requests the old
 // card took but never completed are after that index, so the new card serves them again; a write the guest saw
 // completed was completed by the old card (and, after a flush, is on disk).
 import type { Logger } from '../base/log.js';
@@ -15,6 +15,7 @@ import type { QueueConfig } from '../virtio/split-queue.js';
 import { VhostUserFrontend } from '../vhost-user/frontend.js';
 import { ProtocolError } from '../vhost-user/messages.js';
 import { bindDeviceEventfds, type IoThread } from './io-thread-host.js';
+import type { CardLink } from './card-link.js';
 
 /** How much configuration space is fetched from the card (virtio-blk's is the largest Azote attaches). */
 const CONFIG_BYTES = 60;
@@ -71,14 +72,14 @@ export class VhostUserRunner implements QueueRunner {
     for (let q = 0; q < queueCount; q++) this.callFds.push(libc.eventfd(0, libc.EFD_NONBLOCK));
   }
 
-  /** Connects to the card at `socket`; the device model is then made from what it offers. */
-  connect(socket: string): VhostUserFrontend {
-    this.socket = socket;
-    this.frontend = VhostUserFrontend.connect(socket);
+  private link: CardLink | undefined;
+
+  /** Connects to the card through `link`; the device model is then made from what it offers. */
+  connect(link: CardLink): VhostUserFrontend {
+    this.link = link;
+    this.frontend = VhostUserFrontend.over(link.connect());
     return this.frontend;
   }
-
-  private socket = '';
 
   /** The guest's memory for the card: each region of the memfd, at the address this process maps it. */
   private memTable(f: VhostUserFrontend): void {
@@ -126,17 +127,19 @@ export class VhostUserRunner implements QueueRunner {
     this.watch ??= setInterval(() => this.checkCard(), WATCH_MS).unref();
   }
 
-  /** Notices a card that went away and, once one listens at the path again, gives it the rings. */
+  /** Notices a card that went away and, once its link gives a connection again, gives it the rings. */
   private checkCard(): void {
+    const link = this.link;
+    if (!link) return;
     if (this.frontend) {
       if (!this.frontend.backendGone()) return;
       this.frontend.close();
       this.frontend = undefined;
-      this.log.warn('the card went away; the device waits for it to come back', { device: this.index, socket: this.socket });
+      this.log.warn('the card went away; the device waits for it to come back', { device: this.index, card: link.name });
     }
     let f: VhostUserFrontend;
     try {
-      f = VhostUserFrontend.connect(this.socket);
+      f = VhostUserFrontend.over(link.connect());
     } catch {
       return; // not back yet
     }
@@ -145,7 +148,7 @@ export class VhostUserRunner implements QueueRunner {
       // From what the guest has seen completed: everything after it is served (again) by the new card.
       this.handOver(f, (q) => this.mem.readU16(q.usedAddr + 2));
       this.frontend = f;
-      this.log.info('the card is back; its rings are handed over again', { device: this.index, socket: this.socket });
+      this.log.info('the card is back; its rings are handed over again', { device: this.index, card: link.name });
     } catch (e) {
       f.close();
       this.log.warn('a card at the path did not take the rings; trying again', { device: this.index, why: (e as Error).message });

@@ -19,9 +19,10 @@ import { MmioTransport } from '../virtio/mmio-transport.js';
 import type { QueueRunner, VirtioDevice } from '../virtio/device.js';
 import { VirtioRng } from '../virtio/rng.js';
 import { BLK_QUEUE_SIZE, VIRTIO_ID_BLOCK, VirtioBlock, type BlockDiskInfo } from '../virtio/blk.js';
-import { closeDisk, openDisk } from '../virtio/raw-file.js';
+import { adoptDisk, closeDisk, openDisk } from '../virtio/raw-file.js';
 import { IoThread, ThreadedRunner } from './io-thread-host.js';
 import { CardDevice, VhostUserRunner } from './vhost-user-device.js';
+import { cardAtPath, type CardLink } from './card-link.js';
 import { NET_QUEUE_SIZE, VIRTIO_ID_NET, VirtioNet } from '../virtio/net.js';
 import { addressFromMac, formatMac } from '../virtio/net-addressing.js';
 import { createTap, type Tap } from './tap.js';
@@ -53,25 +54,29 @@ export interface VmConfig {
   readonly onMarker?: (value: number) => void;
   readonly flavour?: KvmFlavour;
   readonly kvmDevice?: string;
+  /** /dev/kvm opened by someone else (the controller, for a jailed hypervisor); used instead of kvmDevice. */
+  readonly kvmFd?: number;
   /** A virtio-rng device (entropy from the host's CSPRNG). */
   readonly rng?: boolean;
   /** Disks, in order: the first is /dev/vda in a Linux guest. Each is locked while the VM runs. */
   readonly disks?: readonly DiskSpec[];
   /** A virtio-net device on a new TAP device (needs CAP_NET_ADMIN); the guest's init configures eth0. */
   readonly net?: boolean;
-  /** Volumes served by block cards: the cards' vhost-user sockets, attached after the disks. */
-  readonly volumes?: readonly string[];
-  /** A virtio-net device attached to the network card at this vhost-user socket (instead of a TAP). */
-  readonly netCard?: string;
+  /** Volumes served by block cards (their vhost-user sockets, or links to them), attached after the disks. */
+  readonly volumes?: ReadonlyArray<string | CardLink>;
+  /** A virtio-net device attached to the network card at this vhost-user socket or link (instead of a TAP). */
+  readonly netCard?: string | CardLink;
   /** A virtio-vsock device whose host end is a Unix socket at this path (Firecracker's hybrid form). */
   readonly vsock?: string;
   /** After input() returned false (too much queued), called once the guest has taken all of it. */
   readonly inputReady?: () => void;
 }
 
+/** A disk file to open, or one opened already (`fd`, named by `path` in messages). */
 export interface DiskSpec {
   readonly path: string;
   readonly readOnly: boolean;
+  readonly fd?: number;
 }
 
 export type VmEnd =
@@ -103,7 +108,13 @@ const INPUT_HIGH_WATER = 64 * 1024;
 let wakeSignalInstalled = false;
 
 export function hostAvailableMemoryMiB(): number {
-  const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync('/proc/meminfo', 'utf8'));
+  let meminfo: string;
+  try {
+    meminfo = readFileSync('/proc/meminfo', 'utf8');
+  } catch {
+    return Number.MAX_SAFE_INTEGER; // a jailed hypervisor sees no /proc: its controller placed it within the host's memory
+  }
+  const m = /MemAvailable:\s+(\d+) kB/.exec(meminfo);
   return m ? Math.floor(Number(m[1]) / 1024) : Number.MAX_SAFE_INTEGER;
 }
 
@@ -156,7 +167,7 @@ export class MicroVm {
     try {
       // Disks first: a wrong path or a disk in use is the user's to fix, whatever the host can do.
       for (const d of cfg.disks ?? []) {
-        const disk = openDisk(d.path, d.readOnly);
+        const disk = d.fd === undefined ? openDisk(d.path, d.readOnly) : adoptDisk(d.fd, d.path, d.readOnly);
         this.openDisks.push(disk);
         acquired.push({ close: () => closeDisk(disk) });
       }
@@ -171,7 +182,7 @@ export class MicroVm {
         this.vsockListen = listening;
         acquired.push({ close: () => listening.release() });
       }
-      this.kvm = Kvm.open(cfg.kvmDevice);
+      this.kvm = cfg.kvmFd === undefined ? Kvm.open(cfg.kvmDevice) : Kvm.adopt(cfg.kvmFd);
       acquired.push(this.kvm);
       this.vm = this.kvm.createVm();
       acquired.push(this.vm);
@@ -234,10 +245,12 @@ export class MicroVm {
     const local = (device: VirtioDevice): Make => (index, slot, isr) => ({
       device, runner: new ThreadedRunner(this.vm, this.io, index, device.dataPath, device.queueSizes.length, slot.base, slot.irq, isr),
     });
-    const card = (what: string, socket: string, deviceId: number, queueSizes: readonly number[], fix: string): Make => (index, slot, isr) => {
+    const card = (what: string, to: string | CardLink, deviceId: number, queueSizes: readonly number[], fix: string): Make => (index, slot, isr) => {
       const runner = new VhostUserRunner(this.vm, this.mem, this.io, index, queueSizes.length, slot.base, slot.irq, isr, this.log);
+      const link = typeof to === 'string' ? cardAtPath(to) : to;
+      const socket = link.name;
       try {
-        const device = new CardDevice(deviceId, queueSizes, runner.connect(socket), runner.callFds);
+        const device = new CardDevice(deviceId, queueSizes, runner.connect(link), runner.callFds);
         if (deviceId === VIRTIO_ID_NET) this.network = this.cardAddress(device, runner, socket);
         return { device, runner };
       } catch (e) {
@@ -249,12 +262,14 @@ export class MicroVm {
     const devices: Array<[string, Make]> = [];
     if (this.cfg.rng) devices.push(['virtio-rng', local(new VirtioRng())]);
     this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, local(new VirtioBlock(d))]));
-    (this.cfg.volumes ?? []).forEach((socket, i) => devices.push([`vhost-user-blk${i}`,
-      card('the volume\'s card', socket, VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE], `start it first: azote card block --socket ${socket.replace(/:[^:/]*$/, '')} --volume FILE`)]));
+    (this.cfg.volumes ?? []).forEach((to, i) => devices.push([`vhost-user-blk${i}`,
+      card('the volume\'s card', to, VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE], typeof to === 'string'
+        ? `start it first: azote card block --socket ${to.replace(/:[^:/]*$/, '')} --volume FILE` : 'see the controller\'s log for the card')]));
     if (this.tap) devices.push(['virtio-net0', local(new VirtioNet(this.tap.mac, { kind: 'net', tapFd: this.tap.fd }))]);
-    if (this.cfg.netCard !== undefined) {
-      devices.push(['vhost-user-net0', card('the network card', this.cfg.netCard, VIRTIO_ID_NET, [NET_QUEUE_SIZE, NET_QUEUE_SIZE],
-        `start it first: azote card net --socket ${this.cfg.netCard}`)]);
+    const netCard = this.cfg.netCard;
+    if (netCard !== undefined) {
+      devices.push(['vhost-user-net0', card('the network card', netCard, VIRTIO_ID_NET, [NET_QUEUE_SIZE, NET_QUEUE_SIZE],
+        typeof netCard === 'string' ? `start it first: azote card net --socket ${netCard}` : 'see the controller\'s log for the card')]);
     }
     if (this.vsockListen !== undefined && this.cfg.vsock !== undefined) {
       devices.push(['virtio-vsock0', local(new VirtioVsock(GUEST_VSOCK_CID,

@@ -40,6 +40,11 @@ export class Kvm {
       }
       throw new AzoteError('KvmOpen', `cannot open ${path}: ${err.message}`, 'check that KVM works on this host');
     }
+    return Kvm.adopt(fd);
+  }
+
+  /** /dev/kvm opened by someone else (a jailed process has no /dev); checked like an opened one. */
+  static adopt(fd: number): Kvm {
     const kvm = new Kvm(fd);
     const version = libc.ioctl(fd, K.KVM_GET_API_VERSION);
     if (version !== K.KVM_API_VERSION) {

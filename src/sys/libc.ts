@@ -39,6 +39,7 @@ const c = {
   read: lib.func('long read(int fd, void *buf, size_t n)'),
   write: lib.func('long write(int fd, const void *buf, size_t n)'),
   prctl: lib.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)'),
+  fcntl: lib.func('int fcntl(int fd, int cmd, int arg)'),
 };
 
 const errnoNames = new Map<number, string>(
@@ -305,6 +306,13 @@ export function getpid(): number {
 
 export function tgkill(pid: number, tid: number, sig: number): void {
   check('tgkill', c.tgkill(pid, tid, sig) as number);
+}
+
+export const F_DUPFD_CLOEXEC = 1030;
+
+/** A new descriptor (close-on-exec, the lowest free from 3) for the same open file as `fd`. */
+export function dup(fd: number): number {
+  return check('fcntl(F_DUPFD_CLOEXEC)', c.fcntl(fd, F_DUPFD_CLOEXEC, 3) as number);
 }
 
 export function prctl(option: number, a2 = 0, a3 = 0, a4 = 0, a5 = 0): number {

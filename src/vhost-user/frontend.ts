@@ -38,6 +38,11 @@ export class VhostUserFrontend {
     } catch (e) {
       throw new ProtocolError(`cannot connect to ${path}: ${(e as Error).message} (is the card running?)`);
     }
+    return VhostUserFrontend.over(sock);
+  }
+
+  /** Takes a connection to a backend made by someone else (the controller) and agrees on features and ownership. */
+  static over(sock: number): VhostUserFrontend {
     try {
       return new VhostUserFrontend(sock);
     } catch (e) {

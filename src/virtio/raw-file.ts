@@ -18,6 +18,14 @@ export function openDisk(path: string, readOnly: boolean): BlockDiskInfo & { pat
     }
     throw new AzoteError('DiskOpen', `disk ${path} cannot be opened: ${(e as Error).message}`);
   }
+  return adoptDisk(fd, path, readOnly);
+}
+
+/**
+ * A disk someone else opened (the controller, for a jailed hypervisor that sees no file system): checked and locked
+ * like an opened one; `path` only names it. The fd is closed if it cannot be used.
+ */
+export function adoptDisk(fd: number, path: string, readOnly: boolean): BlockDiskInfo & { path: string } {
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new AzoteError('DiskNotAFile', `disk ${path} is not a regular file`, 'give the path of a raw disk image file');

@@ -1,16 +1,20 @@
 // What the controller does to each instance's hypervisor, seen from outside the process (and the one host setting
-// that relaxes core placement): no new privileges, a
-// control group with memory and CPU limits, a network namespace of its own in which no address can be reached, Unix sockets only (its channel and its cards,
-// none listening), and its threads pinned to cores that no other account's instance has.
+// that relaxes core placement): no new privileges, a seccomp filter, its own unprivileged uid, a control group with
+// memory and CPU limits, a network namespace of its own in which no address can be reached, a mount namespace whose
+// root holds only node and its libraries and the verified hypervisor, Unix sockets only (its channel and the card
+// connections handed to it, none listening), not ptrace-able even by its own uid, and its threads pinned to cores
+// that no other account's instance has.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import path from 'node:path';
 import net from 'node:net';
 import * as sdk from '@aws-sdk/client-ec2';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { parseCpuList } from '../../src/controller/cores.js';
 import { HYPERVISOR_OVERHEAD_MIB } from '../../src/controller/cgroup.js';
+import { JAIL_UID_BASE } from '../../src/controller/jail.js';
 import { Store } from '../../src/control-plane/store.js';
 import { startEc2 } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
@@ -30,7 +34,7 @@ function hypervisorPid(instanceId: string): number {
 }
 
 const status = (pid: number | string, field: string): string =>
-  new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
+  new RegExp(`^${field}:[ \\t]*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
 
 function threadCpus(pid: number): Set<number> {
   const cpus = new Set<number>();
@@ -46,7 +50,30 @@ function connectFrom(pid: number, host: string, port: number): string {
   return (r.stdout || r.stderr).trim();
 }
 
-test('an instance\'s hypervisor: no new privileges, no network, Unix sockets only, its own cores', { timeout: 600_000 }, async (t) => {
+/** What a process of `uid` gets from ptrace(PTRACE_ATTACH) on `pid` (python3 from Debian: no build step). */
+function ptraceAttachAs(uid: number, pid: number): string {
+  const script = 'import ctypes,os,sys\nlibc=ctypes.CDLL(None,use_errno=True)\npid=int(sys.argv[1])\n'
+    + 'r=libc.ptrace(16,pid,0,0)\nprint("attached" if r==0 else os.strerror(ctypes.get_errno()))';
+  const r = spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '/usr/bin/python3', '-c', script, String(pid)], { encoding: 'utf8' });
+  return (r.stdout || r.stderr).trim();
+}
+
+/** Every path under `dir`, relative to it, not descending into `skip`. */
+function tree(dir: string, skip: string): string[] {
+  const out: string[] = [];
+  const walk = (rel: string): void => {
+    for (const name of readdirSync(path.join(dir, rel))) {
+      const r = path.join(rel, name);
+      out.push(`/${r}`);
+      if (`/${r}` !== skip && statSync(path.join(dir, r), { throwIfNoEntry: false })?.isDirectory() && !readlinkOrEmpty(path.join(dir, r))) walk(r);
+    }
+  };
+  walk('');
+  return out;
+}
+const readlinkOrEmpty = (p: string): string => { try { return readlinkSync(p); } catch { return ''; } };
+
+test('an instance\'s hypervisor: no new privileges, seccomp, its own uid and minimal root, no network, Unix sockets only, no ptrace, its own cores', { timeout: 600_000 }, async (t) => {
   if (!requireKvm(t)) return;
   const host = await startEc2();
   const listener = net.createServer((c) => c.end()).listen(0, '127.0.0.1');
@@ -64,8 +91,37 @@ test('an instance\'s hypervisor: no new privileges, no network, Unix sockets onl
     const pids = ids.map(hypervisorPid);
     const port = (listener.address() as net.AddressInfo).port;
     assert.equal(connectFrom(process.pid, '127.0.0.1', port), 'connected', 'the control: from the host\'s namespace it connects');
+    const uids = pids.map((pid) => status(pid, 'Uid').split(/\s+/));
     for (const [i, pid] of pids.entries()) {
       assert.equal(status(pid, 'NoNewPrivs'), '1');
+      assert.equal(status(pid, 'Seccomp'), '2', 'a seccomp filter (test/sys/seccomp.test.ts shows what it refuses)');
+      // An unprivileged uid of its own (real, effective, saved, file system), no groups, no capabilities.
+      const uid = Number(uids[i]?.[0]);
+      assert.ok(uid >= JAIL_UID_BASE, `uid ${uid}`);
+      assert.deepEqual(uids[i], [String(uid), String(uid), String(uid), String(uid)]);
+      assert.equal(status(pid, 'Groups'), '');
+      assert.equal(status(pid, 'CapEff'), '0000000000000000');
+      assert.equal(status(pid, 'CapBnd'), '0000000000000000');
+      // Its root: node, setpriv and their libraries, and the verified hypervisor bundle; nothing else of the host.
+      const root = `/proc/${pid}/root`;
+      assert.notEqual(readlinkSync(`/proc/${pid}/ns/mnt`), readlinkSync('/proc/self/ns/mnt'), 'a mount namespace of its own');
+      const bundle = tree(root, '').find((p) => p.endsWith('/components/hypervisor/files')) ?? assert.fail('the hypervisor bundle is in its root');
+      const seen = tree(root, bundle).filter((p) => p !== bundle && !p.startsWith(`${bundle}/`));
+      const allowed = (p: string): boolean => p === '/.old' || p === '/proc' || /^\/(usr\/)?(bin|lib|lib64)(\/|$)/.test(p) || p === '/usr' || bundle.startsWith(`${p}/`);
+      assert.deepEqual(seen.filter((p) => !allowed(p)), [], 'nothing else in its root');
+      assert.deepEqual(readdirSync(`${root}/.old`), [], 'the old root is gone');
+      assert.deepEqual(readdirSync(`${root}/proc`), [], 'no proc');
+      for (const gone of ['/dev', '/etc', '/sys', '/root', path.join(host.dataDir, 'instances')]) assert.equal(existsSync(`${root}${gone}`), false, `${gone} is not in its root`);
+      assert.deepEqual(seen.filter((p) => p.startsWith('/usr/bin/')).sort(), ['/usr/bin/node', '/usr/bin/setpriv'], 'no program but node and setpriv');
+      // Not dumpable: its own uid cannot attach to it (the control: a dumpable process of that uid it can).
+      assert.equal(ptraceAttachAs(uid, pid), 'Operation not permitted', 'ptrace by the hypervisor\'s own uid');
+      const control = spawn('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', 'sleep', '30']);
+      try {
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(ptraceAttachAs(uid, control.pid ?? 0), 'attached', 'the control: a dumpable process of the same uid');
+      } finally {
+        control.kill('SIGKILL');
+      }
       // Its own control group, limited to its guest's memory and the process's overhead, and one core's time per vCPU.
       const groups = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
       const id = ids[i] ?? '';
@@ -83,22 +139,24 @@ test('an instance\'s hypervisor: no new privileges, no network, Unix sockets onl
       assert.match(execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-o', 'link'], { encoding: 'utf8' }).trim(), /^1: lo: <LOOPBACK> .* state DOWN/);
       assert.equal(execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-o', 'link'], { encoding: 'utf8' }).trim().split('\n').length, 1, 'no interface but lo');
       for (const target of ['127.0.0.1', '10.1.2.3', '8.8.8.8']) assert.equal(connectFrom(pid, target, port), 'ENETUNREACH', `${target} from the hypervisor's namespace`);
-      // Its sockets: every one a Unix socket, none listening.
+      // Its sockets: every one a Unix socket made in the controller's namespace and handed over (its stderr, its
+      // channel, its network card connection), none listening; its own namespace has no socket at all.
       const inodes = readdirSync(`/proc/${pid}/fd`).map((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return ''; } })
         .map((l) => /^socket:\[(\d+)\]$/.exec(l)?.[1]).filter((i): i is string => i !== undefined);
-      // Its channel was made in the controller's namespace, its card connection in its own.
-      const unix = [`/proc/${pid}/net/unix`, '/proc/self/net/unix'].flatMap((f) => readFileSync(f, 'utf8').split('\n').slice(1))
-        .filter(Boolean).map((l) => l.trim().split(/\s+/));
-      assert.ok(inodes.length >= 2, 'its channel and its card');
+      const table = (f: string): string[][] => readFileSync(f, 'utf8').split('\n').slice(1).filter(Boolean).map((l) => l.trim().split(/\s+/));
+      assert.deepEqual(table(`/proc/${pid}/net/unix`), [], 'no Unix socket was made in its namespace');
+      const unix = table('/proc/self/net/unix');
+      assert.equal(inodes.length, 3, 'its stderr, its channel and its card connection');
       for (const inode of inodes) {
         const row = unix.find((r) => r[6] === inode);
-        assert.ok(row, `socket ${inode} is a Unix socket`);
+        assert.ok(row, `socket ${inode} is a Unix socket of the controller's namespace`);
         assert.equal(Number.parseInt(row[3] ?? '0', 16) & 0x10000, 0, `socket ${inode} is not listening`);
       }
       for (const table of ['tcp', 'tcp6', 'udp', 'udp6']) {
         assert.equal(readFileSync(`/proc/${pid}/net/${table}`, 'utf8').trim().split('\n').length, 1, `no ${table} socket in its namespace`);
       }
     }
+    assert.notEqual(uids[0]?.[0], uids[1]?.[0], 'each hypervisor its own uid');
     const [a, b] = pids.map(threadCpus) as [Set<number>, Set<number>];
     assert.ok(a.size > 0 && b.size > 0);
     assert.deepEqual([...a].filter((c) => b.has(c)), [], `alice's hypervisor threads (${[...a]}) and bob's (${[...b]}) share no core`);
