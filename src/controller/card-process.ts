@@ -2,7 +2,7 @@
 // verifies and measures before every start; ready once its socket exists; restarted whenever it dies until the
 // controller stops it (the VMs using it reconnect to the new one).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 
@@ -26,6 +26,8 @@ export class CardProcess {
   }
 
   private async spawn(): Promise<void> {
+    // A socket left by a card that died would look ready before the new card listens on it.
+    rmSync(this.socket, { force: true });
     const child = spawn(process.execPath, [this.admit(), ...this.args], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
     child.stderr?.setEncoding('utf8').on('data', (s: string) => {

@@ -10,18 +10,27 @@ import type { Logger } from '../base/log.js';
 import { projectRoot } from '../images/paths.js';
 import { devReleaseKey } from '../security-chip/keys.js';
 import { sha384 } from '../security-chip/manifest.js';
-import { buildBundle, type SecurityChip } from '../security-chip/chip.js';
+import { buildBundle, type SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 
 export interface ComponentSpec {
   readonly name: string;
   /** The compiled entry, relative to the project root. */
   readonly entry: string;
+  /**
+   * 'bundled': the libraries it loads travel in the bundle (it runs from the store). 'versions': only each
+   * library's package.json is signed (the controller runs where it was installed, and its npm dependencies are
+   * pinned by package-lock.json's integrity hashes).
+   */
+  readonly libraries: 'bundled' | 'versions';
 }
 
+export const CONTROLLER: ComponentSpec = { name: 'controller', entry: 'dist/src/control-plane/up.js', libraries: 'versions' };
+
 export const COMPONENTS: readonly ComponentSpec[] = [
-  { name: 'hypervisor', entry: 'dist/src/hypervisor/instance-main.js' },
-  { name: 'card-block', entry: 'dist/src/cards/block/main.js' },
-  { name: 'card-net', entry: 'dist/src/cards/net/main.js' },
+  { name: 'hypervisor', entry: 'dist/src/hypervisor/instance-main.js', libraries: 'bundled' },
+  { name: 'card-block', entry: 'dist/src/cards/block/main.js', libraries: 'bundled' },
+  { name: 'card-net', entry: 'dist/src/cards/net/main.js', libraries: 'bundled' },
+  CONTROLLER,
 ];
 
 const RELATIVE = [/\bfrom\s+['"](\.[^'"]+)['"]/g, /\bimport\s*\(\s*['"](\.[^'"]+)['"]\s*\)/g, /\bimport\s+['"](\.[^'"]+)['"]/g,
@@ -41,7 +50,7 @@ function libraryFiles(name: string, root: string): string[] {
 
 /** The files of a component: its entry's import closure, package.json and the libraries it loads. */
 export function componentFiles(spec: ComponentSpec, root = projectRoot()): string[] {
-  return importClosure(spec.entry, root, libraryFiles);
+  return importClosure(spec.entry, root, spec.libraries === 'bundled' ? libraryFiles : (name) => [`node_modules/${name}/package.json`]);
 }
 
 /** `entry`'s import closure with package.json, and for each library it imports the files `library` names. */
@@ -69,14 +78,26 @@ function importClosure(entry: string, root: string, library: (name: string, root
 }
 
 /**
- * What `azote up` itself runs (the controller and the control plane: `up`'s import closure, with each library's
- * package.json for its version), as one SHA-384 over every file's digest: the chip measures it into PCR0 at each
- * start, as a root of trust measures itself first. It is measured, not verified: nothing signs it yet.
+ * Checks that the code `azote up` runs (the controller and the control plane: `up`'s import closure, with each
+ * library's package.json) is exactly the signed controller component in the store, file by file, and returns it for
+ * measuring into PCR0. The chip cannot check the process already running, so it checks the files it was loaded from,
+ * before anything is launched: a changed or added file refuses the host's start, naming it.
  */
-export function controllerDigest(root = projectRoot()): { version: string; digest: string; files: number } {
-  const files = importClosure('dist/src/control-plane/up.js', root, (name) => [`node_modules/${name}/package.json`]);
-  const listing = files.map((f) => `${sha384(readFileSync(path.join(root, f)))}  ${f}\n`).join('');
-  return { version: packageVersion(root), digest: sha384(listing), files: files.length };
+export function verifyController(chip: SecurityChip, root = projectRoot()): VerifiedComponent {
+  const signed = chip.verify(CONTROLLER.name);
+  const manifest = JSON.parse(readFileSync(path.join(signed.dir, '..', 'manifest.json'), 'utf8')) as { files: Array<{ path: string; sha384: string }> };
+  const digests = new Map(manifest.files.map((f) => [f.path, f.sha384]));
+  const refuse = (why: string): AzoteError => new AzoteError('StartRefused', `the security chip refused the controller: ${why}`,
+    'run the build whose controller bundle is installed, or install the signed bundle of this one (azote host install-bundle)');
+  const running = componentFiles(CONTROLLER, root);
+  for (const f of running) {
+    const expected = digests.get(f);
+    if (expected === undefined) throw refuse(`${f} is not in the signed manifest`);
+    if (sha384(readFileSync(path.join(root, f))) !== expected) throw refuse(`${f} does not match its signed digest`);
+  }
+  const missing = manifest.files.find((f) => !running.includes(f.path));
+  if (missing) throw refuse(`${missing.path} is signed but not part of the code that runs`);
+  return signed;
 }
 
 function packageVersion(root: string): string {

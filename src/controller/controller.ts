@@ -22,7 +22,7 @@ import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import { CardProcess } from './card-process.js';
 import { InstanceCgroup } from './cgroup.js';
 import { coreGroups } from './cores.js';
-import { controllerDigest, provisionDevelopmentHost } from './components.js';
+import { provisionDevelopmentHost, verifyController } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 import { jailCommand, JAIL_UID_BASE } from './jail.js';
@@ -88,6 +88,9 @@ interface Running {
 /** The network card's name on a hypervisor's channel; a volume's card is `volume ID`. */
 const NET_CARD = 'network';
 
+/** How long a launch waits for a card that is being restarted. */
+const CARD_WAIT_MS = 5000;
+
 /** A connection to a card's socket, made here for a hypervisor that may connect nowhere itself. */
 function connectCard(socket: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -98,6 +101,20 @@ function connectCard(socket: string): Promise<net.Socket> {
     });
     c.once('error', reject);
   });
+}
+
+/** connectCard, trying again while the card is being restarted (its socket refused or not there yet). */
+async function connectCardWaiting(socket: string): Promise<net.Socket> {
+  const deadline = Date.now() + CARD_WAIT_MS;
+  for (;;) {
+    try {
+      return await connectCard(socket);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (Date.now() > deadline || (code !== 'ECONNREFUSED' && code !== 'ENOENT')) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
 
 /** Sends `sock` to the hypervisor as its connection to `card` (Node passes the descriptor and closes ours). */
@@ -137,8 +154,7 @@ export class Controller {
     const { chip } = SecurityChip.init(o.hostDir ?? path.join(o.dataDir, 'host'));
     provisionDevelopmentHost(chip, o.log);
     chip.boot();
-    const self = controllerDigest();
-    chip.measure({ name: 'controller', version: self.version, build: 0, digest: self.digest });
+    chip.measure(verifyController(chip));
     const c = new Controller(o, kernel, chip);
     const args = ['--socket', c.netSocket, '--subnet', o.subnet, ...(o.uplink ? ['--uplink', o.uplink] : [])];
     c.card = await CardProcess.start('network', () => chip.admit('card-net').entryPath, args, c.netSocket, o.log).catch((e: unknown) => {
@@ -309,7 +325,7 @@ export class Controller {
     });
     // Its first connection to each card, then the launch (the channel keeps them in order).
     try {
-      for (const [card, socket] of cardSockets) await handOver(child, card, await connectCard(socket));
+      for (const [card, socket] of cardSockets) await handOver(child, card, await connectCardWaiting(socket));
       if (child.connected) child.send(launch);
     } catch (e) {
       this.o.log.error('a card could not be handed to the hypervisor; it was killed', { instance: req.instanceId, why: errorMessage(e) });

@@ -4,11 +4,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
-import { buildBundles, COMPONENTS, componentFiles, controllerDigest } from '../../src/controller/components.js';
+import { buildBundles, COMPONENTS, componentFiles, CONTROLLER, verifyController } from '../../src/controller/components.js';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { buildBundle, replay, SecurityChip, verifyQuote, type Quote } from '../../src/security-chip/chip.js';
 import { devReleaseKey } from '../../src/security-chip/keys.js';
@@ -29,7 +29,7 @@ function freshHost(name: string): { chip: SecurityChip; bundles: Map<string, Buf
 }
 
 test('bundles hold their entry\'s whole import closure, every file with its digest; tar reads them', () => {
-  const hv = componentFiles(COMPONENTS[0] ?? { name: '', entry: '' });
+  const hv = componentFiles(COMPONENTS[0] ?? CONTROLLER);
   for (const f of ['dist/src/hypervisor/instance-main.js', 'dist/src/hypervisor/vm.js', 'dist/src/hypervisor/vcpu-thread.js',
     'dist/src/hypervisor/io-thread.js', 'dist/src/kvm/kvm.js', 'node_modules/koffi/index.js', 'package.json']) assert.ok(hv.includes(f), f);
   assert.ok(!hv.some((f) => f.includes('control-plane') || f.includes('/cli/')), 'no control plane or CLI code in the hypervisor');
@@ -44,7 +44,7 @@ test('bundles hold their entry\'s whole import closure, every file with its dige
 test('install and verify: a signed, intact bundle is admitted and measured; the store lists it', () => {
   const { chip, bundles } = freshHost('install');
   for (const b of bundles.values()) chip.install(b);
-  assert.deepEqual(chip.components().map((c) => [c.name, c.build]), [['card-block', 100], ['card-net', 100], ['hypervisor', 100]]);
+  assert.deepEqual(chip.components().map((c) => [c.name, c.build]), [['card-block', 100], ['card-net', 100], ['controller', 100], ['hypervisor', 100]]);
   const hv = chip.admit('hypervisor');
   assert.ok(hv.entryPath.endsWith(path.join('files', 'dist', 'src', 'hypervisor', 'instance-main.js')));
   assert.equal(chip.eventLog().length, 1);
@@ -75,7 +75,7 @@ test('one flipped byte in an installed file: the launch is refused, naming the f
 test('anti-rollback and signatures: older builds, changed bundles, foreign keys and unsigned bundles are refused', () => {
   const { chip, key } = freshHost('rollback');
   const make = (build: number, signer = key): Buffer => buildBundle({ name: 'card-net', version: '0.1.0', build, entry: 'dist/src/cards/net/main.js',
-    root: projectRoot(), files: componentFiles(COMPONENTS[2] ?? { name: '', entry: '' }) }, signer);
+    root: projectRoot(), files: componentFiles(COMPONENTS[2] ?? CONTROLLER) }, signer);
   chip.install(make(200));
   assert.throws(() => chip.install(make(199)), /card-net build 199 \(0\.1\.0\) is older than the installed build 200/);
   chip.install(make(200));
@@ -90,6 +90,26 @@ test('anti-rollback and signatures: older builds, changed bundles, foreign keys 
   assert.throws(() => chip.install(changed), /does not match its signed digest/);
   assert.throws(() => chip.install(Buffer.from('not a bundle')), /not a valid archive/);
   assert.equal(chip.components()[0]?.build, 201, 'nothing refused was installed');
+});
+
+test('the controller\'s own code is verified against its signed component before the host starts: a changed file refuses it', () => {
+  const { chip, bundles } = freshHost('controller');
+  assert.throws(() => verifyController(chip), /refused controller: it is not installed/);
+  chip.install(bundles.get('controller') ?? Buffer.alloc(0));
+  // A copy of the code `azote up` runs, as an installed build would be.
+  const root = path.join(dir, 'controller-copy');
+  const files = componentFiles(CONTROLLER);
+  assert.ok(files.includes('dist/src/control-plane/api.js') && files.includes('dist/src/controller/controller.js'));
+  assert.ok(files.includes('node_modules/better-sqlite3/package.json'), 'library versions are signed');
+  for (const f of files) {
+    mkdirSync(path.dirname(path.join(root, f)), { recursive: true });
+    copyFileSync(path.join(projectRoot(), f), path.join(root, f));
+  }
+  const verified = verifyController(chip, root);
+  assert.equal(verified.name, 'controller');
+  assert.equal(chip.measure(verified).pcr, 0);
+  appendFileSync(path.join(root, 'dist/src/control-plane/api.js'), '\n// changed after signing\n');
+  assert.throws(() => verifyController(chip, root), /refused the controller: dist\/src\/control-plane\/api\.js does not match its signed digest/);
 });
 
 test('quotes: verified with the host\'s key; any change to the registers, the log or the nonce is caught', () => {
@@ -119,10 +139,11 @@ test('azote up refuses to launch an instance whose hypervisor was tampered with,
   const host = await startEc2();
   try {
     const ec2 = host.client(host.account('dev'));
-    // The host's start was measured: the controller's own code first (PCR0), then the network card (PCR3).
-    const log = SecurityChip.open(path.join(host.dataDir, 'host')).eventLog();
+    // The host's start was verified and measured: the controller's own code first (PCR0), then the network card (PCR3).
+    const chip = SecurityChip.open(path.join(host.dataDir, 'host'));
+    const log = chip.eventLog();
     assert.deepEqual(log.map((e) => [e.pcr, e.component]), [[0, 'controller'], [3, 'card-net']]);
-    assert.equal(log[0]?.digest, controllerDigest().digest);
+    assert.equal(log[0]?.digest, chip.components().find((c) => c.name === 'controller')?.digest);
     const victim = path.join(host.dataDir, 'host', 'components', 'hypervisor', 'files', 'dist', 'src', 'hypervisor', 'vm.js');
     appendFileSync(victim, '\n// changed after installation\n');
     const image = images().find((i) => i.name === 'default');
