@@ -5,6 +5,7 @@ import { runBlock, runCard } from './block.js';
 import { runVsock } from './vsock.js';
 import { runNetCard } from './net-card.js';
 import { runApi } from './api.js';
+import { runJail } from './jail.js';
 import { BenchError, killAllChildren } from './proc.js';
 
 const benches: Record<string, () => Promise<unknown>> = {
@@ -13,6 +14,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   card: async () => ({ block: await runCard(), net: await runNetCard() }),
   vsock: runVsock,
   api: runApi,
+  jail: runJail,
 };
 
 function fail(message: string, status: number): never {

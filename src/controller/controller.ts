@@ -2,7 +2,7 @@
 // act on the host. Each instance is a hypervisor process (src/hypervisor/instance-main.ts), verified and measured by
 // the security chip, started in its jail (jail.ts) with an IPC channel as its only line: it inherits /dev/kvm, the
 // kernel and its disks as descriptors, and every connection to a card is made here and handed over on the channel.
-// Its console goes to the instance's console log. The controller also runs this host's network card, which every
+// Its console goes to the instance's console log, its stderr to the instance's hypervisor.log. The controller also runs this host's network card, which every
 // instance's eth0 is attached to, and restarts it if it dies (instances ask for a new connection and keep their
 // addresses).
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -256,10 +256,11 @@ export class Controller {
     const inherited: number[] = [];
     let child: ChildProcess;
     try {
-      inherited.push(files.openConsole(), openSync(KVM_DEVICE, 'r+'), openSync(this.kernel, 'r'), openSync(files.root, 'r+'), openSync(files.metadata, 'r'));
-      const [consoleFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited;
+      inherited.push(files.openConsole(), files.openHypervisorLog(), openSync(KVM_DEVICE, 'r+'), openSync(this.kernel, 'r'),
+        openSync(files.root, 'r+'), openSync(files.metadata, 'r'));
+      const [consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited;
       child = spawn(command, args, {
-        stdio: ['ignore', consoleFd, 'pipe', 'ipc', kvmFd, kernelFd, rootFd, metadataFd],
+        stdio: ['ignore', consoleFd, logFd, 'ipc', kvmFd, kernelFd, rootFd, metadataFd],
         env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
       });
     } catch (e) {
@@ -279,8 +280,6 @@ export class Controller {
     }
     const entryState: Running = { child, slot, stopping: undefined };
     this.running.set(req.instanceId, entryState);
-    let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (s: string) => { stderr = (stderr + s).slice(-4096); });
     let ended: InstanceEnd | undefined;
     const cardSockets = new Map<string, string>([[NET_CARD, this.netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]);
     child.on('message', (m: HypervisorMessage) => {
@@ -312,7 +311,7 @@ export class Controller {
     };
     child.on('exit', (code, signal) => finish(entryState.stopping !== undefined || signal === 'SIGKILL' && this.closing
       ? { kind: 'stopped', detail: '' }
-      : { kind: 'failed', detail: `the hypervisor exited (${signal ?? `status ${code}`}): ${stderr.trim().split('\n').slice(-1)[0] ?? ''}` }));
+      : { kind: 'failed', detail: `the hypervisor exited (${signal ?? `status ${code}`}): ${files.hypervisorLogTail(4096).trim().split('\n').slice(-1)[0] ?? ''}` }));
     // The jail's tools missing, or no process at all: the launch fails with the reason.
     child.on('error', (e) => finish({ kind: 'failed', detail: `the hypervisor could not be started: ${e.message}` }));
     const launch: ControllerMessage = {

@@ -1,6 +1,7 @@
 // An instance's files in the data directory: its root disk (a sparse copy of its image, grown to the size asked
 // for), its metadata disk (a newc archive the guest unpacks at boot: the simple channel that carries the instance's
-// identity, key and user data until the VPC card's metadata service exists), and its console log.
+// identity, key and user data until the VPC card's metadata service exists), its console log and its hypervisor's
+// log (the process's stderr: a file, so that the hypervisor holds no socket for it).
 import { closeSync, existsSync, mkdirSync, openSync, readSync, fstatSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
@@ -82,27 +83,46 @@ export class InstanceFiles {
     writeFileSync(this.metadata, Buffer.concat([archive, Buffer.alloc((SECTOR - (archive.length % SECTOR)) % SECTOR)]));
   }
 
+  get hypervisorLog(): string {
+    return path.join(this.dir, 'hypervisor.log');
+  }
+
   /** A new, empty console log for a boot (EC2 shows the latest boot's output). */
   openConsole(): number {
     mkdirSync(this.dir, { recursive: true });
     return openSync(this.console, 'w', 0o600);
   }
 
+  /** A new, empty hypervisor log for a boot. */
+  openHypervisorLog(): number {
+    mkdirSync(this.dir, { recursive: true });
+    return openSync(this.hypervisorLog, 'w', 0o600);
+  }
+
   consoleTail(): Buffer {
-    if (!existsSync(this.console)) return Buffer.alloc(0);
-    const fd = openSync(this.console, 'r');
-    try {
-      const size = fstatSync(fd).size;
-      const length = Math.min(size, CONSOLE_TAIL);
-      const out = Buffer.alloc(length);
-      readSync(fd, out, 0, length, size - length);
-      return out;
-    } finally {
-      closeSync(fd);
-    }
+    return tail(this.console, CONSOLE_TAIL);
+  }
+
+  /** The newest `bytes` of the hypervisor's log. */
+  hypervisorLogTail(bytes: number): string {
+    return tail(this.hypervisorLog, bytes).toString('utf8');
   }
 
   remove(): void {
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function tail(file: string, most: number): Buffer {
+  if (!existsSync(file)) return Buffer.alloc(0);
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const length = Math.min(size, most);
+    const out = Buffer.alloc(length);
+    readSync(fd, out, 0, length, size - length);
+    return out;
+  } finally {
+    closeSync(fd);
   }
 }

@@ -112,19 +112,33 @@ export interface JailSpec {
   readonly uid: number | undefined;
 }
 
-let contentsCache: { key: string; steps: MirrorStep[] } | undefined;
+interface HostTools {
+  readonly setpriv: string;
+  readonly umount: string;
+  /** The directories of umount's libraries, as seen from the jail before the old root goes (under /.old). */
+  readonly umountLibs: string;
+}
+let tools: HostTools | undefined;
+
+function hostTools(): HostTools {
+  if (!tools) {
+    const which = (tool: string): string => realpathSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim());
+    const umount = which('umount');
+    tools = { setpriv: which('setpriv'), umount, umountLibs: [...new Set(sharedLibraries(umount).map((l) => `/.old${path.dirname(realpathSync(l))}`))].join(':') };
+  }
+  return tools;
+}
 
 /** The command and arguments that start `entry` in its jail. */
 export function jailCommand(spec: JailSpec): { command: string; args: string[] } {
-  const which = (tool: string): string => realpathSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim());
-  const setpriv = which('setpriv');
-  const umount = which('umount');
-  const umountLibs = [...new Set(sharedLibraries(umount).map((l) => `/.old${path.dirname(realpathSync(l))}`))].join(':');
-  const key = `${spec.componentDir}\0${process.execPath}\0${setpriv}`;
-  if (contentsCache?.key !== key) contentsCache = { key, steps: jailContents(spec.componentDir, process.execPath, setpriv) };
-  const steps = contentsCache.steps.flatMap((s) => (s.kind === 'link' ? ['link', s.target, s.at] : [s.kind, s.at]));
+  const { setpriv, umount, umountLibs } = hostTools();
+  // Made again at each launch: an installed update may bring other native addons.
+  const steps = jailContents(spec.componentDir, process.execPath, setpriv).flatMap((s) => (s.kind === 'link' ? ['link', s.target, s.at] : [s.kind, s.at]));
   const root = process.getuid?.() === 0;
-  const namespaces = root ? ['unshare', '--net', '--mount', '--propagation', 'private'] : ['unshare', '--user', '--map-root-user', '--net', '--mount', '--propagation', 'private'];
+  // Without root: a user namespace, whose root may mount proc (which the jail's umount needs) only in a pid
+  // namespace of its own; the hypervisor is then unshare's child, killed with it.
+  const namespaces = root ? ['unshare', '--net', '--mount', '--propagation', 'private']
+    : ['unshare', '--user', '--map-root-user', '--net', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child'];
   const identity = spec.uid !== undefined ? [`--reuid=${spec.uid}`, `--regid=${spec.uid}`, '--clear-groups'] : [];
   return {
     command: 'taskset',

@@ -139,14 +139,15 @@ test('an instance\'s hypervisor: no new privileges, seccomp, its own uid and min
       assert.match(execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-o', 'link'], { encoding: 'utf8' }).trim(), /^1: lo: <LOOPBACK> .* state DOWN/);
       assert.equal(execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-o', 'link'], { encoding: 'utf8' }).trim().split('\n').length, 1, 'no interface but lo');
       for (const target of ['127.0.0.1', '10.1.2.3', '8.8.8.8']) assert.equal(connectFrom(pid, target, port), 'ENETUNREACH', `${target} from the hypervisor's namespace`);
-      // Its sockets: every one a Unix socket made in the controller's namespace and handed over (its stderr, its
-      // channel, its network card connection), none listening; its own namespace has no socket at all.
+      // Its sockets: its channel and its network card connection, both made in the controller's namespace and
+      // handed over, neither listening (its stderr is a file); its own namespace has no socket at all.
       const inodes = readdirSync(`/proc/${pid}/fd`).map((fd) => { try { return readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { return ''; } })
         .map((l) => /^socket:\[(\d+)\]$/.exec(l)?.[1]).filter((i): i is string => i !== undefined);
       const table = (f: string): string[][] => readFileSync(f, 'utf8').split('\n').slice(1).filter(Boolean).map((l) => l.trim().split(/\s+/));
       assert.deepEqual(table(`/proc/${pid}/net/unix`), [], 'no Unix socket was made in its namespace');
       const unix = table('/proc/self/net/unix');
-      assert.equal(inodes.length, 3, 'its stderr, its channel and its card connection');
+      assert.equal(inodes.length, 2, 'its channel and its card connection');
+      assert.match(readlinkSync(`/proc/${pid}/fd/3`), /^socket:/, 'fd 3: its channel');
       for (const inode of inodes) {
         const row = unix.find((r) => r[6] === inode);
         assert.ok(row, `socket ${inode} is a Unix socket of the controller's namespace`);
