@@ -246,29 +246,13 @@ export class Controller {
     let slot = 0;
     while (taken.has(slot)) slot++;
     const jailUid = process.getuid?.() === 0 ? JAIL_UID_BASE + slot : undefined;
-    const jailRoot = path.join(this.o.dataDir, 'jail');
-    mkdirSync(jailRoot, { recursive: true, mode: 0o755 });
-    const { command, args } = jailCommand({
-      mountPoint: jailRoot, componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId],
-      cores: req.cores, uid: jailUid,
-    });
-    // What the hypervisor may use, opened here: it can open nothing itself (INHERITED_FDS gives their numbers).
-    const inherited: number[] = [];
     let child: ChildProcess;
     try {
-      inherited.push(files.openConsole(), files.openHypervisorLog(), openSync(KVM_DEVICE, 'r+'), openSync(this.kernel, 'r'),
-        openSync(files.root, 'r+'), openSync(files.metadata, 'r'));
-      const [consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited;
-      child = spawn(command, args, {
-        stdio: ['ignore', consoleFd, logFd, 'ipc', kvmFd, kernelFd, rootFd, metadataFd],
-        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
-      });
+      child = this.startJailed(req, files, hypervisor, jailUid);
     } catch (e) {
       for (const c of cards) c.stop();
       cgroup?.remove();
       throw e;
-    } finally {
-      for (const fd of inherited) closeSync(fd);
     }
     if (child.pid !== undefined) {
       try {
@@ -330,6 +314,30 @@ export class Controller {
       this.o.log.error('a card could not be handed to the hypervisor; it was killed', { instance: req.instanceId, why: errorMessage(e) });
       ended = { kind: 'failed', detail: `a card could not be connected: ${errorMessage(e)}` };
       child.kill('SIGKILL');
+    }
+  }
+
+  /**
+   * Starts the verified hypervisor in its jail, with what it may use opened here and inherited (it can open
+   * nothing itself; INHERITED_FDS gives their numbers): its console and log, /dev/kvm, the kernel and its disks.
+   */
+  private startJailed(req: LaunchRequest, files: InstanceFiles, hypervisor: VerifiedComponent, uid: number | undefined): ChildProcess {
+    const mountPoint = path.join(this.o.dataDir, 'jail');
+    mkdirSync(mountPoint, { recursive: true, mode: 0o755 });
+    const { command, args } = jailCommand({
+      mountPoint, componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
+    });
+    const inherited: number[] = [];
+    try {
+      inherited.push(files.openConsole(), files.openHypervisorLog(), openSync(KVM_DEVICE, 'r+'), openSync(this.kernel, 'r'),
+        openSync(files.root, 'r+'), openSync(files.metadata, 'r'));
+      const [consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited;
+      return spawn(command, args, {
+        stdio: ['ignore', consoleFd, logFd, 'ipc', kvmFd, kernelFd, rootFd, metadataFd],
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+      });
+    } finally {
+      for (const fd of inherited) closeSync(fd);
     }
   }
 
