@@ -3,13 +3,13 @@
 // "module"), and the runtime libraries it loads (koffi, with this platform's binary only). On a development host
 // (one with a development release key) `azote up` signs and installs the bundles of the code it runs whenever they
 // differ from the store's, so that what it launches is always what the chip verified.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { projectRoot } from '../images/paths.js';
 import { devReleaseKey } from '../security-chip/keys.js';
-import { sha384 } from '../security-chip/manifest.js';
+import { sha384, type Runtime } from '../security-chip/manifest.js';
 import { buildBundle, type SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 
 export interface ComponentSpec {
@@ -22,9 +22,11 @@ export interface ComponentSpec {
    * pinned by package-lock.json's integrity hashes).
    */
   readonly libraries: 'bundled' | 'versions';
+  /** Whether its manifest names the Node runtime (the binary every component runs on) by digest. */
+  readonly runtime?: boolean;
 }
 
-export const CONTROLLER: ComponentSpec = { name: 'controller', entry: 'dist/src/control-plane/up.js', libraries: 'versions' };
+export const CONTROLLER: ComponentSpec = { name: 'controller', entry: 'dist/src/control-plane/up.js', libraries: 'versions', runtime: true };
 
 export const COMPONENTS: readonly ComponentSpec[] = [
   { name: 'hypervisor', entry: 'dist/src/hypervisor/instance-main.js', libraries: 'bundled' },
@@ -77,15 +79,41 @@ function importClosure(entry: string, root: string, library: (name: string, root
   return [...files].sort();
 }
 
+let runtimeCache: { identity: string; runtime: Runtime } | undefined;
+
+/** This process's Node binary: its path, version and digest (hashed again only when the file changed). */
+export function nodeRuntime(): Runtime {
+  const file = realpathSync(process.execPath);
+  const st = statSync(file);
+  const identity = [file, st.dev, st.ino, st.size, st.mtimeMs, st.ctimeMs].join(':');
+  if (runtimeCache?.identity !== identity) {
+    runtimeCache = { identity, runtime: { path: file, version: process.version, sha384: sha384(readFileSync(file)) } };
+  }
+  return runtimeCache.runtime;
+}
+
+/** The runtime the controller was verified with; every start of a hypervisor or card checks it is still the same. */
+export class VerifiedRuntime {
+  constructor(readonly expected: Runtime) {}
+
+  check(): void {
+    const now = nodeRuntime();
+    if (now.sha384 !== this.expected.sha384) {
+      throw new AzoteError('LaunchRefused', `the security chip refused the Node runtime: ${now.path} (${now.version}) is not the signed one (${this.expected.version})`,
+        'restore the Node binary the controller bundle was signed with, or install a bundle signed for this one');
+    }
+  }
+}
+
 /**
  * Checks that the code `azote up` runs (the controller and the control plane: `up`'s import closure, with each
  * library's package.json) is exactly the signed controller component in the store, file by file, and returns it for
  * measuring into PCR0. The chip cannot check the process already running, so it checks the files it was loaded from,
  * before anything is launched: a changed or added file refuses the host's start, naming it.
  */
-export function verifyController(chip: SecurityChip, root = projectRoot()): VerifiedComponent {
+export function verifyController(chip: SecurityChip, root = projectRoot()): { component: VerifiedComponent; runtime: VerifiedRuntime } {
   const signed = chip.verify(CONTROLLER.name);
-  const manifest = JSON.parse(readFileSync(path.join(signed.dir, '..', 'manifest.json'), 'utf8')) as { files: Array<{ path: string; sha384: string }> };
+  const manifest = JSON.parse(readFileSync(path.join(signed.dir, '..', 'manifest.json'), 'utf8')) as { files: Array<{ path: string; sha384: string }>; runtime?: Runtime };
   const digests = new Map(manifest.files.map((f) => [f.path, f.sha384]));
   const refuse = (why: string): AzoteError => new AzoteError('StartRefused', `the security chip refused the controller: ${why}`,
     'run the build whose controller bundle is installed, or install the signed bundle of this one (azote host install-bundle)');
@@ -97,7 +125,10 @@ export function verifyController(chip: SecurityChip, root = projectRoot()): Veri
   }
   const missing = manifest.files.find((f) => !running.includes(f.path));
   if (missing) throw refuse(`${missing.path} is signed but not part of the code that runs`);
-  return signed;
+  if (!manifest.runtime) throw refuse('its manifest names no Node runtime');
+  const runtime = new VerifiedRuntime(manifest.runtime);
+  runtime.check();
+  return { component: signed, runtime };
 }
 
 function packageVersion(root: string): string {
@@ -109,7 +140,7 @@ export function buildBundles(key: Parameters<typeof buildBundle>[1], build: numb
   const version = packageVersion(root);
   return COMPONENTS.map((c) => ({
     name: c.name,
-    bundle: buildBundle({ name: c.name, version, build, entry: c.entry, root, files: componentFiles(c, root) }, key),
+    bundle: buildBundle({ name: c.name, version, build, entry: c.entry, root, files: componentFiles(c, root), ...(c.runtime ? { runtime: nodeRuntime() } : {}) }, key),
   }));
 }
 
@@ -122,7 +153,8 @@ function upToDate(chip: SecurityChip, spec: ComponentSpec, root: string): boolea
     return false;
   }
   const files = componentFiles(spec, root);
-  const manifest = JSON.parse(readFileSync(path.join(installed.dir, '..', 'manifest.json'), 'utf8')) as { files: Array<{ path: string; sha384: string }> };
+  const manifest = JSON.parse(readFileSync(path.join(installed.dir, '..', 'manifest.json'), 'utf8')) as { files: Array<{ path: string; sha384: string }>; runtime?: Runtime };
+  if (spec.runtime && manifest.runtime?.sha384 !== nodeRuntime().sha384) return false;
   return manifest.files.length === files.length
     && manifest.files.every((f) => files.includes(f.path) && sha384(readFileSync(path.join(root, f.path))) === f.sha384);
 }

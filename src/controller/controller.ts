@@ -22,7 +22,7 @@ import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import { CardProcess } from './card-process.js';
 import { InstanceCgroup } from './cgroup.js';
 import { coreGroups } from './cores.js';
-import { provisionDevelopmentHost, verifyController } from './components.js';
+import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 import { jailCommand, JAIL_UID_BASE } from './jail.js';
@@ -140,8 +140,15 @@ export class Controller {
   private closing = false;
   readonly netSocket: string;
 
-  private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip) {
+  private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip,
+    private readonly runtime: VerifiedRuntime) {
     this.netSocket = path.join(o.dataDir, 'net.sock');
+  }
+
+  /** What every start of a hypervisor or card asks first: the runtime it will run on and its component verified, measured. */
+  private admit(name: string): VerifiedComponent {
+    this.runtime.check();
+    return this.chip.admit(name);
   }
 
   /**
@@ -154,10 +161,11 @@ export class Controller {
     const { chip } = SecurityChip.init(o.hostDir ?? path.join(o.dataDir, 'host'));
     provisionDevelopmentHost(chip, o.log);
     chip.boot();
-    chip.measure(verifyController(chip));
-    const c = new Controller(o, kernel, chip);
+    const self = verifyController(chip);
+    chip.measure(self.component);
+    const c = new Controller(o, kernel, chip, self.runtime);
     const args = ['--socket', c.netSocket, '--subnet', o.subnet, ...(o.uplink ? ['--uplink', o.uplink] : [])];
-    c.card = await CardProcess.start('network', () => chip.admit('card-net').entryPath, args, c.netSocket, o.log).catch((e: unknown) => {
+    c.card = await CardProcess.start('network', () => c.admit('card-net').entryPath, args, c.netSocket, o.log).catch((e: unknown) => {
       throw new AzoteError('NetCard', errorMessage(e), o.uplink ? 'the uplink needs CAP_NET_ADMIN: run as root, or start without an uplink' : undefined);
     });
     return c;
@@ -190,7 +198,7 @@ export class Controller {
     try {
       for (const v of volumes) {
         const base = path.join(dir, `${v}.sock`);
-        cards.push(await CardProcess.start(`volume ${v}`, () => this.chip.admit('card-block').entryPath,
+        cards.push(await CardProcess.start(`volume ${v}`, () => this.admit('card-block').entryPath,
           ['--socket', base, '--volume', `${v}=${this.volumeFile(v)}`], `${base}:${v}`, this.o.log));
       }
     } catch (e) {
@@ -219,7 +227,7 @@ export class Controller {
       const cards = await this.volumeCards(req.volumes);
       try {
         // Nothing of the hypervisor runs unless the chip verified and measured it just now.
-        return { cards, hypervisor: this.chip.admit('hypervisor') };
+        return { cards, hypervisor: this.admit('hypervisor') };
       } catch (e) {
         for (const c of cards) c.stop();
         throw e;

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, s
 import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
 import { attestationPrivateKey, attestationPublicKey, initKeys, releasePublicKey } from './keys.js';
-import { COMPONENT_NAME, parseManifest, sha384, type Manifest } from './manifest.js';
+import { COMPONENT_NAME, parseManifest, sha384, type Manifest, type Runtime } from './manifest.js';
 import { signBytes, verifyBytes } from './signing.js';
 import { readTgz, writeTgz } from './tar.js';
 
@@ -80,7 +80,7 @@ export function verifyQuote(q: Quote, trusted?: KeyObject): void {
 }
 
 /** Builds a signed bundle of `files` (paths relative to `root`). */
-export function buildBundle(o: { name: string; version: string; build: number; entry: string; root: string; files: readonly string[] },
+export function buildBundle(o: { name: string; version: string; build: number; entry: string; root: string; files: readonly string[]; runtime?: Runtime },
   key: KeyObject): Buffer {
   const entries = o.files.map((f) => {
     const full = path.join(o.root, f);
@@ -89,6 +89,7 @@ export function buildBundle(o: { name: string; version: string; build: number; e
   const manifest: Manifest = {
     format: 'azote-bundle-1', name: o.name, version: o.version, build: o.build, entry: o.entry,
     files: entries.map((e) => ({ path: e.path, sha384: sha384(e.data), executable: e.executable })),
+    ...(o.runtime ? { runtime: o.runtime } : {}),
   };
   const manifestBytes = Buffer.from(`${JSON.stringify(manifest, null, 1)}\n`);
   parseManifest(manifestBytes);

@@ -23,6 +23,17 @@ export interface Manifest {
   /** The file the controller runs (a path of `files`). */
   readonly entry: string;
   readonly files: readonly ManifestFile[];
+  /** The Node runtime the component must run on (the controller's: every component runs on the same one). */
+  readonly runtime?: Runtime;
+}
+
+export interface Runtime {
+  /** Where the runtime was when the bundle was built (for messages). */
+  readonly path: string;
+  /** Its version (process.version). */
+  readonly version: string;
+  /** Hexadecimal SHA-384 of the binary. */
+  readonly sha384: string;
 }
 
 export const COMPONENT_NAME = /^[a-z][a-z0-9-]{0,40}$/;
@@ -57,5 +68,11 @@ export function parseManifest(bytes: Uint8Array): Manifest {
     seen.add(f.path);
   }
   if (typeof m.entry !== 'string' || !seen.has(m.entry)) throw bad('its entry is not one of its files');
+  if (m.runtime !== undefined) {
+    const r = m.runtime;
+    if (typeof r?.path !== 'string' || typeof r.version !== 'string' || typeof r.sha384 !== 'string' || !/^[0-9a-f]{96}$/.test(r.sha384)) {
+      throw bad('its runtime has no path, version or SHA-384 digest');
+    }
+  }
   return m as Manifest;
 }

@@ -8,7 +8,9 @@ import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmS
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
-import { buildBundles, COMPONENTS, componentFiles, CONTROLLER, verifyController } from '../../src/controller/components.js';
+import {
+  buildBundles, COMPONENTS, componentFiles, CONTROLLER, nodeRuntime, verifyController, VerifiedRuntime,
+} from '../../src/controller/components.js';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { buildBundle, replay, SecurityChip, verifyQuote, type Quote } from '../../src/security-chip/chip.js';
 import { devReleaseKey } from '../../src/security-chip/keys.js';
@@ -106,10 +108,21 @@ test('the controller\'s own code is verified against its signed component before
     copyFileSync(path.join(projectRoot(), f), path.join(root, f));
   }
   const verified = verifyController(chip, root);
-  assert.equal(verified.name, 'controller');
-  assert.equal(chip.measure(verified).pcr, 0);
+  assert.equal(verified.component.name, 'controller');
+  assert.equal(chip.measure(verified.component).pcr, 0);
+  assert.equal(verified.runtime.expected.sha384, nodeRuntime().sha384, 'the Node binary is signed with it');
   appendFileSync(path.join(root, 'dist/src/control-plane/api.js'), '\n// changed after signing\n');
   assert.throws(() => verifyController(chip, root), /refused the controller: dist\/src\/control-plane\/api\.js does not match its signed digest/);
+});
+
+test('a controller bundle signed for another Node binary: the host does not start, and no launch passes', () => {
+  const { chip, key } = freshHost('runtime');
+  const other = { ...nodeRuntime(), version: 'v0.0.1', sha384: 'ab'.repeat(48) };
+  chip.install(buildBundle({ name: 'controller', version: '0.0.0', build: 100, entry: CONTROLLER.entry, root: projectRoot(),
+    files: componentFiles(CONTROLLER), runtime: other }, key));
+  assert.throws(() => verifyController(chip), /refused the Node runtime: .* is not the signed one \(v0\.0\.1\)/);
+  assert.throws(() => new VerifiedRuntime(other).check(), /refused the Node runtime/);
+  assert.doesNotThrow(() => new VerifiedRuntime(nodeRuntime()).check());
 });
 
 test('quotes: verified with the host\'s key; any change to the registers, the log or the nonce is caught', () => {
