@@ -6,7 +6,7 @@
 // instance's eth0 is attached to, and restarts it if it dies (instances ask for a new connection and keep their
 // addresses).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { totalmem } from 'node:os';
 import path from 'node:path';
@@ -25,7 +25,8 @@ import { coreGroups } from './cores.js';
 import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
-import { jailCommand, JAIL_UID_BASE } from './jail.js';
+import { JAIL_PATH, jailCommand, jailToolPaths, JAIL_UID_BASE } from './jail.js';
+import { sha384 } from '../security-chip/manifest.js';
 
 /** Host memory kept for the host itself (Node, cards, page cache) when offering memory to instances. */
 const HOST_RESERVED_MIB = 2048;
@@ -152,9 +153,9 @@ export class Controller {
   }
 
   /**
-   * Starts the host: the security chip's registers begin again (a host start) with the controller's own code
-   * measured first, the development host's components are brought up to date, and the network card is verified,
-   * measured and started.
+   * Starts the host: the development host's components are brought up to date, the security chip's registers
+   * begin again (a host start), the controller's own code and Node runtime are verified and measured first, then the
+   * jail's tools measured, and the network card is verified, measured and started.
    */
   static async start(o: ControllerOptions): Promise<Controller> {
     const kernel = (await ensureKernel(o.log)).vmlinux;
@@ -163,6 +164,8 @@ export class Controller {
     chip.boot();
     const self = verifyController(chip);
     chip.measure(self.component);
+    // The host programs that build the jails are Debian's, not ours to sign: they are measured, beside the controller.
+    chip.measure({ name: 'jail-tools', version: 'host', build: 0, digest: sha384(jailToolPaths().map((t) => `${sha384(readFileSync(t))}  ${t}\n`).join('')) });
     const c = new Controller(o, kernel, chip, self.runtime);
     const args = ['--socket', c.netSocket, '--subnet', o.subnet, ...(o.uplink ? ['--uplink', o.uplink] : [])];
     c.card = await CardProcess.start('network', () => c.admit('card-net').entryPath, args, c.netSocket, o.log).catch((e: unknown) => {
@@ -342,7 +345,7 @@ export class Controller {
       const [consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited;
       return spawn(command, args, {
         stdio: ['ignore', consoleFd, logFd, 'ipc', kvmFd, kernelFd, rootFd, metadataFd],
-        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+        env: { PATH: JAIL_PATH },
       });
     } finally {
       for (const fd of inherited) closeSync(fd);

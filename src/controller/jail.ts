@@ -112,6 +112,21 @@ export interface JailSpec {
   readonly uid: number | undefined;
 }
 
+/** The host programs that build every jail (run as root before the hypervisor starts). */
+export const JAIL_TOOLS = ['taskset', 'unshare', 'sh', 'mount', 'umount', 'pivot_root', 'setpriv'] as const;
+
+/** Each jail tool's real path on this host. */
+export function jailToolPaths(): string[] {
+  return JAIL_TOOLS.map(which);
+}
+
+function which(tool: string): string {
+  return realpathSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8', env: { PATH: JAIL_PATH } }).trim());
+}
+
+/** The PATH the jail is built with. */
+export const JAIL_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
+
 interface HostTools {
   readonly setpriv: string;
   readonly umount: string;
@@ -122,7 +137,6 @@ let tools: HostTools | undefined;
 
 function hostTools(): HostTools {
   if (!tools) {
-    const which = (tool: string): string => realpathSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim());
     const umount = which('umount');
     tools = { setpriv: which('setpriv'), umount, umountLibs: [...new Set(sharedLibraries(umount).map((l) => `/.old${path.dirname(realpathSync(l))}`))].join(':') };
   }
