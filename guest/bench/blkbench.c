@@ -8,6 +8,7 @@
  * It overwrites that part of the disk: give it a scratch disk.
  */
 #define _GNU_SOURCE
+#define PROG "blkbench"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -17,23 +18,11 @@
 #include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "bench.h"
 
 #define SEQ_BLOCK (1 << 20)
 #define RAND_BLOCK 4096
 #define RANDOM_SECONDS 3.0
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "blkbench: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
 
 static void io(int write, int fd, void *buf, size_t len, off_t off)
 {

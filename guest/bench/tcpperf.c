@@ -6,30 +6,10 @@
  *                               half-close and wait for the peer to close; prints "tcpperf sent-mibs=R"
  */
 #define _GNU_SOURCE
+#define PROG "tcpperf"
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-
-#define CHUNK (64 * 1024)
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "tcpperf: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
+#include "bench.h"
 
 static int serve(unsigned port)
 {
@@ -44,21 +24,8 @@ static int serve(unsigned port)
 	int c = accept(s, NULL, NULL);
 	if (c < 0)
 		die("accept");
-	static char buf[CHUNK];
-	long long total = 0;
-	double start = 0;
-	for (;;) {
-		ssize_t n = read(c, buf, sizeof buf);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			die("read");
-		if (n == 0)
-			break;
-		if (total == 0)
-			start = now();
-		total += n;
-	}
+	double start;
+	long long total = drain(c, &start);
 	double secs = now() - start;
 	close(c);
 	printf("tcpperf received-mibs=%.1f bytes=%lld\n", total / 1048576.0 / (secs > 0 ? secs : 1e-9), total);
@@ -84,22 +51,7 @@ static int send_to(const char *ip, unsigned port, long mib)
 			die("connect");
 		usleep(200000);
 	}
-	static char buf[CHUNK];
-	memset(buf, 0x5a, sizeof buf);
-	long long left = (long long)mib << 20;
-	double start = now();
-	while (left > 0) {
-		ssize_t n = write(s, buf, left < CHUNK ? (size_t)left : sizeof buf);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			die("write");
-		left -= n;
-	}
-	shutdown(s, SHUT_WR);
-	while (read(s, buf, sizeof buf) > 0)
-		;
-	double secs = now() - start;
+	double secs = send_mib(s, mib);
 	close(s);
 	printf("tcpperf sent-mibs=%.1f\n", mib / (secs > 0 ? secs : 1e-9));
 	return 0;

@@ -8,29 +8,9 @@
  *                               prints "vsockperf host-to-guest-mibs=R bytes=N"
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+#define PROG "vsockperf"
 #include <linux/vm_sockets.h>
-
-#define CHUNK (64 * 1024)
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void die(const char *what)
-{
-	fprintf(stderr, "vsockperf: %s: %s\n", what, strerror(errno));
-	exit(1);
-}
+#include "bench.h"
 
 static int listen_on(unsigned port)
 {
@@ -54,19 +34,6 @@ static int connect_host(unsigned port)
 	if (connect(s, (struct sockaddr *)&a, sizeof(a)) < 0)
 		die("connect");
 	return s;
-}
-
-static void write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			die("write");
-		p += w;
-		n -= (size_t)w;
-	}
 }
 
 int main(int argc, char **argv)
@@ -101,16 +68,9 @@ int main(int argc, char **argv)
 		return r < 0 ? 1 : 0;
 	}
 	if (strcmp(argv[1], "send") == 0 && argc == 4) {
-		size_t total = (size_t)strtoul(argv[3], NULL, 10) << 20;
-		memset(buf, 0x5a, sizeof(buf));
+		long mib = strtol(argv[3], NULL, 10);
 		int c = connect_host(port);
-		double start = now();
-		for (size_t done = 0; done < total; done += CHUNK)
-			write_all(c, buf, CHUNK);
-		shutdown(c, SHUT_WR);
-		while (read(c, buf, sizeof(buf)) > 0)
-			;
-		printf("vsockperf guest-to-host-mibs=%.1f\n", (double)total / (1 << 20) / (now() - start));
+		printf("vsockperf guest-to-host-mibs=%.1f\n", (double)mib / send_mib(c, mib));
 		return 0;
 	}
 	if (strcmp(argv[1], "recv") == 0) {
@@ -118,12 +78,9 @@ int main(int argc, char **argv)
 		int c = accept(s, NULL, NULL);
 		if (c < 0)
 			die("accept");
-		double start = now();
-		size_t total = 0;
-		ssize_t r;
-		while ((r = read(c, buf, sizeof(buf))) > 0)
-			total += (size_t)r;
-		printf("vsockperf host-to-guest-mibs=%.1f bytes=%zu\n", (double)total / (1 << 20) / (now() - start), total);
+		double start = now(), first;
+		long long total = drain(c, &first);
+		printf("vsockperf host-to-guest-mibs=%.1f bytes=%lld\n", (double)total / (1 << 20) / (now() - start), total);
 		return 0;
 	}
 	fprintf(stderr, "vsockperf: unknown mode %s\n", argv[1]);

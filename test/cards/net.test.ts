@@ -17,7 +17,7 @@ import { runRequestArchive } from '../../src/images/run-request.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { formatMac } from '../../src/virtio/net-addressing.js';
 import { azote } from '../framework/cli.js';
-import { backend, type Backend } from '../framework/backend.js';
+import { backend, connectWhenTaken, type Backend } from '../framework/backend.js';
 import { requireKvm } from '../framework/kvm.js';
 import { requireNetAdmin, requireQemu, runQemuGuest } from '../framework/host-tools.js';
 
@@ -46,14 +46,7 @@ test('network card: each attachment gets the next address as its MAC; a free add
     a.close();
     open.length = 0;
     // Once the card has seen the first frontend go, the address is handed out again.
-    let b: VhostUserFrontend | undefined;
-    for (let i = 0; i < 100 && !b; i++) {
-      try {
-        b = VhostUserFrontend.connect(socket);
-      } catch {
-        await sleep(100);
-      }
-    }
+    const b = await connectWhenTaken(socket, 100);
     assert.ok(b, 'a frontend is taken again');
     open.push(b);
     assert.equal(macOf(b), '02:1e:0a:3c:04:02', 'the address is free again');

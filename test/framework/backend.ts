@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 
 export interface Backend {
   stop(signal?: NodeJS.Signals): void;
@@ -20,3 +21,18 @@ export async function backend(command: string, args: string[], socket: string): 
   return { stop: (signal = 'SIGTERM') => p.kill(signal), log: () => log };
 }
 
+
+/**
+ * A frontend connected to the backend at `socket`, trying every 100 ms up to `attempts` times (a card that serves
+ * one frontend at a time turns new ones away until it has seen the last one go); undefined if none was taken.
+ */
+export async function connectWhenTaken(socket: string, attempts: number): Promise<VhostUserFrontend | undefined> {
+  for (let i = 0; i < attempts; i++) {
+    try {
+      return VhostUserFrontend.connect(socket);
+    } catch {
+      await sleep(100);
+    }
+  }
+  return undefined;
+}

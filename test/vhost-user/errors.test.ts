@@ -12,7 +12,7 @@ import * as libc from '../../src/sys/libc.js';
 import { projectRoot } from '../../src/images/paths.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { FLAG_VERSION, header, REQ } from '../../src/vhost-user/messages.js';
-import { backend, type Backend } from '../framework/backend.js';
+import { backend, connectWhenTaken, type Backend } from '../framework/backend.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-vu-errors-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -32,14 +32,7 @@ async function blockCard(name: string): Promise<{ card: Backend; socket: string 
  */
 async function stillServes(card: Backend, socket: string): Promise<void> {
   const gone = (card.log().match(/the frontend went away/g) ?? []).length;
-  let f: VhostUserFrontend | undefined;
-  for (let i = 0; i < 50 && !f; i++) {
-    try {
-      f = VhostUserFrontend.connect(socket);
-    } catch {
-      await sleep(100);
-    }
-  }
+  const f = await connectWhenTaken(socket, 50);
   assert.ok(f, 'the card takes a new frontend');
   try {
     assert.equal(new DataView(f.getConfig(8).buffer).getBigUint64(0, true), BigInt((1 << 20) / 512));
