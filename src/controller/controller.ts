@@ -16,10 +16,11 @@ import { guestCmdline } from '../images/cmdline.js';
 import { ensureKernel } from '../images/kernel.js';
 import type { ImageRecord } from '../images/rootfs.js';
 import { runRequestParams } from '../images/run-request.js';
-import { INHERITED_FDS, type ControllerMessage, type HypervisorMessage } from '../hypervisor/instance-protocol.js';
+import { hypervisorMessage, INHERITED_FDS, type ControllerMessage } from '../hypervisor/instance-protocol.js';
 import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import { CardProcess } from './card-process.js';
+import { CardLinks } from './card-links.js';
 import { InstanceCgroup } from './cgroup.js';
 import { coreGroups } from './cores.js';
 import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from './components.js';
@@ -89,36 +90,7 @@ interface Running {
 /** The network card's name on a hypervisor's channel; a volume's card is `volume ID`. */
 const NET_CARD = 'network';
 
-/** How long a launch waits for a card that is being restarted. */
-const CARD_WAIT_MS = 5000;
-
-/** A connection to a card's socket, made here for a hypervisor that may connect nowhere itself. */
-function connectCard(socket: string): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const c = net.createConnection(socket);
-    c.once('connect', () => {
-      c.off('error', reject);
-      resolve(c);
-    });
-    c.once('error', reject);
-  });
-}
-
-/** connectCard, trying again while the card is being restarted (its socket refused or not there yet). */
-async function connectCardWaiting(socket: string): Promise<net.Socket> {
-  const deadline = Date.now() + CARD_WAIT_MS;
-  for (;;) {
-    try {
-      return await connectCard(socket);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (Date.now() > deadline || (code !== 'ECONNREFUSED' && code !== 'ENOENT')) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
-/** Sends `sock` to the hypervisor as its connection to `card` (Node passes the descriptor and closes ours). */
+/** Sends `sock` to the hypervisor as its connection to `card` (Node passes the descriptor, then closes its handle). */
 function handOver(child: ChildProcess, card: string, sock: net.Socket): Promise<void> {
   return new Promise((resolve, reject) => {
     child.send({ kind: 'card', card } satisfies ControllerMessage, sock, {}, (e) => {
@@ -276,14 +248,23 @@ export class Controller {
     const entryState: Running = { child, slot, stopping: undefined };
     this.running.set(req.instanceId, entryState);
     let ended: InstanceEnd | undefined;
-    const cardSockets = new Map<string, string>([[NET_CARD, this.netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]);
-    child.on('message', (m: HypervisorMessage) => {
+    const links = new CardLinks(new Map([[NET_CARD, this.netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]));
+    child.on('message', (raw: unknown) => {
+      const m = hypervisorMessage(raw);
+      if (!m) {
+        this.o.log.warn('a malformed message from a hypervisor was ignored', { instance: req.instanceId });
+        return;
+      }
       if (m.kind === 'connect-card') {
-        const socket = cardSockets.get(m.card);
-        if (socket === undefined) return;
-        connectCard(socket).then((sock) => handOver(child, m.card, sock)).catch((e: unknown) => {
+        if (!links.sockets.has(m.card)) return;
+        let sock: net.Socket;
+        try {
+          sock = links.renew(m.card);
+        } catch (e) {
           if (child.connected) child.send({ kind: 'card-unavailable', card: m.card, why: errorMessage(e) } satisfies ControllerMessage);
-        });
+          return;
+        }
+        handOver(child, m.card, sock).catch((e: unknown) => this.o.log.warn('a card connection was not handed over', { instance: req.instanceId, card: m.card, why: errorMessage(e) }));
       } else if (m.kind === 'created') events.created(m.privateIp, m.mac);
       else if (m.kind === 'booted') events.booted();
       else if (m.kind === 'ended') {
@@ -297,6 +278,7 @@ export class Controller {
       if (over) return;
       over = true;
       for (const c of cards) c.stop();
+      links.close();
       cgroup?.remove();
       clearTimeout(entryState.stopping);
       this.running.delete(req.instanceId);
@@ -319,12 +301,16 @@ export class Controller {
     });
     // Its first connection to each card, then the launch (the channel keeps them in order).
     try {
-      for (const [card, socket] of cardSockets) await handOver(child, card, await connectCardWaiting(socket));
+      for (const card of links.sockets.keys()) await handOver(child, card, await links.renewWaiting(card));
       if (child.connected) child.send(launch);
     } catch (e) {
-      this.o.log.error('a card could not be handed to the hypervisor; it was killed', { instance: req.instanceId, why: errorMessage(e) });
-      ended = { kind: 'failed', detail: `a card could not be connected: ${errorMessage(e)}` };
-      child.kill('SIGKILL');
+      if (!over) {
+        this.o.log.error('a card could not be handed to the hypervisor; it was killed', { instance: req.instanceId, why: errorMessage(e) });
+        ended = { kind: 'failed', detail: `a card could not be connected: ${errorMessage(e)}` };
+        child.kill('SIGKILL');
+      }
+    } finally {
+      if (over) links.close(); // it ended while its cards were being handed over
     }
   }
 

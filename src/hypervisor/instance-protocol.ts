@@ -41,3 +41,27 @@ export type HypervisorMessage =
 
 /** The descriptor numbers the controller's spawn gives the inherited files (0-2 are stdio, 3 the channel). */
 export const INHERITED_FDS = { kvm: 4, kernel: 5, firstDisk: 6 } as const;
+
+const ENDS = new Set(['exit-status', 'reset', 'stopped', 'crashed', 'failed']);
+const optionalString = (v: unknown): boolean => v === undefined || (typeof v === 'string' && v.length <= 64);
+
+/**
+ * What the controller accepts from a hypervisor: a message of a known kind with fields of the right types, or
+ * undefined (the hypervisor is not trusted to be well-formed: it runs next to a guest).
+ */
+export function hypervisorMessage(m: unknown): HypervisorMessage | undefined {
+  if (typeof m !== 'object' || m === null) return undefined;
+  const r = m as Record<string, unknown>;
+  switch (r.kind) {
+    case 'created':
+      return optionalString(r.privateIp) && optionalString(r.mac) ? m as HypervisorMessage : undefined;
+    case 'booted':
+      return m as HypervisorMessage;
+    case 'connect-card':
+      return typeof r.card === 'string' ? m as HypervisorMessage : undefined;
+    case 'ended':
+      return typeof r.end === 'string' && ENDS.has(r.end) && typeof r.detail === 'string' && r.detail.length <= 4096 ? m as HypervisorMessage : undefined;
+    default:
+      return undefined;
+  }
+}

@@ -253,7 +253,7 @@ export function acceptNonBlocking(fd: number): number {
   }
 }
 
-export const SHUT_WR = 1;
+export const SHUT_WR = 1, SHUT_RDWR = 2;
 
 export function shutdown(fd: number, how: number): void {
   c.shutdown(fd, how); // a socket the peer already closed has nothing left to shut
