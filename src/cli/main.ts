@@ -145,12 +145,11 @@ host.command('verify')
 
 program.command('setup')
   .description('build and cache the guest kernel and initramfs (done automatically on first run)')
-  .action(async () => {
-    const { ensureKernel } = await import('../images/kernel.js');
-    const { ensureBaseInitramfs } = await import('../images/initramfs.js');
-    const k = await ensureKernel(log);
-    const i = await ensureBaseInitramfs(log);
-    process.stdout.write(`kernel ${k.version}: ${k.vmlinux}\ninitramfs: ${i}\n`);
+  .option('--tests', 'also provision what `npm test` needs: the Debian packages the tests use (installed with apt-get '
+    + 'as root, else the command to type is printed) and the default image', false)
+  .action(async (opts: { tests: boolean }) => {
+    const { setup } = await import('./setup.js');
+    await setup({ tests: opts.tests }, log);
   });
 
 try {

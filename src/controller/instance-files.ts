@@ -48,7 +48,7 @@ export class InstanceFiles {
   async createRoot(image: ImageRecord, sizeGiB: number): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
     const step = async (cmd: string, args: string[], what: string): Promise<void> => {
-      const r = await runTool(cmd, args).catch((e: unknown) => ({ code: -1, stderr: (e as Error).message }));
+      const r = await runTool(cmd, args).catch((e: unknown) => ({ code: -1, stdout: '', stderr: (e as Error).message }));
       // e2fsck exits 1 when it corrected something (a fresh copy's timestamps): that is success here.
       if (r.code !== 0 && !(cmd === 'e2fsck' && r.code === 1)) {
         throw new AzoteError('RootDisk', `${what} for ${this.instanceId} failed: ${r.stderr.trim().split('\n').slice(-2).join(' ')}`,

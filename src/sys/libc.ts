@@ -40,6 +40,7 @@ const c = {
   write: lib.func('long write(int fd, const void *buf, size_t n)'),
   prctl: lib.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)'),
   fcntl: lib.func('int fcntl(int fd, int cmd, int arg)'),
+  unshare: lib.func('int unshare(int flags)'),
 };
 
 const errnoNames = new Map<number, string>(
@@ -317,6 +318,17 @@ export function dup(fd: number): number {
 
 export function prctl(option: number, a2 = 0, a3 = 0, a4 = 0, a5 = 0): number {
   return check('prctl', c.prctl(option, a2, a3, a4, a5) as number);
+}
+
+/** <sched.h> */
+export const CLONE_NEWNET = 0x40000000;
+
+/**
+ * unshare(2) for the calling thread. In a multi-threaded process (every Node process) only the calling thread moves,
+ * so call it from the main thread before starting workers or children: both inherit the main thread's namespaces.
+ */
+export function unshare(flags: number): void {
+  check('unshare', c.unshare(flags) as number);
 }
 
 /** Terminate the process now, without waiting for threads blocked in system calls. */

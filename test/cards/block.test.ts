@@ -22,8 +22,8 @@ import { backend } from '../framework/backend.js';
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-card-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
-test('block card: QEMU\'s vhost-user-blk boots our guest against it; a flushed write reaches the volume file', { timeout: 300_000 }, async (t) => {
-  if (!requireQemu(t)) return;
+test('block card: QEMU\'s vhost-user-blk boots our guest against it; a flushed write reaches the volume file', { timeout: 300_000 }, async () => {
+  requireQemu();
   const kernel = (await ensureKernel(silentLogger)).vmlinux;
   execFileSync('make', ['-s', '-C', path.join(projectRoot(), 'guest', 'init'), 'qemu', `OUT=${dir}`]);
   const initrd = path.join(dir, 'initrd.cpio');
@@ -61,7 +61,8 @@ const WRITE_AND_FLUSH = (text: string): string[] => ['sh', '-c',
   `cat /sys/block/vda/size; printf ${text} > /tmp/p; dd if=/tmp/p of=/dev/vda seek=3 conv=fsync 2>/dev/null && echo flushed`];
 
 test('azote run --volume: our hypervisor with our block card, then with qemu-storage-daemon', { timeout: 600_000 }, async (t) => {
-  if (!requireKvm(t) || !requireQemu(t)) return;
+  if (!requireKvm(t)) return;
+  requireQemu();
   // Each backend: its command, and the socket the VM attaches (the card serves volume "v" on SOCKET:v).
   const cases: Array<[string, (volume: string, socket: string) => [string, string[], string]]> = [
     ['azote card', (volume, socket) => [process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), 'card', 'block',

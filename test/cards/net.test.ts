@@ -20,6 +20,9 @@ import { azote } from '../framework/cli.js';
 import { backend, connectWhenTaken, type Backend } from '../framework/backend.js';
 import { requireKvm } from '../framework/kvm.js';
 import { requireNetAdmin, requireQemu, runQemuGuest } from '../framework/host-tools.js';
+import { useOwnNetworkNamespace } from '../framework/netns.js';
+
+useOwnNetworkNamespace();
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-net-card-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -147,7 +150,8 @@ test('a network card killed (SIGKILL) and restarted: the VM reconnects, keeps it
 });
 
 test('network card: QEMU\'s -netdev vhost-user boots our guest on it, which pings the host through the uplink', { timeout: 300_000 }, async (t) => {
-  if (!requireQemu(t) || !requireNetAdmin(t)) return;
+  if (!requireNetAdmin(t)) return;
+  requireQemu();
   const kernel = (await ensureKernel(silentLogger)).vmlinux;
   execFileSync('make', ['-s', '-C', path.join(projectRoot(), 'guest', 'init'), 'qemu', `OUT=${dir}`]);
   const initrd = path.join(dir, 'initrd.cpio');

@@ -10,6 +10,9 @@ import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
 import { assertEc2Error, assertMatchesModel, rawCall, startEc2, type Ec2Host } from '../framework/ec2.js';
 import { amiId, images, INSTANCE_TYPES } from '../../src/control-plane/catalogue.js';
+import { useOwnNetworkNamespace } from '../framework/netns.js';
+
+useOwnNetworkNamespace();
 
 let host: Ec2Host;
 test.before(async () => { host = await startEc2(); });

@@ -12,6 +12,9 @@ import type { NewAccount } from '../../src/control-plane/accounts.js';
 import { startEc2, type Ec2Host } from '../framework/ec2.js';
 import { AWS_CLI, requireAwsCli } from '../framework/host-tools.js';
 import { requireKvm } from '../framework/kvm.js';
+import { useOwnNetworkNamespace } from '../framework/netns.js';
+
+useOwnNetworkNamespace();
 
 const run = promisify(execFile);
 
@@ -34,8 +37,8 @@ function cli(host: Ec2Host, a: Pick<NewAccount, 'accessKeyId' | 'secretAccessKey
   };
 }
 
-test('aws ec2: offers, key pairs, tags and the errors it prints', async (t) => {
-  if (!requireAwsCli(t)) return;
+test('aws ec2: offers, key pairs, tags and the errors it prints', async () => {
+  requireAwsCli();
   const host = await startEc2();
   const dir = mkdtempSync(path.join(tmpdir(), 'azote-awscli-'));
   try {
@@ -67,7 +70,8 @@ test('aws ec2: offers, key pairs, tags and the errors it prints', async (t) => {
 });
 
 test('aws ec2: run-instances, wait, describe with filters, get-console-output, stop, start, terminate', { timeout: 900_000 }, async (t) => {
-  if (!requireAwsCli(t) || !requireKvm(t)) return;
+  requireAwsCli();
+  if (!requireKvm(t)) return;
   const host = await startEc2();
   const dir = mkdtempSync(path.join(tmpdir(), 'azote-awscli-'));
   try {

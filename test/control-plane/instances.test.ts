@@ -10,6 +10,9 @@ import * as sdk from '@aws-sdk/client-ec2';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { assertMatchesModel, rawCall, startEc2, type Ec2Host } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
+import { useOwnNetworkNamespace } from '../framework/netns.js';
+
+useOwnNetworkNamespace();
 
 const WAIT = { maxWaitTime: 300, minDelay: 1, maxDelay: 2 };
 

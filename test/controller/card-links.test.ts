@@ -10,6 +10,9 @@ import type net from 'node:net';
 import { CardLinks } from '../../src/controller/card-links.js';
 import { projectRoot } from '../../src/images/paths.js';
 import { backend } from '../framework/backend.js';
+import { useOwnNetworkNamespace } from '../framework/netns.js';
+
+useOwnNetworkNamespace();
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-card-links-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));

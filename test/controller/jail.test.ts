@@ -18,6 +18,9 @@ import { JAIL_UID_BASE } from '../../src/controller/jail.js';
 import { Store } from '../../src/control-plane/store.js';
 import { startEc2 } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
+import { useOwnNetworkNamespace } from '../framework/netns.js';
+
+useOwnNetworkNamespace();
 
 function hypervisorPid(instanceId: string): number {
   for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {

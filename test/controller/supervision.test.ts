@@ -8,6 +8,9 @@ import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { SecurityChip } from '../../src/security-chip/chip.js';
 import { startEc2 } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
+import { useOwnNetworkNamespace } from '../framework/netns.js';
+
+useOwnNetworkNamespace();
 
 /** The pids whose command line has every one of `parts`. */
 function pidsOf(...parts: string[]): number[] {

@@ -4,6 +4,9 @@ import assert from 'node:assert/strict';
 import { azote } from '../framework/cli.js';
 import { requireKvm } from '../framework/kvm.js';
 import { requireNetAdmin } from '../framework/host-tools.js';
+import { useOwnNetworkNamespace } from '../framework/netns.js';
+
+useOwnNetworkNamespace();
 
 const BOOT_LIMIT = { timeoutMs: 300_000 };
 

@@ -17,6 +17,9 @@ import { devReleaseKey } from '../../src/security-chip/keys.js';
 import { readTgz, writeTgz } from '../../src/security-chip/tar.js';
 import { projectRoot } from '../../src/images/paths.js';
 import { startEc2 } from '../framework/ec2.js';
+import { useOwnNetworkNamespace } from '../framework/netns.js';
+
+useOwnNetworkNamespace();
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-chip-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
