@@ -75,12 +75,14 @@ export async function ensurePackages(pkgs: readonly HostPackage[], log: Logger):
       `run: ${aptLine(missing)}`);
   }
   for (const p of pkgs.filter((q) => missing.includes(q.name))) log.info(`installing ${p.name}: ${p.why}`);
-  const args = ['install', '-y', '-q', '--no-install-recommends', ...missing];
+  // Another apt or dpkg (a parallel setup, unattended upgrades) may hold the lock: wait for it rather than fail.
+  const lock = ['-o', 'DPkg::Lock::Timeout=600'];
+  const args = [...lock, 'install', '-y', '-q', '--no-install-recommends', ...missing];
   const env = { DEBIAN_FRONTEND: 'noninteractive' };
   let r = await runTool('apt-get', args, undefined, env);
   if (r.code !== 0) {
     log.info(`apt-get install failed (${aptReason(r)}); refreshing the package lists (apt-get update)`);
-    const u = await runTool('apt-get', ['update', '-q'], undefined, env);
+    const u = await runTool('apt-get', [...lock, 'update', '-q'], undefined, env);
     if (u.code !== 0) {
       throw new AzoteError('AptUpdate', `apt-get update failed: ${aptReason(u)}`, 'check the network and /etc/apt/sources.list');
     }
