@@ -2,6 +2,7 @@
 // messages (features, memory table, rings, configuration space) and, once a ring has its memory, addresses and
 // kick fd, serves it with the device's own data path from virtio/: the same code that runs on the hypervisor's
 // I/O thread. The frontend's kick eventfds wake the card; its call eventfds interrupt the guest.
+import { errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
 import { recvWithFds, sendWithFds } from '../sys/fd-passing.js';
@@ -165,7 +166,7 @@ export class BackendSession {
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      this.close(e.message);
+      this.close(errorMessage(e));
     }
   }
 
