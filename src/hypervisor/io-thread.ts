@@ -26,6 +26,8 @@ const ack = new Int32Array(init.ack);
 const devices = new Map<number, Running>();
 /** Which device and queue each armed notify fd belongs to. */
 const notifyTargets = new Map<number, { device: number; queue: number }>();
+/** The queues of each device whose last turn ended at the data path's budget with chains left. */
+const backlog = new Map<number, Set<number>>();
 
 /** Runs one piece of a device's work; interrupts the guest if it asks, stops the device if it fails. */
 function serve(device: number, what: string, work: (path: DataPath) => boolean): void {
@@ -41,11 +43,18 @@ function serve(device: number, what: string, work: (path: DataPath) => boolean):
   }
 }
 
-const serveQueue = (device: number, queue: number): void => serve(device, `queue ${queue}`, (p) => p.process(queue));
+/** Serves one turn of a queue, and remembers it for another turn if it ended at its budget. */
+function serveQueue(device: number, queue: number): void {
+  serve(device, `queue ${queue}`, (p) => p.process(queue));
+  const left = backlog.get(device) ?? new Set<number>();
+  if (devices.get(device)?.path.unfinished?.(queue)) backlog.set(device, left.add(queue));
+  else if (left.delete(queue) && left.size === 0) backlog.delete(device);
+}
 
 function stopDevice(device: number): void {
   devices.get(device)?.path.close?.();
   devices.delete(device);
+  backlog.delete(device);
   for (const [fd, t] of notifyTargets) if (t.device === device) notifyTargets.delete(fd);
 }
 
@@ -94,7 +103,9 @@ function main(): void {
       for (const fd of d.path.watched?.() ?? []) hostFds.set(fd, device);
       for (const fd of d.path.watchedWritable?.() ?? []) writeFds.set(fd, device);
     }
-    const ready = libc.pollFds([init.wakeFd, ...notifyTargets.keys(), ...hostFds.keys()], [...writeFds.keys()], -1);
+    // Queues left with work at their budget get another turn once every ready fd had its own.
+    const ready = libc.pollFds([init.wakeFd, ...notifyTargets.keys(), ...hostFds.keys()], [...writeFds.keys()],
+      backlog.size > 0 ? 0 : -1);
     for (const fd of ready.write) {
       const device = writeFds.get(fd);
       if (device !== undefined) serve(device, `fd ${fd}`, (p) => p.writable?.(fd) ?? false);
@@ -117,6 +128,7 @@ function main(): void {
         serve(device, `fd ${fd}`, (p) => p.readable?.(fd) ?? false);
       }
     }
+    for (const [device, queues] of [...backlog]) for (const queue of [...queues]) serveQueue(device, queue);
   }
 }
 

@@ -56,14 +56,17 @@ export class GuestMemory {
     this.dv = new DataView(buffer);
   }
 
-  /** Allocates `size` bytes of guest RAM on a new memfd. Pages are only committed when touched. */
+  /** Allocates `size` bytes of guest RAM on a new memfd, sealed at that size. Pages are only committed when touched. */
   static create(size: number, name = 'azote-guest-ram'): GuestMemory {
     if (!Number.isSafeInteger(size) || size <= 0 || size % 4096 !== 0) {
       throw new AzoteError('BadMemorySize', `guest memory size ${size} is not a positive multiple of 4096`);
     }
-    const fd = libc.memfdCreate(name);
+    const fd = libc.memfdCreate(name, libc.MFD_ALLOW_SEALING);
     try {
       libc.ftruncate(fd, size);
+      // Sealed at its size: a card maps only memory that cannot shrink under it (touching a page past the end of
+      // a shrunk file is SIGBUS), and nothing can change the seals afterwards.
+      libc.addSeals(fd, libc.F_SEAL_SHRINK | libc.F_SEAL_GROW | libc.F_SEAL_SEAL);
       const m = libc.mmap(size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED | libc.MAP_NORESERVE, fd, 0);
       // Guest pages stay out of core dumps of the hypervisor.
       libc.madvise(m, libc.MADV_DONTDUMP);

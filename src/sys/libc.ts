@@ -40,6 +40,7 @@ const c = {
   write: lib.func('long write(int fd, const void *buf, size_t n)'),
   prctl: lib.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)'),
   fcntl: lib.func('int fcntl(int fd, int cmd, int arg)'),
+  fstatfs: lib.func('int fstatfs(int fd, void *buf)'),
   unshare: lib.func('int unshare(int flags)'),
 };
 
@@ -68,12 +69,17 @@ function check(call: string, rc: number): number {
 export const O_RDONLY = 0, O_RDWR = 2, O_CLOEXEC = 0o2000000;
 export const PROT_READ = 1, PROT_WRITE = 2;
 export const MAP_SHARED = 1, MAP_PRIVATE = 2, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
-export const MFD_CLOEXEC = 1;
+export const MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2;
+/** <linux/fcntl.h>: file seals (memfd_create(2), "File sealing" in fcntl(2)). */
+export const F_ADD_SEALS = 1033, F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 1, F_SEAL_SHRINK = 2, F_SEAL_GROW = 4, F_SEAL_WRITE = 8;
+/** <linux/magic.h>: the file system of memfd_secret(2)'s files. */
+export const SECRETMEM_MAGIC = 0x5345434d;
 export const MADV_DONTDUMP = 16;
 /** <sys/prctl.h> */
 export const PR_SET_DUMPABLE = 4, PR_SET_NO_NEW_PRIVS = 38;
 export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
-export const EINTR = 4, EAGAIN = 11;
+export const EINTR = 4, EAGAIN = 11, EINVAL = 22;
 
 export function open(path: string, flags: number, mode = 0): number {
   return check(`open(${path})`, c.open(path, flags | O_CLOEXEC, mode) as number);
@@ -129,8 +135,34 @@ export function viewAt(address: bigint, length: number): ArrayBuffer {
   return koffi.view(koffi.decode(cell, 'void *'), length);
 }
 
-export function memfdCreate(name: string): number {
-  return check('memfd_create', c.memfdCreate(name, MFD_CLOEXEC) as number);
+/** A new memfd (close-on-exec); `flags` may add MFD_ALLOW_SEALING. */
+export function memfdCreate(name: string, flags = 0): number {
+  return check('memfd_create', c.memfdCreate(name, flags | MFD_CLOEXEC) as number);
+}
+
+/** Adds F_SEAL_* seals to a memfd created with MFD_ALLOW_SEALING. */
+export function addSeals(fd: number, seals: number): void {
+  check('fcntl(F_ADD_SEALS)', c.fcntl(fd, F_ADD_SEALS, seals) as number);
+}
+
+/** The F_SEAL_* seals of `fd`; undefined for a file that cannot carry seals (not shared memory: EINVAL). */
+export function fileSeals(fd: number): number | undefined {
+  const seals = c.fcntl(fd, F_GET_SEALS, 0) as number;
+  if (seals >= 0) return seals;
+  if (errno() === EINVAL) return undefined;
+  return check('fcntl(F_GET_SEALS)', seals);
+}
+
+/** struct statfs (x86-64); test/sys/memfd.test.ts checks it against <sys/vfs.h>. */
+export const statfsLayout = defineStruct('statfs', 'struct statfs', 120, {
+  type: { offset: 0, type: 'u64', c: 'f_type' },
+});
+
+/** The magic number of the file system `fd`'s file lives on (statfs's f_type). */
+export function fileSystemMagic(fd: number): number {
+  const buf = StructView.alloc(statfsLayout);
+  check('fstatfs', c.fstatfs(fd, buf.bytes()) as number);
+  return Number(buf.get64('type'));
 }
 
 export function ftruncate(fd: number, length: number): void {

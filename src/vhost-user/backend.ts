@@ -2,6 +2,7 @@
 // messages (features, memory table, rings, configuration space) and, once a ring has its memory, addresses and
 // kick fd, serves it with the device's own data path from virtio/: the same code that runs on the hypervisor's
 // I/O thread. The frontend's kick eventfds wake the card; its call eventfds interrupt the guest.
+import { errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
 import { recvWithFds, sendWithFds } from '../sys/fd-passing.js';
@@ -58,6 +59,8 @@ export class BackendSession {
   private readonly rings: Ring[];
   private path: DataPath | undefined;
   private queues: ReturnType<typeof buildQueues> = [];
+  /** Rings whose last turn ended at the data path's budget with chains left. */
+  private readonly backlog = new Set<number>();
   closed = false;
 
   constructor(readonly sock: number, private readonly device: CardDevice, private readonly log: Logger) {
@@ -106,6 +109,16 @@ export class BackendSession {
     this.guarded(() => this.serve(index, () => this.path?.process(index) ?? false));
   }
 
+  /** Whether rings wait for another turn: the card's loop then polls without sleeping and calls serveBacklog. */
+  get hasBacklog(): boolean {
+    return !this.closed && this.backlog.size > 0;
+  }
+
+  /** Gives each ring whose last turn ended at its budget one more turn (after the card served what else was ready). */
+  serveBacklog(): void {
+    for (const index of [...this.backlog]) if (!this.closed) this.serveRing(index);
+  }
+
   /**
    * Whatever a frontend sends (a descriptor that is not an eventfd, a ring it unmapped...) ends at most its own
    * session: a card serves other volumes too.
@@ -121,7 +134,10 @@ export class BackendSession {
   /** Runs data-path work and interrupts the guest through the call fds if it asks. */
   private serve(index: number, work: () => boolean): void {
     try {
-      if (!work()) return;
+      const interrupt = work();
+      if (index >= 0 && this.path?.unfinished?.(index)) this.backlog.add(index);
+      else this.backlog.delete(index);
+      if (!interrupt) return;
       for (const [i, r] of this.rings.entries()) if (r.call !== undefined && (index < 0 || i === index)) libc.eventfdSignal(r.call);
     } catch (e) {
       if (!(e instanceof VirtqueueError)) throw e;
@@ -165,7 +181,7 @@ export class BackendSession {
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      this.close(e.message);
+      this.close(errorMessage(e));
     }
   }
 
@@ -339,6 +355,7 @@ export class BackendSession {
     this.path?.close?.();
     this.path = undefined;
     this.queues = [];
+    this.backlog.clear();
   }
 
   close(why: string): void {

@@ -8,6 +8,35 @@ import type { DeviceMemory } from '../virtio/device.js';
 import type { MemRegion } from './messages.js';
 import { ProtocolError } from './messages.js';
 
+/**
+ * A memory table fd the frontend could still shrink: touching a mapped page past the new end of the file is SIGBUS,
+ * which would end the card and every frontend it serves. Only that frontend's session ends.
+ */
+export class ShrinkableMemoryError extends ProtocolError {
+  constructor(region: number, what: string) {
+    super(`memory region ${region}'s fd ${what}: the frontend could shrink it under the card's mapping`,
+      'VhostUserShrinkableMemory',
+      'share guest memory as a memfd sealed with F_SEAL_SHRINK (QEMU: memory-backend-memfd with seal=on, its default) or as secret memory (memfd_secret)');
+    this.name = 'ShrinkableMemoryError';
+  }
+}
+
+/** Throws ShrinkableMemoryError unless `fd`'s size can never go down. */
+function requireUnshrinkable(fd: number, region: number): void {
+  let secret: boolean;
+  let seals: number | undefined;
+  try {
+    // Secret memory takes no seals, but its size is fixed by its first ftruncate.
+    secret = libc.fileSystemMagic(fd) === libc.SECRETMEM_MAGIC;
+    seals = secret ? undefined : libc.fileSeals(fd);
+  } catch (e) {
+    throw new ProtocolError(`memory region ${region}'s fd cannot be used: ${(e as Error).message}`);
+  }
+  if (secret) return;
+  if (seals === undefined) throw new ShrinkableMemoryError(region, 'is neither a memfd nor secret memory');
+  if (!(seals & libc.F_SEAL_SHRINK)) throw new ShrinkableMemoryError(region, 'is not sealed with F_SEAL_SHRINK');
+}
+
 interface Mapped {
   readonly gpa: number;
   readonly size: number;
@@ -22,7 +51,10 @@ const PAGE = 4096n;
 export class MappedMemory implements DeviceMemory {
   private constructor(private readonly regions: readonly Mapped[]) {}
 
-  /** Maps each region's fd (shared, read-write); the fds are closed once mapped. */
+  /**
+   * Maps each region's fd (shared, read-write) once it is known not to shrink (a memfd sealed with F_SEAL_SHRINK, or
+   * secret memory) and to cover its region; the fds are closed once mapped.
+   */
   static map(table: readonly MemRegion[], fds: readonly number[]): MappedMemory {
     if (fds.length !== table.length) {
       for (const fd of fds) libc.close(fd);
@@ -39,7 +71,9 @@ export class MappedMemory implements DeviceMemory {
         for (const m of mapped) {
           if (r.guestAddr < BigInt(m.gpa + m.size) && BigInt(m.gpa) < end) throw new ProtocolError(`memory region ${i} overlaps another`);
         }
-        // A mapping past the end of its file would fault (SIGBUS) when touched: the table must match the fds.
+        // A mapping past the end of its file would fault (SIGBUS) when touched: the table must match the fds, and
+        // the fds must keep their size (checked first, so that the size read next stays true).
+        requireUnshrinkable(fd, i);
         let fileSize: bigint;
         try {
           fileSize = BigInt(fstatSync(fd).size);

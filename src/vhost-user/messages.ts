@@ -88,8 +88,8 @@ export interface Message {
 }
 
 export class ProtocolError extends AzoteError {
-  constructor(detail: string) {
-    super('VhostUserProtocol', `vhost-user: ${detail}`);
+  constructor(detail: string, code = 'VhostUserProtocol', fix?: string) {
+    super(code, `vhost-user: ${detail}`, fix);
     this.name = 'ProtocolError';
   }
 }

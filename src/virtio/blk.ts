@@ -6,6 +6,7 @@
 import { defineStruct, StructView } from '../base/struct.js';
 import { VirtqueueError, type DescriptorChain, type GuestBuffer, type SplitQueue } from './split-queue.js';
 import { gather, ranges, scatter } from './guest-buffers.js';
+import { Backlog } from './budget.js';
 import {
   RING_FEATURES, readConfigBytes, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice,
 } from './device.js';
@@ -108,6 +109,7 @@ export class BlockDataPath implements DataPath {
   readonly counters = { requests: 0, ioErrors: 0 };
   lastIoError: string | undefined;
   private readonly serial: Uint8Array;
+  private readonly backlog = new Backlog();
 
   constructor(
     private readonly mem: DeviceMemory,
@@ -123,13 +125,15 @@ export class BlockDataPath implements DataPath {
   process(index: number): boolean {
     const queue = this.queues[index];
     if (!queue) return false;
-    let interrupt = false;
-    for (let chain = queue.pop(); chain; chain = queue.pop()) {
+    return this.backlog.serve(index, queue, (chain) => {
       const written = this.serve(chain);
       this.counters.requests++;
-      interrupt = queue.push(chain.head, written) || interrupt;
-    }
-    return interrupt;
+      return written;
+    });
+  }
+
+  unfinished(index: number): boolean {
+    return this.backlog.has(index);
   }
 
   /** Does one request and writes its status; returns the bytes written into the chain. */

@@ -42,10 +42,16 @@ export interface DeviceMemory extends QueueMemory {
 /** A running device's queue work: pops chains, does the I/O, returns them. */
 export interface DataPath {
   /**
-   * Serves what the driver made available on queue `index`. Returns whether the driver should be interrupted.
-   * Throws VirtqueueError for a malformed chain or request; the device then needs a reset.
+   * Serves what the driver made available on queue `index`, at most QUEUE_BUDGET chains (virtio/budget.ts). Returns
+   * whether the driver should be interrupted. Throws VirtqueueError for a malformed chain or request; the device then
+   * needs a reset.
    */
   process(index: number): boolean;
+  /**
+   * Whether queue `index`'s last turn ended at its budget with chains left: the runner serves it again once the other
+   * work that is ready had its turn, without waiting for another notification.
+   */
+  unfinished?(index: number): boolean;
   /** Host fds the data path waits on besides its queues (a TAP, sockets); asked again after every event. */
   watched?(): readonly number[];
   /** One of the watched fds is readable (or hung up). Returns whether the driver should be interrupted. */

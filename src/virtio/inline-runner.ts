@@ -1,5 +1,6 @@
-// Runs a data path on the caller's thread: a notification is served before the register write returns. Used by the
-// tests and fuzzers, and wherever a device has no thread of its own.
+// Runs a data path on the caller's thread: a notification is served, turn after turn until no chain is left, before
+// the register write returns (the notifying vCPU is the only one that waits). Used by the tests and fuzzers, and
+// wherever a device has no thread of its own.
 import { VirtqueueError, type QueueConfig } from './split-queue.js';
 import type { DataPath, DataPathSpec, DeviceMemory, QueueRunner, RunnerEvents } from './device.js';
 import { buildQueues, createDataPath } from './data-paths.js';
@@ -22,7 +23,9 @@ export class InlineRunner implements QueueRunner {
     const r = this.running;
     if (!r) return;
     try {
-      if (r.path.process(index)) r.events.usedBuffers();
+      let interrupt = false;
+      do interrupt = r.path.process(index) || interrupt; while (r.path.unfinished?.(index));
+      if (interrupt) r.events.usedBuffers();
     } catch (e) {
       if (!(e instanceof VirtqueueError)) throw e;
       this.running = undefined;

@@ -6,6 +6,7 @@
 import { defineStruct, StructView } from '../base/struct.js';
 import { VirtqueueError, type SplitQueue } from './split-queue.js';
 import { gather, scatter } from './guest-buffers.js';
+import { Backlog, QUEUE_BUDGET } from './budget.js';
 import {
   RING_FEATURES, readConfigBytes, type DataPath, type DataPathSpec, type DeviceMemory, type DeviceModel, type VirtioDevice,
 } from './device.js';
@@ -17,8 +18,6 @@ export const NET_S_LINK_UP = 1;
 export const RX_QUEUE = 0, TX_QUEUE = 1;
 /** The largest frame either way: a 1500-byte payload, an Ethernet header and a VLAN tag. */
 export const MAX_FRAME = 1518;
-/** Frames handed to the guest per wake-up, so that one busy device cannot starve the others. */
-const RX_BATCH = 64;
 
 // Layouts from section 5.1.4 and 5.1.6; test/virtio/net.test.ts checks them against <linux/virtio_net.h>.
 export const virtioNetConfig = defineStruct('virtio_net_config', 'struct virtio_net_config', 24, {
@@ -82,6 +81,7 @@ export class NetDataPath implements DataPath {
   /** A frame taken from the backend that found no receive buffer; delivered first when buffers come. */
   private pending = 0;
   private readonly header = new StructView(virtioNetHdr, new Uint8Array(virtioNetHdr.size)).set('numBuffers', 1).bytes();
+  private readonly backlog = new Backlog();
 
   constructor(
     private readonly mem: DeviceMemory,
@@ -100,6 +100,10 @@ export class NetDataPath implements DataPath {
     return false;
   }
 
+  unfinished(index: number): boolean {
+    return this.backlog.has(index);
+  }
+
   /** The backend has frames (its fd is readable): hand them to the guest. */
   readable(): boolean {
     return this.receive();
@@ -108,8 +112,7 @@ export class NetDataPath implements DataPath {
   private transmit(): boolean {
     const queue = this.queues[TX_QUEUE];
     if (!queue) return false;
-    let interrupt = false;
-    for (let chain = queue.pop(); chain; chain = queue.pop()) {
+    return this.backlog.serve(TX_QUEUE, queue, (chain) => {
       if (chain.writable.length > 0) throw new VirtqueueError('MalformedRequest', `transmit chain ${chain.head} has writable buffers`);
       if (chain.readableBytes < virtioNetHdr.size) throw new VirtqueueError('MalformedRequest', `transmit chain ${chain.head} has no header`);
       const length = chain.readableBytes - virtioNetHdr.size;
@@ -119,16 +122,15 @@ export class NetDataPath implements DataPath {
         if (this.backend.send(gather(this.mem, chain.readable, virtioNetHdr.size, length))) this.counters.txFrames++;
         else this.counters.txDropped++;
       }
-      interrupt = queue.push(chain.head, 0) || interrupt;
-    }
-    return interrupt;
+      return 0;
+    });
   }
 
   private receive(): boolean {
     const queue = this.queues[RX_QUEUE];
     if (!queue) return false;
     let interrupt = false;
-    for (let n = 0; n < RX_BATCH; n++) {
+    for (let n = 0; n < QUEUE_BUDGET; n++) {
       if (this.pending === 0) this.pending = this.backend.receive(this.frame);
       if (this.pending === 0) break;
       const chain = queue.pop();

@@ -3,6 +3,7 @@
 // many), so a request never makes the host allocate more than that.
 import { randomFillSync } from 'node:crypto';
 import type { SplitQueue } from './split-queue.js';
+import { Backlog } from './budget.js';
 import { RING_FEATURES, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice } from './device.js';
 
 export const VIRTIO_ID_RNG = 4;
@@ -25,13 +26,13 @@ export class VirtioRng implements VirtioDevice {
 export class RngDataPath implements DataPath {
   /** Bytes handed to the guest since the device started. */
   served = 0;
+  private readonly backlog = new Backlog();
 
   constructor(private readonly mem: DeviceMemory, private readonly queue: SplitQueue | undefined) {}
 
   process(index: number): boolean {
     if (index !== 0 || !this.queue) return false;
-    let interrupt = false;
-    for (let chain = this.queue.pop(); chain; chain = this.queue.pop()) {
+    return this.backlog.serve(0, this.queue, (chain) => {
       let left = RNG_MAX_BYTES_PER_CHAIN;
       let written = 0;
       for (const b of chain.writable) {
@@ -42,8 +43,11 @@ export class RngDataPath implements DataPath {
         left -= n;
       }
       this.served += written;
-      interrupt = this.queue.push(chain.head, written) || interrupt;
-    }
-    return interrupt;
+      return written;
+    });
+  }
+
+  unfinished(index: number): boolean {
+    return this.backlog.has(index);
   }
 }

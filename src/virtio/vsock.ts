@@ -9,6 +9,7 @@ import { defineStruct, StructView } from '../base/struct.js';
 import * as libc from '../sys/libc.js';
 import { VirtqueueError, type DescriptorChain, type SplitQueue } from './split-queue.js';
 import { gather, scatter } from './guest-buffers.js';
+import { Backlog, QUEUE_BUDGET } from './budget.js';
 import {
   RING_FEATURES, readConfigBytes, type DataPath, type DataPathSpec, type DeviceMemory, type VirtioDevice,
 } from './device.js';
@@ -97,6 +98,7 @@ export class VsockDataPath implements DataPath {
   private readonly control: Packet[] = [];
   private rxStarved = false;
   private nextHostPort = FIRST_HOST_PORT;
+  private readonly backlog = new Backlog();
   private readonly scratch = new Uint8Array(64 * 1024);
 
   constructor(
@@ -126,6 +128,10 @@ export class VsockDataPath implements DataPath {
       return this.flushControl();
     }
     return false; // event queue: the device has no events to give
+  }
+
+  unfinished(index: number): boolean {
+    return this.backlog.has(index);
   }
 
   readable(fd: number): boolean {
@@ -222,11 +228,10 @@ export class VsockDataPath implements DataPath {
   private fromGuest(): boolean {
     const queue = this.queues[TX_QUEUE];
     if (!queue) return false;
-    let interrupt = false;
-    for (let chain = queue.pop(); chain; chain = queue.pop()) {
+    const interrupt = this.backlog.serve(TX_QUEUE, queue, (chain) => {
       this.packet(chain);
-      interrupt = queue.push(chain.head, 0) || interrupt;
-    }
+      return 0;
+    });
     return this.flushControl() || interrupt;
   }
 
@@ -361,7 +366,8 @@ export class VsockDataPath implements DataPath {
     const queue = this.queues[RX_QUEUE];
     if (!queue) return false;
     let interrupt = this.flushControl();
-    while (!this.rxStarved && this.credit(c) > 0 && !c.hostDoneSending) {
+    // At most a budget of chains per turn: the socket stays readable, so the rest comes at the next one.
+    for (let n = 0; n < QUEUE_BUDGET && !this.rxStarved && this.credit(c) > 0 && !c.hostDoneSending; n++) {
       const chain = queue.pop();
       if (!chain) {
         this.rxStarved = true;

@@ -7,9 +7,10 @@ export class PlainMemory implements DeviceMemory {
   readonly bytes: Uint8Array;
   private readonly dv: DataView;
   outside = 0;
-  constructor(size: number) {
-    this.bytes = new Uint8Array(size);
-    this.dv = new DataView(this.bytes.buffer);
+  /** New zeroed memory of `size` bytes, or a view of memory mapped elsewhere (shared with a card). */
+  constructor(size: number | Uint8Array) {
+    this.bytes = typeof size === 'number' ? new Uint8Array(size) : size;
+    this.dv = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
   }
   contains(gpa: number, length: number): boolean {
     return Number.isSafeInteger(gpa) && Number.isSafeInteger(length) && gpa >= 0 && length >= 0 && gpa + length <= this.bytes.length;

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as libc from '../../src/sys/libc.js';
 import { GiB, GuestMemory, GuestMemoryError, MiB, planRegions } from '../../src/memory/guest-memory.js';
 
 test('regions: RAM above 3 GiB moves above 4 GiB', () => {
@@ -43,4 +44,16 @@ test('guest memory: a second view of the same memfd sees the same bytes', () => 
 test('guest memory: sizes that are not whole pages are refused', () => {
   assert.throws(() => GuestMemory.create(1000), /multiple of 4096/);
   assert.throws(() => GuestMemory.create(0), /multiple of 4096/);
+});
+
+test('guest memory: its memfd is sealed at its size (cannot shrink, grow, or lose its seals)', () => {
+  const mem = GuestMemory.create(MiB);
+  try {
+    assert.equal(libc.fileSeals(mem.fd), libc.F_SEAL_SHRINK | libc.F_SEAL_GROW | libc.F_SEAL_SEAL);
+    assert.throws(() => libc.ftruncate(mem.fd, 4096), /EPERM/);
+    assert.throws(() => libc.ftruncate(mem.fd, 2 * MiB), /EPERM/);
+    assert.throws(() => libc.addSeals(mem.fd, libc.F_SEAL_WRITE), /EPERM/);
+  } finally {
+    mem.close();
+  }
 });

@@ -13,6 +13,7 @@ import { projectRoot } from '../../src/images/paths.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { FLAG_VERSION, header, REQ } from '../../src/vhost-user/messages.js';
 import { backend, connectWhenTaken, type Backend } from '../framework/backend.js';
+import { secretMemory } from '../framework/secret-memory.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-vu-errors-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -51,14 +52,89 @@ test('a memory table larger than its fd: refused before anything is mapped; the 
   const { card, socket } = await blockCard('memtable');
   try {
     const f = VhostUserFrontend.connect(socket);
-    const fd = libc.memfdCreate('small');
+    const fd = libc.memfdCreate('small', libc.MFD_ALLOW_SEALING);
     libc.ftruncate(fd, 4096);
+    libc.addSeals(fd, libc.F_SEAL_SHRINK);
     assert.throws(() => f.setMemTable([{ guestAddr: 0n, size: 1n << 20n, userAddr: 0x7f0000000000n, mmapOffset: 0n }], [fd]),
       /closed the connection|refused/);
     libc.close(fd);
     f.close();
     await logged(card, /memory region 0 \(offset 0, 0x100000 bytes\) goes past the end of its fd \(4096 bytes\)/);
     await stillServes(card, socket);
+  } finally {
+    card.stop();
+  }
+});
+
+const MEBI = 1 << 20;
+const region = { guestAddr: 0n, size: BigInt(MEBI), userAddr: 0x7f0000000000n, mmapOffset: 0n };
+
+/** A memfd of 1 MiB with `seals` (none: not even sealable). */
+function memfd(seals: number | undefined): number {
+  const fd = libc.memfdCreate('azote-guest-test', seals === undefined ? 0 : libc.MFD_ALLOW_SEALING);
+  libc.ftruncate(fd, MEBI);
+  if (seals) libc.addSeals(fd, seals);
+  return fd;
+}
+
+test('memory a frontend could shrink under the card (SIGBUS): refused with a named error; the card serves the next frontend', async () => {
+  const { card, socket } = await blockCard('shrinkable');
+  const file = path.join(dir, 'guest-ram');
+  writeFileSync(file, new Uint8Array(MEBI));
+  const cases: Array<[string, () => number, RegExp]> = [
+    ['a memfd without seals', () => memfd(undefined), /memory region 0's fd is not sealed with F_SEAL_SHRINK/],
+    ['a sealable memfd sealed against growing only', () => memfd(libc.F_SEAL_GROW), /memory region 0's fd is not sealed with F_SEAL_SHRINK/],
+    ['a regular file', () => libc.open(file, libc.O_RDWR), /memory region 0's fd is neither a memfd nor secret memory/],
+  ];
+  try {
+    for (const [what, open, why] of cases) {
+      const since = card.log().length;
+      const f = await connectWhenTaken(socket, 50);
+      assert.ok(f, `the card takes a frontend (${what})`);
+      const fd = open();
+      try {
+        assert.throws(() => f.setMemTable([region], [fd]), /closed the connection|refused/, what);
+      } finally {
+        libc.close(fd);
+        f.close();
+      }
+      for (let i = 0; i < 50 && !why.test(card.log().slice(since)); i++) await sleep(100);
+      const said = card.log().slice(since);
+      assert.match(said, why, what);
+      assert.match(said, /the frontend could shrink it under the card's mapping: share guest memory as a memfd sealed with F_SEAL_SHRINK/);
+      await stillServes(card, socket);
+    }
+  } finally {
+    card.stop();
+  }
+});
+
+test('memory that cannot shrink is mapped: a memfd sealed as QEMU and our engine seal it, and secret memory', async () => {
+  const { card, socket } = await blockCard('sealed');
+  try {
+    const sealed = memfd(libc.F_SEAL_SHRINK | libc.F_SEAL_GROW | libc.F_SEAL_SEAL);
+    const f = VhostUserFrontend.connect(socket);
+    try {
+      f.setMemTable([region], [sealed]);
+      // The frontend's own attempt to pull the pages from under the card fails.
+      assert.throws(() => libc.ftruncate(sealed, 4096), /EPERM/);
+    } finally {
+      libc.close(sealed);
+      f.close();
+    }
+    await stillServes(card, socket);
+    const secret = secretMemory(MEBI);
+    const g = await connectWhenTaken(socket, 50);
+    assert.ok(g, 'the card takes the next frontend');
+    try {
+      g.setMemTable([region], [secret]);
+      assert.throws(() => libc.ftruncate(secret, 4096), /EINVAL/);
+    } finally {
+      libc.close(secret);
+      g.close();
+    }
+    await stillServes(card, socket);
+    assert.doesNotMatch(card.log(), /could shrink it/);
   } finally {
     card.stop();
   }

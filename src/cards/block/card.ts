@@ -47,7 +47,8 @@ export function serveBlockCard(socket: string, volumes: readonly VolumeSpec[], l
   for (;;) {
     const reads = served.flatMap((s) => [s.listenFd, ...(live(s)?.watched() ?? [])]);
     const writes = served.flatMap((s) => [...(live(s)?.watchedWritable() ?? [])]);
-    const ready = libc.pollFds(reads, writes, -1);
+    // Rings left with work at their budget get another turn once every ready fd had its own.
+    const ready = libc.pollFds(reads, writes, served.some((s) => live(s)?.hasBacklog) ? 0 : -1);
     for (const fd of ready.write) for (const s of served) if (live(s)?.watchedWritable().includes(fd)) s.session?.writable(fd);
     for (const fd of ready.read) {
       const byListen = served.find((s) => s.listenFd === fd);
@@ -66,5 +67,6 @@ export function serveBlockCard(socket: string, volumes: readonly VolumeSpec[], l
       const owner = served.find((s) => live(s)?.watched().includes(fd));
       owner?.session?.readable(fd);
     }
+    for (const s of served) live(s)?.serveBacklog();
   }
 }

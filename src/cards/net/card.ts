@@ -143,8 +143,9 @@ export function serveNetCard(o: NetCardOptions, log: Logger): never {
     const live = [...attachments];
     const reads = [listen.fd, ...(uplink ? [uplink.fd] : []), ...live.flatMap((a) => a.session.watched())];
     const writes = live.flatMap((a) => [...a.session.watchedWritable()]);
-    // Ports still holding frames after their ring was served get another turn at once.
-    const ready = libc.pollFds(reads, writes, waiting.size > 0 ? 0 : -1);
+    // Ports still holding frames after their ring was served, and rings left with work at their budget, get another
+    // turn once every ready fd had its own: each port in turn, none for ever.
+    const ready = libc.pollFds(reads, writes, waiting.size > 0 || live.some((a) => a.session.hasBacklog) ? 0 : -1);
     for (const fd of ready.write) for (const a of live) if (a.session.watchedWritable().includes(fd)) a.session.writable(fd);
     for (const fd of ready.read) {
       if (fd === listen.fd) {
@@ -158,6 +159,7 @@ export function serveNetCard(o: NetCardOptions, log: Logger): never {
         if (a && a.port.queued > 0) waiting.add(a.port);
       }
     }
+    for (const a of live) a.session.serveBacklog();
     for (const a of live) if (a.session.closed) detach(a);
     for (const port of [...waiting]) {
       const a = live.find((x) => x.port === port);
