@@ -6,7 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { jailCommand, JAIL_UID_BASE } from '../src/controller/jail.js';
+import { jailCommand, JAIL_UID_BASE, memlockLimit } from '../src/controller/jail.js';
 import { envInt, say } from './common.js';
 import { makeTempDir, removeTempDir } from './proc.js';
 import { renderMetric, type MetricResult } from './stats.js';
@@ -40,8 +40,8 @@ export async function runJail(): Promise<JailReport> {
     const ways: Array<[string, () => number]> = [
       ['node', () => timed(process.execPath, [entry])],
       ['taskset + unshare --net', () => timed('taskset', ['--cpu-list', '0', 'unshare', '--net', '--', process.execPath, entry])],
-      ['jail (mount ns, root, uid)', () => {
-        const c = jailCommand({ mountPoint, componentDir: component, entry, args: [], cores: [0], uid: JAIL_UID_BASE + 99 });
+      ['jail (namespaces, root, uid, rlimit)', () => {
+        const c = jailCommand({ mountPoint, componentDir: component, entry, args: [], cores: [0], uid: JAIL_UID_BASE + 99, cgroupProcs: [], memlockBytes: memlockLimit(64 * 2 ** 20).bytes });
         return timed(c.command, c.args);
       }],
     ];

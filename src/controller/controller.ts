@@ -26,13 +26,15 @@ import { coreGroups } from './cores.js';
 import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
-import { JAIL_PATH, jailCommand, jailToolPaths, JAIL_UID_BASE } from './jail.js';
+import { JAIL_PATH, jailCommand, jailToolPaths, JailUids, memlockLimit } from './jail.js';
 import { sha384 } from '../security-chip/manifest.js';
 
 /** Host memory kept for the host itself (Node, cards, page cache) when offering memory to instances. */
 const HOST_RESERVED_MIB = 2048;
 /** How long a stopping instance's guest gets before its hypervisor is killed. */
 const STOP_GRACE_MS = 10_000;
+/** Locked memory a hypervisor may have beyond its guest's (the guest's memory may be secret memory, which counts). */
+const MEMLOCK_OVERHEAD_MIB = 64;
 
 export interface HostCapacity {
   /** Hardware threads instances may use. */
@@ -82,8 +84,8 @@ export interface ControllerOptions {
 
 interface Running {
   readonly child: ChildProcess;
-  /** Its uid is JAIL_UID_BASE + slot. */
-  readonly slot: number;
+  /** The uid its jail runs as (undefined where the controller is not root). */
+  readonly uid: number | undefined;
   stopping: NodeJS.Timeout | undefined;
 }
 
@@ -112,10 +114,12 @@ export class Controller {
   private card: CardProcess | undefined;
   private closing = false;
   readonly netSocket: string;
+  private readonly jailUids: JailUids;
 
   private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip,
     private readonly runtime: VerifiedRuntime) {
     this.netSocket = path.join(o.dataDir, 'net.sock');
+    this.jailUids = new JailUids(path.join(o.dataDir, 'jail-uid-next'));
   }
 
   /** What every start of a hypervisor or card asks first: the runtime it will run on and its component verified, measured. */
@@ -224,28 +228,19 @@ export class Controller {
     }
     const cmdline = [guestCmdline({ nestedPvm: detectKvmFlavour() === 'nested-pvm', quiet: false }),
       'root=/dev/vda', 'rw', 'rootfstype=ext4', ...runRequestParams(INSTANCE_ARGV)].join(' ');
-    const cgroup = InstanceCgroup.create(req.instanceId, { memoryMiB: req.memoryMiB, vcpus: req.vcpus }, this.o.log);
-    const taken = new Set([...this.running.values()].map((r) => r.slot));
-    let slot = 0;
-    while (taken.has(slot)) slot++;
-    const jailUid = process.getuid?.() === 0 ? JAIL_UID_BASE + slot : undefined;
+    const cgroup = InstanceCgroup.create(req.instanceId, { memoryMiB: req.memoryMiB, vcpus: req.vcpus, cores: req.cores }, this.o.log);
+    const jailUid = process.getuid?.() === 0
+      ? this.jailUids.next(new Set([...this.running.values()].map((r) => r.uid).filter((u): u is number => u !== undefined)))
+      : undefined;
     let child: ChildProcess;
     try {
-      child = this.startJailed(req, files, hypervisor, jailUid);
+      child = this.startJailed(req, files, hypervisor, jailUid, cgroup?.procsFiles ?? []);
     } catch (e) {
       for (const c of cards) c.stop();
       cgroup?.remove();
       throw e;
     }
-    if (child.pid !== undefined) {
-      try {
-        cgroup?.add(child.pid);
-      } catch (e) {
-        child.kill('SIGKILL');
-        this.o.log.error('the hypervisor could not be put in its control group; it was killed', { instance: req.instanceId, why: (e as Error).message });
-      }
-    }
-    const entryState: Running = { child, slot, stopping: undefined };
+    const entryState: Running = { child, uid: jailUid, stopping: undefined };
     this.running.set(req.instanceId, entryState);
     let ended: InstanceEnd | undefined;
     const links = new CardLinks(new Map([[NET_CARD, this.netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]));
@@ -318,11 +313,13 @@ export class Controller {
    * Starts the verified hypervisor in its jail, with what it may use opened here and inherited (it can open
    * nothing itself; INHERITED_FDS gives their numbers): its console and log, /dev/kvm, the kernel and its disks.
    */
-  private startJailed(req: LaunchRequest, files: InstanceFiles, hypervisor: VerifiedComponent, uid: number | undefined): ChildProcess {
+  private startJailed(req: LaunchRequest, files: InstanceFiles, hypervisor: VerifiedComponent, uid: number | undefined,
+    cgroupProcs: readonly string[]): ChildProcess {
     const mountPoint = path.join(this.o.dataDir, 'jail');
     mkdirSync(mountPoint, { recursive: true, mode: 0o755 });
     const { command, args } = jailCommand({
       mountPoint, componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
+      cgroupProcs, memlockBytes: this.memlock(req),
     });
     const inherited: number[] = [];
     try {
@@ -336,6 +333,16 @@ export class Controller {
     } finally {
       for (const fd of inherited) closeSync(fd);
     }
+  }
+
+  /** The locked memory the instance's jail may have: its guest's and a little more, or what this host allows. */
+  private memlock(req: LaunchRequest): number {
+    const { bytes, clamped } = memlockLimit((req.memoryMiB + MEMLOCK_OVERHEAD_MIB) * 2 ** 20);
+    if (clamped) {
+      this.o.log.warn('the controller may not raise the locked-memory limit (no CAP_SYS_RESOURCE): the jail keeps the host\'s',
+        { instance: req.instanceId, bytes });
+    }
+    return bytes;
   }
 
   /** Asks the instance's hypervisor to stop the VM; kills it if it has not ended after the grace time. */

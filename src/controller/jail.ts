@@ -1,17 +1,50 @@
 // The jail a hypervisor runs in, built from util-linux tools as the command the controller spawns:
-//   taskset (its cores) -> unshare (new network and mount namespaces) -> sh (the root below) -> setpriv (its own
-//   unprivileged uid, no groups, no capabilities, no_new_privs) -> node (the verified hypervisor entry)
+//   sh (joins its control group: cores, memory, CPU time, pids) -> taskset (its cores) -> prlimit (locked memory
+//   sized to its guest) -> unshare (new network, mount, IPC, UTS and pid namespaces) -> sh (the root below) ->
+//   setpriv (a uid never given to another jail, no groups, no capabilities, no_new_privs) -> node (the entry)
 // Its root is a read-only tmpfs that holds only what the process needs to run: the node binary and setpriv with
 // the shared libraries they and the bundle's native addons load, and the verified component's files, each bound
 // read-only at its own path. No /dev, /proc, /sys, /etc, /tmp and no data directory: /dev/kvm, the kernel and the
 // disks come as inherited descriptors and the cards' connections on its channel. The old root is detached before
 // the hypervisor starts, so nothing of the host's file system can be reached again from inside.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { lstatSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-/** Uids the hypervisors run as: JAIL_UID_BASE + a slot no other running hypervisor has (no account is needed). */
+/** Uids the jails run as: JAIL_UID_BASE and up, each given once (no account is needed). */
 export const JAIL_UID_BASE = 0x40000;
+/** How many uids the jails cycle through before one is given again (about 16 million launches). */
+export const JAIL_UID_COUNT = 0x1000000;
+
+/**
+ * Hands out jail uids in order, never the same twice until the range wraps, remembered in `file` across restarts:
+ * what one jail leaves behind under its uid (a keyring, a file owned by it) is never readable by the next jail,
+ * which may serve another account. After a wrap, uids still in use are skipped.
+ */
+export class JailUids {
+  constructor(private readonly file: string) {}
+
+  next(inUse: ReadonlySet<number>): number {
+    let n = 0;
+    try {
+      n = Number(readFileSync(this.file, 'utf8').trim());
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    if (!Number.isInteger(n) || n < 0 || n >= JAIL_UID_COUNT) n = 0;
+    let uid = JAIL_UID_BASE + n;
+    for (let tries = 0; inUse.has(uid); tries++) {
+      if (tries >= JAIL_UID_COUNT) throw new Error('every jail uid is in use');
+      n = (n + 1) % JAIL_UID_COUNT;
+      uid = JAIL_UID_BASE + n;
+    }
+    mkdirSync(path.dirname(this.file), { recursive: true });
+    const tmp = `${this.file}.tmp`;
+    writeFileSync(tmp, String((n + 1) % JAIL_UID_COUNT));
+    renameSync(tmp, this.file);
+    return uid;
+  }
+}
 
 /** How one path of the host appears in the jail. */
 export type MirrorStep =
@@ -110,10 +143,36 @@ export interface JailSpec {
   readonly cores: readonly number[];
   /** The uid and gid to run as; undefined where the controller is not root (it is unprivileged already). */
   readonly uid: number | undefined;
+  /** The cgroup.procs files of its control group (InstanceCgroup.procsFiles); empty where there is none. */
+  readonly cgroupProcs: readonly string[];
+  /** RLIMIT_MEMLOCK, soft and hard: the memory it may lock (secret guest memory counts as locked). */
+  readonly memlockBytes: number;
+}
+
+const CAP_SYS_RESOURCE = 24;
+
+/**
+ * The RLIMIT_MEMLOCK a jail gets for `wanted` bytes: `wanted` where this process may raise limits
+ * (CAP_SYS_RESOURCE), else no more than its own hard limit (a jail can only be given less); `clamped` says which.
+ */
+export function memlockLimit(wanted: number): { bytes: number; clamped: boolean } {
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const eff = BigInt(`0x${/^CapEff:\s+([0-9a-f]+)$/m.exec(status)?.[1] ?? '0'}`);
+  if ((eff >> BigInt(CAP_SYS_RESOURCE)) & 1n) return { bytes: wanted, clamped: false };
+  const hard = /^Max locked memory\s+\S+\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? '0';
+  const limit = hard === 'unlimited' ? Infinity : Number(hard);
+  return limit >= wanted ? { bytes: wanted, clamped: false } : { bytes: limit, clamped: true };
 }
 
 /** The host programs that build every jail (run as root before the hypervisor starts). */
-export const JAIL_TOOLS = ['taskset', 'unshare', 'sh', 'mount', 'umount', 'pivot_root', 'setpriv'] as const;
+export const JAIL_TOOLS = ['sh', 'taskset', 'prlimit', 'unshare', 'mount', 'umount', 'pivot_root', 'setpriv'] as const;
+
+// The jail's first step: $1 counts the cgroup.procs files that follow; it writes its own pid into each, then runs
+// the rest, so nothing of the jail ever runs outside its group.
+const CGROUP_SCRIPT = `set -eu
+n=$1; shift
+while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n - 1)); done
+exec "$@"`;
 
 /** Each jail tool's real path on this host. */
 export function jailToolPaths(): string[] {
@@ -149,14 +208,14 @@ export function jailCommand(spec: JailSpec): { command: string; args: string[] }
   // Made again at each launch: an installed update may bring other native addons.
   const steps = jailContents(spec.componentDir, process.execPath, setpriv).flatMap((s) => (s.kind === 'link' ? ['link', s.target, s.at] : [s.kind, s.at]));
   const root = process.getuid?.() === 0;
-  // Without root: a user namespace, whose root may mount proc (which the jail's umount needs) only in a pid
-  // namespace of its own; the hypervisor is then unshare's child, killed with it.
-  const namespaces = root ? ['unshare', '--net', '--mount', '--propagation', 'private']
-    : ['unshare', '--user', '--map-root-user', '--net', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child'];
+  // Its own IPC namespace (SysV objects and POSIX queues die with it), host name and pid namespace (it sees no
+  // other process; the entry is unshare's child, killed with it). Without root, a user namespace first.
+  const namespaces = ['unshare', ...(root ? [] : ['--user', '--map-root-user']), '--net', '--mount', '--propagation', 'private',
+    '--ipc', '--uts', '--pid', '--fork', '--kill-child'];
   const identity = spec.uid !== undefined ? [`--reuid=${spec.uid}`, `--regid=${spec.uid}`, '--clear-groups'] : [];
-  return {
-    command: 'taskset',
-    args: ['--cpu-list', spec.cores.join(','), ...namespaces, '--', 'sh', '-c', ROOT_SCRIPT, 'azote-jail', spec.mountPoint, umount, umountLibs, ...steps, '--',
-      setpriv, ...identity, '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--', process.execPath, spec.entry, ...spec.args],
-  };
+  const jail = ['taskset', '--cpu-list', spec.cores.join(','), 'prlimit', `--memlock=${spec.memlockBytes}:${spec.memlockBytes}`, '--',
+    ...namespaces, '--', 'sh', '-c', ROOT_SCRIPT, 'azote-jail', spec.mountPoint, umount, umountLibs, ...steps, '--',
+    setpriv, ...identity, '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--', process.execPath, spec.entry, ...spec.args];
+  if (spec.cgroupProcs.length === 0) return { command: 'taskset', args: jail.slice(1) };
+  return { command: 'sh', args: ['-c', CGROUP_SCRIPT, 'azote-cgroup', String(spec.cgroupProcs.length), ...spec.cgroupProcs, ...jail] };
 }

@@ -79,7 +79,7 @@ export const MADV_DONTDUMP = 16;
 /** <sys/prctl.h> */
 export const PR_SET_DUMPABLE = 4, PR_SET_NO_NEW_PRIVS = 38;
 export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
-export const EINTR = 4, EAGAIN = 11, EINVAL = 22;
+export const EPERM = 1, EINTR = 4, EAGAIN = 11, EINVAL = 22;
 
 export function open(path: string, flags: number, mode = 0): number {
   return check(`open(${path})`, c.open(path, flags | O_CLOEXEC, mode) as number);

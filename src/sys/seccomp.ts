@@ -1,7 +1,9 @@
-// A seccomp filter that takes the network and program execution away from a process for good: socket(2),
-// connect(2), bind(2), listen(2), accept(2), socketpair(2), execve(2) and their kin fail with EPERM in every thread,
-// present and future (SECCOMP_FILTER_FLAG_TSYNC). The kernel then enforces what the hypervisor's design promises: it
-// uses only the descriptors it was given, opens no connection and waits for none, and starts no program.
+// A seccomp filter that takes the network, program execution and the kernel's administrative surface away from a
+// process for good: socket(2), connect(2), bind(2), listen(2), accept(2), socketpair(2), execve(2) and their kin, and
+// the calls a compromised hypervisor would reach for next (namespaces and mounts, keyrings, BPF, perf, userfaultfd,
+// other processes' memory and descriptors, modules and kexec) fail with EPERM in every thread, present and future
+// (SECCOMP_FILTER_FLAG_TSYNC). The kernel then enforces what the hypervisor's design promises: it uses only the
+// descriptors it was given, opens no connection and waits for none, and starts no program.
 // Layouts from <linux/filter.h> and <linux/seccomp.h>; test/sys/seccomp.test.ts checks them against the headers.
 import koffi from 'koffi';
 import { defineStruct, StructView } from '../base/struct.js';
@@ -31,8 +33,19 @@ const EPERM = 1;
 
 /** x86-64 system call numbers the passive hypervisor has no use for. */
 export const DENIED_SYSCALLS: Readonly<Record<string, number>> = {
-  socket: 41, connect: 42, accept: 43, bind: 49, listen: 50, socketpair: 53, execve: 59, ptrace: 101, accept4: 288,
-  execveat: 322, io_uring_setup: 425,
+  // the network and programs
+  socket: 41, connect: 42, accept: 43, bind: 49, listen: 50, socketpair: 53, execve: 59, accept4: 288, execveat: 322,
+  // other processes
+  ptrace: 101, process_vm_readv: 310, process_vm_writev: 311, kcmp: 312, pidfd_getfd: 438,
+  // namespaces, mounts and roots
+  unshare: 272, setns: 308, mount: 165, umount2: 166, pivot_root: 155, chroot: 161, open_tree: 428, move_mount: 429,
+  fsopen: 430, fsconfig: 431, fsmount: 432, fspick: 433, mount_setattr: 442, name_to_handle_at: 303, open_by_handle_at: 304,
+  // kernel surfaces with a history of exploits
+  io_uring_setup: 425, io_uring_enter: 426, io_uring_register: 427, userfaultfd: 323, bpf: 321, perf_event_open: 298,
+  add_key: 248, request_key: 249, keyctl: 250,
+  // the machine itself
+  init_module: 175, finit_module: 313, delete_module: 176, kexec_load: 246, kexec_file_load: 320, reboot: 169,
+  swapon: 167, swapoff: 168, acct: 163, syslog: 103, quotactl: 179,
 };
 
 type Instruction = readonly [code: number, jt: number, jf: number, k: number];

@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { jailCommand, JAIL_UID_BASE, mirrorSteps, sharedLibraries } from '../../src/controller/jail.js';
+import { jailCommand, JAIL_UID_BASE, memlockLimit, mirrorSteps, sharedLibraries } from '../../src/controller/jail.js';
 import { skipLoudly } from '../framework/kvm.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-jail-root-'));
@@ -45,7 +45,8 @@ console.log(JSON.stringify({ uid: process.getuid(), gid: process.getgid(), top: 
   args: process.argv.slice(2) }));`);
   const mountPoint = path.join(dir, 'root');
   mkdirSync(mountPoint);
-  const { command, args } = jailCommand({ mountPoint, componentDir: component, entry, args: ['--instance', 'i-1'], cores: [0], uid: JAIL_UID_BASE + 7 });
+  const { command, args } = jailCommand({ mountPoint, componentDir: component, entry, args: ['--instance', 'i-1'], cores: [0], uid: JAIL_UID_BASE + 7,
+    cgroupProcs: [], memlockBytes: memlockLimit(64 * 2 ** 20).bytes });
   const r = spawnSync(command, args, { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
   assert.equal(r.status, 0, r.stderr);
   const seen = JSON.parse(r.stdout) as Record<string, unknown>;

@@ -26,17 +26,20 @@ test('sock_filter, sock_fprog, seccomp_data and the filter\'s constants match <l
   for (const [name, value] of ours) assert.equal(facts.constants.get(name), BigInt(value), name);
 });
 
-test('after the filter: files and pipes work; sockets, connections, listening and exec fail with EPERM in every thread', () => {
+test('after the filter: files and pipes work; sockets, connections, listening, exec and every denied call fail with EPERM in every thread', () => {
   const seccomp = fileURLToPath(new URL('../../src/sys/seccomp.js', import.meta.url));
   const libc = fileURLToPath(new URL('../../src/sys/libc.js', import.meta.url));
   const script = `
-    import { denyNetworkAndExec } from ${JSON.stringify(seccomp)};
+    import { DENIED_SYSCALLS, denyNetworkAndExec } from ${JSON.stringify(seccomp)};
+    import koffi from 'koffi';
     import * as libc from ${JSON.stringify(libc)};
     import { readFileSync } from 'node:fs';
     import { execFileSync } from 'node:child_process';
     import net from 'node:net';
     import { Worker } from 'node:worker_threads';
     const seen = {};
+    const raw = koffi.load('libc.so.6').func('long syscall(long nr, long a, long b, long c)');
+    const rawErrno = (nr) => (raw(nr, 0, 0, 0) < 0 ? koffi.errno() : 0);
     const attempt = (name, f) => { try { f(); seen[name] = 'allowed'; } catch (e) { seen[name] = e.code ?? e.message; } };
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
     // A thread that exists before the filter is installed takes it too.
@@ -44,7 +47,10 @@ test('after the filter: files and pipes work; sockets, connections, listening an
       import('node:worker_threads').then(({ parentPort }) => parentPort.once('message', async () => {
         const { execFileSync } = await import('node:child_process');
         try { execFileSync('/bin/true'); parentPort.postMessage('allowed'); } catch (e) { parentPort.postMessage(e.code); } }));\`, { eval: true });
+    seen.unshareBefore = rawErrno(DENIED_SYSCALLS.unshare);
     denyNetworkAndExec();
+    // Every denied call, with zero arguments (harmless where it would run): EPERM is the filter's answer.
+    seen.notRefused = Object.entries(DENIED_SYSCALLS).filter(([, nr]) => rawErrno(nr) !== libc.EPERM).map(([name]) => name);
     attempt('read a file', () => readFileSync('/proc/self/status'));
     attempt('socket', () => libc.socket(libc.AF_UNIX, libc.SOCK_STREAM));
     attempt('socketpair', () => libc.socketpair());
@@ -60,6 +66,6 @@ test('after the filter: files and pipes work; sockets, connections, listening an
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}'), {
-    'read a file': 'allowed', socket: 'EPERM', socketpair: 'EPERM', exec: 'EPERM', status: '2', thread: 'EPERM', connect: 'EPERM', listen: 'EPERM',
+    unshareBefore: 0, notRefused: [], 'read a file': 'allowed', socket: 'EPERM', socketpair: 'EPERM', exec: 'EPERM', status: '2', thread: 'EPERM', connect: 'EPERM', listen: 'EPERM',
   });
 });

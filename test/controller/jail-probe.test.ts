@@ -1,0 +1,101 @@
+// A probe run through the real jail (its control group included) tries what a compromised hypervisor would; every
+// way out the jail should close is checked from inside and from outside.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { once } from 'node:events';
+import { silentLogger } from '../../src/base/log.js';
+import { InstanceCgroup, JAIL_PIDS_MAX } from '../../src/controller/cgroup.js';
+import { componentFiles } from '../../src/controller/components.js';
+import { JAIL_PATH, jailCommand, JAIL_UID_BASE, JailUids, memlockLimit } from '../../src/controller/jail.js';
+import { projectRoot } from '../../src/images/paths.js';
+import { skipLoudly } from '../framework/kvm.js';
+
+const dir = mkdtempSync(path.join(tmpdir(), 'azote-jail-probe-'));
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('jail uids: each launch a new one, remembered across restarts, in-use ones skipped after a wrap', () => {
+  const file = path.join(dir, 'uids', 'next');
+  const a = new JailUids(file);
+  assert.deepEqual([a.next(new Set()), a.next(new Set()), a.next(new Set())], [JAIL_UID_BASE, JAIL_UID_BASE + 1, JAIL_UID_BASE + 2]);
+  assert.equal(new JailUids(file).next(new Set()), JAIL_UID_BASE + 3, 'a restarted controller goes on');
+  assert.equal(new JailUids(file).next(new Set([JAIL_UID_BASE + 4, JAIL_UID_BASE + 5])), JAIL_UID_BASE + 6);
+});
+
+/** The child unshare forked: the jailed process itself. */
+function jailedPid(outer: number): number {
+  for (let hops = 0; hops < 10; hops++) {
+    const kids = readFileSync(`/proc/${outer}/task/${outer}/children`, 'utf8').trim();
+    if (kids) return Number(kids.split(' ')[0]);
+  }
+  throw new Error(`the jail's pid ${outer} has no child`);
+}
+
+test('a probe in the real jail: its cores cannot widen, its IPC, UTS and pid namespaces are its own, pids and locked memory are limited', async (t) => {
+  if (process.getuid?.() !== 0) {
+    skipLoudly(t, 'the jail as root needs root; without it the controller uses a user namespace');
+    return;
+  }
+  // The probe as a component: its import closure (koffi included), as a bundle carries it.
+  const component = path.join(dir, 'component');
+  const files = componentFiles({ name: 'probe', entry: 'dist/test/controller/jail-probe-entry.js', libraries: 'bundled' });
+  for (const f of files) {
+    mkdirSync(path.dirname(path.join(component, f)), { recursive: true });
+    copyFileSync(path.join(projectRoot(), f), path.join(component, f));
+  }
+  const mountPoint = path.join(dir, 'root');
+  mkdirSync(mountPoint);
+  const cores = [0];
+  const cgroup = InstanceCgroup.create(`probe-${process.pid}`, { memoryMiB: 64, vcpus: 1, cores }, silentLogger);
+  assert.ok(cgroup, 'the controller can make control groups here (root)');
+  const uid = JAIL_UID_BASE + 4242;
+  const memlock = memlockLimit(64 * 2 ** 20).bytes;
+  const { command, args } = jailCommand({ mountPoint, componentDir: component, entry: path.join(component, 'dist/test/controller/jail-probe-entry.js'),
+    args: [], cores, uid, cgroupProcs: cgroup.procsFiles, memlockBytes: memlock });
+  const jail = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: JAIL_PATH } });
+  try {
+    let out = '';
+    let err = '';
+    jail.stderr.setEncoding('utf8').on('data', (s: string) => { err += s; });
+    jail.stdout.setEncoding('utf8');
+    while (!out.includes('\n')) {
+      const [chunk] = await Promise.race([once(jail.stdout, 'data'), once(jail, 'exit').then(() => assert.fail(`the jail ended: ${err}`))]) as [string];
+      out += chunk;
+    }
+    const seen = JSON.parse(out) as { pid: number; coresBefore: number[]; setAffinityAll: string; coresAfter: number[]; shmid: number; killHostInit: string };
+    assert.deepEqual(seen.coresBefore, cores);
+    assert.deepEqual(seen.coresAfter, cores, `asking for every core (${seen.setAffinityAll}) leaves it on its own`);
+    assert.equal(seen.pid, 1, 'the first process of a pid namespace of its own');
+    assert.equal(seen.killHostInit, 'not reached');
+    assert.ok(seen.shmid >= 0, 'it may make a SysV segment, in its own IPC namespace');
+
+    const inside = jailedPid(jail.pid ?? 0);
+    for (const ns of ['ipc', 'uts', 'pid', 'net', 'mnt']) {
+      assert.notEqual(readlinkSync(`/proc/${inside}/ns/${ns}`), readlinkSync(`/proc/self/ns/${ns}`), `a ${ns} namespace of its own`);
+    }
+    assert.equal(readFileSync(`/proc/${inside}/status`, 'utf8').match(/^Uid:\s+(\d+)/m)?.[1], String(uid));
+    const shm = (): string[] => readFileSync('/proc/sysvipc/shm', 'utf8').split('\n').slice(1).filter((l) => l.trim().split(/\s+/)[7] === String(uid));
+    assert.deepEqual(shm(), [], 'the host\'s IPC namespace never sees its segment');
+    assert.match(readFileSync(`/proc/${inside}/limits`, 'utf8'), new RegExp(`^Max locked memory\\s+${memlock}\\s+${memlock}\\s+bytes`, 'm'));
+    const groups = readFileSync(`/proc/${inside}/cgroup`, 'utf8');
+    const name = `azote/probe-${process.pid}`;
+    if (existsSync('/sys/fs/cgroup/cgroup.controllers')) {
+      assert.match(groups, new RegExp(`^0::/${name}$`, 'm'));
+      assert.equal(readFileSync(`/sys/fs/cgroup/${name}/pids.max`, 'utf8').trim(), String(JAIL_PIDS_MAX));
+    } else {
+      for (const h of ['cpuset', 'pids', 'memory']) assert.match(groups, new RegExp(`:${h}:/${name}$`, 'm'), `its own ${h} group`);
+      assert.equal(readFileSync(`/sys/fs/cgroup/pids/${name}/pids.max`, 'utf8').trim(), String(JAIL_PIDS_MAX));
+      assert.equal(readFileSync(`/sys/fs/cgroup/cpuset/${name}/cpuset.cpus`, 'utf8').trim(), '0');
+    }
+    jail.stdin.end();
+    const [code] = await once(jail, 'exit') as [number | null];
+    assert.equal(code, 0, err);
+    assert.deepEqual(shm(), [], 'nothing it made outlives it');
+  } finally {
+    if (jail.exitCode === null) jail.kill('SIGKILL');
+    cgroup.remove();
+  }
+});
