@@ -31,7 +31,8 @@ function hypervisorPid(instanceId: string): number {
       continue;
     }
     const args = cmd.split('\0');
-    if (args.some((a) => a.endsWith('instance-main.js')) && args.includes(instanceId)) return Number(p);
+    // The node process itself, not the jail's tools above it, whose arguments name the entry too.
+    if (args[0] === process.execPath && args[1]?.endsWith('instance-main.js') && args.includes(instanceId)) return Number(p);
   }
   assert.fail(`no hypervisor process for ${instanceId}`);
 }
@@ -107,7 +108,10 @@ test('an instance\'s hypervisor: no new privileges, seccomp, its own uid and min
       assert.equal(status(pid, 'CapBnd'), '0000000000000000');
       // Its root: node, setpriv and their libraries, and the verified hypervisor bundle; nothing else of the host.
       const root = `/proc/${pid}/root`;
-      assert.notEqual(readlinkSync(`/proc/${pid}/ns/mnt`), readlinkSync('/proc/self/ns/mnt'), 'a mount namespace of its own');
+      for (const ns of ['mnt', 'ipc', 'uts', 'pid']) {
+        assert.notEqual(readlinkSync(`/proc/${pid}/ns/${ns}`), readlinkSync(`/proc/self/ns/${ns}`), `a ${ns} namespace of its own`);
+      }
+      assert.match(status(pid, 'NSpid'), /^\d+\s+1$/, 'pid 1 of its own pid namespace');
       const bundle = tree(root, '').find((p) => p.endsWith('/components/hypervisor/files')) ?? assert.fail('the hypervisor bundle is in its root');
       const seen = tree(root, bundle).filter((p) => p !== bundle && !p.startsWith(`${bundle}/`));
       const allowed = (p: string): boolean => p === '/.old' || p === '/proc' || /^\/(usr\/)?(bin|lib|lib64)(\/|$)/.test(p) || p === '/usr' || bundle.startsWith(`${p}/`);
@@ -137,6 +141,10 @@ test('an instance\'s hypervisor: no new privileges, seccomp, its own uid and min
         assert.match(groups, new RegExp(`:cpu(,cpuacct)?:/azote/${id}$`, 'm'));
         assert.equal(readFileSync(`/sys/fs/cgroup/memory/azote/${id}/memory.limit_in_bytes`, 'utf8').trim(), String((256 + HYPERVISOR_OVERHEAD_MIB) * 2 ** 20));
         assert.equal(readFileSync(`/sys/fs/cgroup/cpu/azote/${id}/cpu.cfs_quota_us`, 'utf8').trim(), '100000');
+        assert.match(groups, new RegExp(`:cpuset:/azote/${id}$`, 'm'));
+        assert.match(groups, new RegExp(`:pids:/azote/${id}$`, 'm'));
+        assert.deepEqual(parseCpuList(readFileSync(`/sys/fs/cgroup/cpuset/azote/${id}/cpuset.cpus`, 'utf8').trim()), [...threadCpus(pid)].sort((x, y) => x - y),
+          'its cpuset is exactly the cores it is pinned to');
       }
       assert.notEqual(readlinkSync(`/proc/${pid}/ns/net`), readlinkSync('/proc/self/ns/net'), 'a network namespace of its own');
       assert.match(execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-o', 'link'], { encoding: 'utf8' }).trim(), /^1: lo: <LOOPBACK> .* state DOWN/);
