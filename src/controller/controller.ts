@@ -2,7 +2,8 @@
 // act on the host. Each instance is a hypervisor process (src/hypervisor/instance-main.ts), verified and measured by
 // the security chip, started in its jail (jail.ts) with an IPC channel as its only line: it inherits /dev/kvm, the
 // kernel and its disks as descriptors, and every connection to a card is made here and handed over on the channel.
-// Its console goes to the instance's console log, its stderr to the instance's hypervisor.log. The controller also runs this host's network card, which every
+// Its console goes to the instance's console log, its stderr to the instance's hypervisor.log (both capped and rotated
+// here). The controller also runs this host's network card, which every
 // instance's eth0 is attached to, and restarts it if it dies (instances ask for a new connection and keep their
 // addresses).
 import { spawn, type ChildProcess } from 'node:child_process';
