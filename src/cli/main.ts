@@ -9,6 +9,12 @@ function positiveInt(v: string): number {
   return n;
 }
 
+function positiveNumber(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
 function port(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port number (0 picks a free one)');
@@ -100,9 +106,18 @@ program.command('up')
   .option('--subnet <cidr>', 'the instances\' network (the network card\'s subnet)', '172.31.0.0/20')
   .option('--uplink <tap>', 'a TAP from the instances\' network to this host, at the subnet\'s first address (needs CAP_NET_ADMIN)')
   .option('--share-cores-within-account', 'let one account\'s instances share physical cores (two accounts never share one)', false)
-  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; uplink?: string; shareCoresWithinAccount: boolean }) => {
+  .option('--max-instances <n>', 'instances one account may have pending or running (InstanceLimitExceeded; default: 20, '
+    + 'or twice the host\'s cores if more)', positiveInt)
+  .option('--max-vcpus <n>', 'vCPUs of one account\'s pending and running instances (VcpuLimitExceeded; default: 32, '
+    + 'or twice the host\'s cores if more)', positiveInt)
+  .option('--max-volume-gib <n>', 'GiB of volumes and root disks one account may have (VolumeLimitExceeded; default: 1024)', positiveInt)
+  .option('--disk-overcommit <factor>', 'disks are sparse: the part of all of them not yet written may be this many times the data '
+    + 'directory\'s free space (InsufficientVolumeCapacity beyond; default: 1)', positiveNumber)
+  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; uplink?: string; shareCoresWithinAccount: boolean;
+    maxInstances?: number; maxVcpus?: number; maxVolumeGib?: number; diskOvercommit?: number }) => {
     const { runUp } = await import('./up.js');
-    await runUp(opts, log);
+    const { maxInstances, maxVcpus, maxVolumeGib, ...rest } = opts;
+    await runUp({ ...rest, limits: { instances: maxInstances, vcpus: maxVcpus, volumeGiB: maxVolumeGib } }, log);
   });
 
 const account = program.command('account').description('accounts of the EC2 API');

@@ -2,10 +2,11 @@
 import { mkdirSync } from 'node:fs';
 import type { Logger } from '../base/log.js';
 import { createAccount } from '../control-plane/accounts.js';
+import type { HostPolicy } from '../control-plane/api.js';
 import { Store } from '../control-plane/store.js';
 import { defaultDataDir, up } from '../control-plane/up.js';
 
-export interface UpCliOptions {
+export interface UpCliOptions extends HostPolicy {
   readonly port: number;
   readonly host: string;
   readonly dataDir?: string | undefined;

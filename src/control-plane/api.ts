@@ -9,8 +9,9 @@ import {
   stopInstances, terminateInstances, type InstanceActionsContext,
 } from './instances.js';
 import { createKeyPair, deleteKeyPair, describeKeyPairs, importKeyPair } from './keypairs.js';
-import { Lifecycle } from './lifecycle.js';
+import { FORGET_TERMINATED_AFTER_MS, Lifecycle } from './lifecycle.js';
 import type { QueryParams } from './query.js';
+import { DEFAULT_DISK_OVERCOMMIT, defaultLimits, Quotas, type AccountLimits } from './quotas.js';
 import type { AccountRow, Store } from './store.js';
 import { createTags, deleteTags, describeTags } from './tags.js';
 import { attachVolume, createVolume, deleteVolume, describeVolumes, detachVolume } from './volumes.js';
@@ -30,17 +31,36 @@ const ACTIONS: Readonly<Record<string, Action>> = {
   DescribeVolumes: describeVolumes,
 };
 
+/** The host's settings of accounts' limits and its disk (defaults: defaultLimits, DEFAULT_DISK_OVERCOMMIT). */
+export interface HostPolicy {
+  readonly limits?: Partial<AccountLimits> | undefined;
+  /** The unwritten part of all sparse disks may be this many times the data directory's free space. */
+  readonly diskOvercommit?: number | undefined;
+  /** Terminated instances are forgotten this long after they ended. */
+  readonly forgetTerminatedAfterMs?: number | undefined;
+}
+
+/** The limits given, without those left undefined (which keep their defaults). */
+function definedOnly(limits: Partial<AccountLimits>): Partial<AccountLimits> {
+  return Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined));
+}
+
 export class Ec2Api {
   readonly lifecycle: Lifecycle;
+  readonly quotas: Quotas;
 
   constructor(readonly store: Store, readonly controller: Controller, readonly region: string, readonly dataDir: string, log: Logger,
-    shareCoresWithinAccount = false) {
+    shareCoresWithinAccount = false, policy: HostPolicy = {}) {
     this.lifecycle = new Lifecycle(store, controller, log, shareCoresWithinAccount);
     this.lifecycle.recover();
+    this.lifecycle.forgetTerminated(policy.forgetTerminatedAfterMs ?? FORGET_TERMINATED_AFTER_MS);
+    this.quotas = new Quotas(store, controller, dataDir, { ...defaultLimits(controller.capacity), ...definedOnly(policy.limits ?? {}) },
+      policy.diskOvercommit ?? DEFAULT_DISK_OVERCOMMIT);
   }
 
   /** Stops every instance (marked stopped, with the reason) and the host's cards. */
   async close(): Promise<void> {
+    this.lifecycle.close();
     this.lifecycle.hostShutdown = true;
     await this.controller.close();
   }
@@ -53,6 +73,7 @@ export class Ec2Api {
     if (version !== API_VERSION) throw new Ec2Error('InvalidParameterValue', `Version ${version} is not supported: Azote speaks ${API_VERSION}`);
     const ctx: InstanceActionsContext = {
       store: this.store, controller: this.controller, region: this.region, dataDir: this.dataDir, account, params, lifecycle: this.lifecycle,
+      quotas: this.quotas,
     };
     return run(ctx);
   }

@@ -7,6 +7,7 @@ import { Ec2Error, invalid, missing, notFound } from './errors.js';
 import { newId, wellFormed } from './ids.js';
 import type { Lifecycle } from './lifecycle.js';
 import { checkTag } from './query.js';
+import type { Quotas } from './quotas.js';
 import { STATE_CODES, type InstanceRow, type TagRow, type VolumeRow } from './store.js';
 import { list, type XmlNode } from './xml.js';
 
@@ -18,6 +19,7 @@ const ROOT_NAMES = ['/dev/xvda', '/dev/sda1', '/dev/vda', '/dev/sda'];
 
 export interface InstanceActionsContext extends ApiContext {
   readonly lifecycle: Lifecycle;
+  readonly quotas: Quotas;
 }
 
 const state = (name: InstanceRow['state']): XmlNode => ({ code: STATE_CODES[name], name });
@@ -156,7 +158,10 @@ export const runInstances: Action = (c) => {
         return { reservationId: seen.reservation, ownerId: ctx.account.id, groupSet: list([]), instancesSet: list(rows.map((r) => instanceXml(ctx, r))) };
       }
     }
-    const placed = ctx.lifecycle.place(ctx.account.id, type.vcpus, type.memoryMiB, min, max);
+    // The account's limits first (as EC2 checks its quotas before its capacity), then the host's disk and cores.
+    const allowed = ctx.quotas.instances(ctx.account.id, type.vcpus, min, max);
+    const withDisks = ctx.quotas.disks(ctx.account.id, rootGiB, min, allowed);
+    const placed = ctx.lifecycle.place(ctx.account.id, type.vcpus, type.memoryMiB, min, withDisks);
     const reservation = newId('r');
     const now = new Date().toISOString();
     const rows: InstanceRow[] = [];
@@ -166,7 +171,7 @@ export const runInstances: Action = (c) => {
         id, account: ctx.account.id, reservation, image_id: imageId, instance_type: type.name, vcpus: type.vcpus,
         memory_mib: type.memoryMiB, root_gib: rootGiB, state: 'pending', transition_reason: '', state_reason_code: 'pending',
         state_reason_message: 'pending', key_name: keyName ?? null, user_data: userData ?? null, launch_index: i, launch_time: now,
-        client_token: token ?? null, private_ip: null, mac: null, cores: cores.join(','),
+        client_token: token ?? null, private_ip: null, mac: null, cores: cores.join(','), terminated_at: null,
       });
       for (const t of tags) ctx.store.setTag(ctx.account.id, { resource_id: id, resource_type: 'instance', key: t.key, value: t.value });
       rows.push(ctx.store.instance(ctx.account.id, id) as InstanceRow);
@@ -253,10 +258,12 @@ export const startInstances: Action = (c) => {
   const rows = named(ctx, true) ?? [];
   for (const r of rows) if (r.state === 'terminated' || r.state === 'shutting-down' || r.state === 'stopping') refuse(r, 'started');
   return ctx.store.transaction(() => {
-    // Each takes its cores in turn (a placed one holds them for the next); if one does not fit, nothing has started
+    // Each counts against the account's limits and takes its cores in turn (a placed one holds them for the next); if
+    // one does not fit, nothing has started
     // and the transaction undoes the others.
     const starting = rows.filter((r) => r.state === 'stopped');
     for (const r of starting) {
+      ctx.quotas.instances(ctx.account.id, r.vcpus, 1, 1);
       const [cores] = ctx.lifecycle.place(ctx.account.id, r.vcpus, r.memory_mib, 1, 1);
       ctx.store.updateInstance(r.id, { state: 'pending', transition_reason: '', state_reason_code: 'pending', state_reason_message: 'pending',
         launch_time: new Date().toISOString(), cores: (cores ?? []).join(',') });

@@ -1,8 +1,9 @@
 // The instance lifecycle: state follows what the hypervisor process reports. pending until the guest's init
 // starts, running, stopping -> stopped (the VM shut down, its disk kept), shutting-down -> terminated (process gone,
-// files removed). A guest that ends on its own becomes stopped with Client.InstanceInitiatedShutdown; a failing VM
-// stopped with Server.InternalError. Placement is here too: cores and memory are counted for every instance that
-// holds a VM, so concurrent RunInstances calls cannot over-commit the host.
+// files removed; the record forgotten an hour later, as EC2 does). A guest that ends on its own becomes stopped with
+// Client.InstanceInitiatedShutdown; a failing VM stopped with Server.InternalError. Tenants see EC2's reasons only:
+// the host's detail (its paths, its hypervisor's log) goes to the host's log. Placement is here too: cores and memory
+// are counted for every instance that holds a VM, so concurrent RunInstances calls cannot over-commit the host.
 import type { Logger } from '../base/log.js';
 import type { Controller, InstanceEnd } from '../controller/controller.js';
 import { findImage } from '../images/rootfs.js';
@@ -12,6 +13,9 @@ import type { InstanceRow, InstanceStateName, Store } from './store.js';
 import { userInitiated } from './context.js';
 import { pickGroups } from '../controller/cores.js';
 
+/** How long a terminated instance stays visible (EC2: about an hour). */
+export const FORGET_TERMINATED_AFTER_MS = 3600_000;
+
 /** States in which an instance holds (or is about to hold) its VM's cores and memory. */
 export const HOLDING: readonly InstanceStateName[] = ['pending', 'running', 'stopping', 'shutting-down'];
 
@@ -20,6 +24,7 @@ export class Lifecycle {
   private readonly rebooting = new Set<string>();
   /** Set when `azote up` shuts down: the VMs that end then were stopped by the host, not by their owners. */
   hostShutdown = false;
+  private forgetting: NodeJS.Timeout | undefined;
 
   constructor(private readonly store: Store, private readonly controller: Controller, private readonly log: Logger,
     /** The host setting that lets one account's instances share physical cores (never two accounts'). */
@@ -39,6 +44,25 @@ export class Lifecycle {
       });
       this.log.warn('an instance that was running before the restart is marked stopped', { instance: row.id });
     }
+  }
+
+  /**
+   * Forgets instances terminated more than `afterMs` ago, now and then every so often (a sweep at least every
+   * 5 minutes, more often for a shorter time) until close().
+   */
+  forgetTerminated(afterMs: number): void {
+    const sweep = (): void => {
+      const gone = this.store.purgeTerminated(new Date(Date.now() - afterMs).toISOString());
+      if (gone.length > 0) this.log.info('terminated instances forgotten', { instances: gone.join(',') });
+    };
+    sweep();
+    clearInterval(this.forgetting);
+    this.forgetting = setInterval(sweep, Math.min(300_000, Math.max(100, afterMs / 4)));
+    this.forgetting.unref();
+  }
+
+  close(): void {
+    clearInterval(this.forgetting);
   }
 
   /**
@@ -139,11 +163,13 @@ export class Lifecycle {
       return;
     }
     const failed = end.kind === 'failed';
+    // The detail may name host paths and log lines: the host's log keeps it, the tenant sees EC2's reason.
     this.log[failed ? 'warn' : 'info']('instance stopped by itself', { instance: id, detail: end.detail });
     this.store.updateInstance(id, {
       state: 'stopped', cores: '', transition_reason: `${failed ? 'Server' : 'Client'} initiated (${new Date().toISOString()})`,
       state_reason_code: failed ? 'Server.InternalError' : 'Client.InstanceInitiatedShutdown',
-      state_reason_message: failed ? `Server.InternalError: ${end.detail}` : `Client.InstanceInitiatedShutdown: ${end.detail || 'Instance initiated shutdown'}`,
+      state_reason_message: !failed ? 'Client.InstanceInitiatedShutdown: Instance initiated shutdown'
+        : row.state === 'pending' ? 'Server.InternalError: Internal error on launch' : 'Server.InternalError: Internal error',
     });
   }
 
@@ -175,6 +201,6 @@ export class Lifecycle {
     // Volumes outlive the instance (they are not deleted on termination): detached, available again.
     for (const v of this.store.volumesOf(id)) this.store.updateVolume(v.id, { state: 'available', instance_id: null, device: null, attach_time: null });
     this.controller.remove(id);
-    this.store.updateInstance(id, { state: 'terminated', cores: '' });
+    this.store.updateInstance(id, { state: 'terminated', cores: '', terminated_at: new Date().toISOString() });
   }
 }

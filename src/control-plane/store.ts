@@ -1,4 +1,5 @@
-// The control plane's state in SQLite (better-sqlite3, WAL): accounts, instances, key pairs, tags and client
+// The control plane's state in SQLite (better-sqlite3, WAL, synchronous=FULL: a change the API acknowledged survives
+// a power loss): accounts, instances, key pairs, tags and client
 // tokens. One `azote up` owns a data directory at a time (the lock is taken by the server); `azote account create`
 // may write beside it. Every query is scoped by account: a resource of another account is never found.
 import Database from 'better-sqlite3';
@@ -42,6 +43,8 @@ export interface InstanceRow {
   readonly mac: string | null;
   /** The host CPUs the instance's VM holds while it has one ("0,1"), else "". */
   readonly cores: string;
+  /** When it became terminated (its record is forgotten some time after). */
+  readonly terminated_at: string | null;
   readonly seq: number;
 }
 
@@ -67,6 +70,14 @@ export interface VolumeRow {
   readonly attach_time: string | null;
 }
 
+export interface DiskRow {
+  readonly kind: 'volume' | 'root';
+  /** The volume's id, or the instance's for its root disk. */
+  readonly id: string;
+  readonly account: string;
+  readonly size_gib: number;
+}
+
 export interface TagRow {
   readonly resource_id: string;
   readonly resource_type: string;
@@ -83,7 +94,7 @@ CREATE TABLE IF NOT EXISTS instances (
   instance_type TEXT NOT NULL, vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL, root_gib INTEGER NOT NULL,
   state TEXT NOT NULL, transition_reason TEXT NOT NULL DEFAULT '', state_reason_code TEXT, state_reason_message TEXT,
   key_name TEXT, user_data TEXT, launch_index INTEGER NOT NULL, launch_time TEXT NOT NULL, client_token TEXT,
-  private_ip TEXT, mac TEXT, cores TEXT NOT NULL DEFAULT '', seq INTEGER NOT NULL);
+  private_ip TEXT, mac TEXT, cores TEXT NOT NULL DEFAULT '', terminated_at TEXT, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS instances_by_account ON instances (account, seq);
 CREATE TABLE IF NOT EXISTS key_pairs (
   id TEXT PRIMARY KEY, account TEXT NOT NULL, name TEXT NOT NULL, key_type TEXT NOT NULL, fingerprint TEXT NOT NULL,
@@ -106,11 +117,18 @@ export class Store {
   constructor(dataDir: string) {
     this.db = new Database(path.join(dataDir, 'state.sqlite'));
     this.db.pragma('journal_mode = WAL');
+    // NORMAL would let the last commits before a power loss vanish after the API acknowledged them.
+    this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
     // Data directories from before core placement.
     const columns = this.db.prepare('PRAGMA table_info(instances)').all() as Array<{ name: string }>;
     if (!columns.some((c) => c.name === 'cores')) this.db.exec("ALTER TABLE instances ADD COLUMN cores TEXT NOT NULL DEFAULT ''");
+    // Data directories from before terminated instances were forgotten: theirs are forgotten counting from now.
+    if (!columns.some((c) => c.name === 'terminated_at')) {
+      this.db.exec('ALTER TABLE instances ADD COLUMN terminated_at TEXT');
+      this.db.prepare("UPDATE instances SET terminated_at = ? WHERE state = 'terminated'").run(new Date().toISOString());
+    }
     this.seq = (this.db.prepare('SELECT COALESCE(MAX(seq), 0) AS s FROM instances').get() as { s: number }).s;
   }
 
@@ -141,9 +159,9 @@ export class Store {
     const r = { ...row, seq: ++this.seq };
     this.db.prepare(`INSERT INTO instances (id, account, reservation, image_id, instance_type, vcpus, memory_mib, root_gib,
       state, transition_reason, state_reason_code, state_reason_message, key_name, user_data, launch_index, launch_time,
-      client_token, private_ip, mac, cores, seq) VALUES (@id, @account, @reservation, @image_id, @instance_type, @vcpus,
-      @memory_mib, @root_gib, @state, @transition_reason, @state_reason_code, @state_reason_message, @key_name,
-      @user_data, @launch_index, @launch_time, @client_token, @private_ip, @mac, @cores, @seq)`).run(r);
+      client_token, private_ip, mac, cores, terminated_at, seq) VALUES (@id, @account, @reservation, @image_id, @instance_type,
+      @vcpus, @memory_mib, @root_gib, @state, @transition_reason, @state_reason_code, @state_reason_message, @key_name,
+      @user_data, @launch_index, @launch_time, @client_token, @private_ip, @mac, @cores, @terminated_at, @seq)`).run(r);
   }
 
   instance(account: string, id: string): InstanceRow | undefined {
@@ -166,10 +184,37 @@ export class Store {
   }
 
   updateInstance(id: string, change: Partial<Pick<InstanceRow, 'state' | 'transition_reason' | 'state_reason_code'
-    | 'state_reason_message' | 'private_ip' | 'mac' | 'launch_time' | 'cores'>>): void {
+    | 'state_reason_message' | 'private_ip' | 'mac' | 'launch_time' | 'cores' | 'terminated_at'>>): void {
     const keys = Object.keys(change);
     if (keys.length === 0) return;
     this.db.prepare(`UPDATE instances SET ${keys.map((k) => `${k} = @${k}`).join(', ')} WHERE id = @id`).run({ ...change, id });
+  }
+
+  /**
+   * Forgets instances terminated before `before` (an ISO time), with their tags and the client tokens of
+   * reservations left empty; returns their ids.
+   */
+  purgeTerminated(before: string): string[] {
+    return this.transaction(() => {
+      const gone = this.db.prepare("SELECT id, account, reservation FROM instances WHERE state = 'terminated' AND terminated_at < ?")
+        .all(before) as Array<{ id: string; account: string; reservation: string }>;
+      for (const g of gone) {
+        this.db.prepare('DELETE FROM instances WHERE id = ?').run(g.id);
+        this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(g.account, g.id);
+        this.db.prepare('DELETE FROM client_tokens WHERE account = ? AND reservation = ? AND NOT EXISTS (SELECT 1 FROM instances WHERE reservation = ?)')
+          .run(g.account, g.reservation, g.reservation);
+      }
+      return gone.map((g) => g.id);
+    });
+  }
+
+  /**
+   * Every disk provisioned on the host, of every account: volumes, and the root disk of each instance that is not
+   * terminated (created at its first launch, kept until it is terminated).
+   */
+  disks(): DiskRow[] {
+    return this.db.prepare(`SELECT 'volume' AS kind, id, account, size_gib FROM volumes
+      UNION ALL SELECT 'root' AS kind, id, account, root_gib AS size_gib FROM instances WHERE state != 'terminated'`).all() as DiskRow[];
   }
 
   // Client tokens (RunInstances idempotency).

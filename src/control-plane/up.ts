@@ -9,11 +9,11 @@ import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
 import { Controller, type HostCapacity } from '../controller/controller.js';
 import { sealingKey } from './accounts.js';
-import { Ec2Api } from './api.js';
+import { Ec2Api, type HostPolicy } from './api.js';
 import { createEc2Server } from './server.js';
 import { Store } from './store.js';
 
-export interface UpOptions {
+export interface UpOptions extends HostPolicy {
   readonly dataDir: string;
   readonly host: string;
   readonly port: number;
@@ -43,7 +43,7 @@ export async function up(o: UpOptions): Promise<Up> {
   }
   const store = new Store(o.dataDir);
   const controller = await Controller.start({ dataDir: o.dataDir, log: o.log.child('controller'), subnet: o.subnet, uplink: o.uplink });
-  const api = new Ec2Api(store, controller, o.region, o.dataDir, o.log.child('api'), o.shareCoresWithinAccount ?? false);
+  const api = new Ec2Api(store, controller, o.region, o.dataDir, o.log.child('api'), o.shareCoresWithinAccount ?? false, o);
   const server = createEc2Server({ api, sealingKey: sealingKey(o.dataDir), log: o.log.child('api') });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(new AzoteError('ApiListen', `cannot listen on ${o.host}:${o.port}: ${e.message}`,

@@ -2,17 +2,21 @@
 // while the instance runs. CreateVolume, AttachVolume and DetachVolume (while the instance is stopped: hot attach
 // is not built yet), DeleteVolume (when detached), DescribeVolumes. A guest sees attached volumes after its root
 // and metadata disks, in the order they were attached: /dev/vdc, /dev/vdd, ...
+import { AzoteError } from '../base/errors.js';
 import { applyFilters, paginate, tagSet, tagSpecifications, zoneOf, type Action, type ApiContext } from './context.js';
 import { Ec2Error, invalid, missing } from './errors.js';
 import { newId, wellFormed } from './ids.js';
 import { checkTag } from './query.js';
+import type { Quotas } from './quotas.js';
 import type { VolumeRow } from './store.js';
 import { list, type XmlNode } from './xml.js';
 
-const MAX_GIB = 16384;
+/** EBS's size bounds of each volume type, in GiB. */
+const SIZES: Readonly<Record<string, readonly [number, number]>> = {
+  gp2: [1, 16384], gp3: [1, 16384], io1: [4, 16384], io2: [4, 65536], st1: [125, 16384], sc1: [125, 16384], standard: [1, 1024],
+};
 /** Volumes an instance may have attached. */
 const MAX_ATTACHED = 8;
-const VOLUME_TYPES = ['gp2', 'gp3', 'io1', 'io2', 'st1', 'sc1', 'standard'];
 const DEVICE = /^\/dev\/(sd[b-z]|xvd[b-z]|vd[c-z])$/;
 
 function volumeXml(ctx: ApiContext, v: VolumeRow): XmlNode {
@@ -35,25 +39,44 @@ function volume(ctx: ApiContext, name = 'VolumeId'): VolumeRow {
   return v;
 }
 
-export const createVolume: Action = (ctx) => {
+export const createVolume: Action = (c) => {
+  const ctx = c as ApiContext & { readonly quotas: Quotas };
   const zone = ctx.params.required('AvailabilityZone');
   if (zone !== zoneOf(ctx.region)) throw invalid(`Invalid availability zone: [${zone}]`);
   if (ctx.params.optional('SnapshotId') !== undefined) throw new Ec2Error('InvalidSnapshot.NotFound', 'Snapshots are not available on this host yet');
-  const size = ctx.params.int('Size', undefined, 1, MAX_GIB);
-  if (size === undefined) throw missing('Size');
   const type = ctx.params.optional('VolumeType') ?? 'gp3';
-  if (!VOLUME_TYPES.includes(type)) throw invalid(`Value (${type}) for parameter volumeType is invalid.`);
+  const bounds = Object.hasOwn(SIZES, type) ? SIZES[type] : undefined;
+  if (!bounds) throw invalid(`Value (${type}) for parameter volumeType is invalid.`);
+  const size = ctx.params.int('Size', undefined, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  if (size === undefined) throw missing('Size');
+  if (size < bounds[0] || size > bounds[1]) {
+    throw invalid(`Volume of ${size}GiB is outside the size of a ${type} volume: ${bounds[0]} to ${bounds[1]} GiB`);
+  }
   const tags = tagSpecifications(ctx.params, 'volume', ['volume']);
   for (const t of tags) checkTag(t.key, t.value);
+  ctx.quotas.disks(ctx.account.id, size);
   const row: VolumeRow = {
     id: newId('vol'), account: ctx.account.id, size_gib: size, volume_type: type, state: 'available', created: new Date().toISOString(),
     instance_id: null, device: null, attach_time: null,
   };
-  ctx.controller.createVolume(row.id, size);
-  ctx.store.transaction(() => {
-    ctx.store.addVolume(row);
-    for (const t of tags) ctx.store.setTag(ctx.account.id, { resource_id: row.id, resource_type: 'volume', key: t.key, value: t.value });
-  });
+  try {
+    ctx.controller.createVolume(row.id, size);
+  } catch (e) {
+    if (e instanceof AzoteError && e.code === 'VolumeCapacity') {
+      throw new Ec2Error('InsufficientVolumeCapacity', `There is not enough capacity to fulfill your volume provision request: this host `
+        + `cannot hold a volume of ${size} GiB; ask for a smaller one`, 500);
+    }
+    throw e;
+  }
+  try {
+    ctx.store.transaction(() => {
+      ctx.store.addVolume(row);
+      for (const t of tags) ctx.store.setTag(ctx.account.id, { resource_id: row.id, resource_type: 'volume', key: t.key, value: t.value });
+    });
+  } catch (e) {
+    ctx.controller.deleteVolume(row.id);
+    throw e;
+  }
   return volumeXml(ctx, row);
 };
 

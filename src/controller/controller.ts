@@ -2,11 +2,12 @@
 // act on the host. Each instance is a hypervisor process (src/hypervisor/instance-main.ts), verified and measured by
 // the security chip, started in its jail (jail.ts) with an IPC channel as its only line: it inherits /dev/kvm, the
 // kernel and its disks as descriptors, and every connection to a card is made here and handed over on the channel.
-// Its console goes to the instance's console log, its stderr to the instance's hypervisor.log. The controller also runs this host's network card, which every
+// Its console goes to the instance's console log, its stderr to the instance's hypervisor.log (both capped and rotated
+// here). The controller also runs this host's network card, which every
 // instance's eth0 is attached to, and restarts it if it dies (instances ask for a new connection and keep their
 // addresses).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { totalmem } from 'node:os';
 import path from 'node:path';
@@ -35,6 +36,11 @@ const HOST_RESERVED_MIB = 2048;
 const STOP_GRACE_MS = 10_000;
 /** Locked memory a hypervisor may have beyond its guest's (the guest's memory may be secret memory, which counts). */
 const MEMLOCK_OVERHEAD_MIB = 64;
+/**
+ * How often the logs of running instances are capped: a guest that floods its console can outgrow the cap by what
+ * it writes in this time (the UART it writes through is slow).
+ */
+const LOG_SWEEP_MS = 5_000;
 
 export interface HostCapacity {
   /** Hardware threads instances may use. */
@@ -113,6 +119,16 @@ export class Controller {
   private readonly preparing = new Map<string, { cancelled: boolean; done: Promise<unknown> }>();
   private card: CardProcess | undefined;
   private closing = false;
+  /** The hypervisors write the console and their log themselves: the controller rotates them (InstanceFiles.capLogs). */
+  private readonly logSweep = setInterval(() => {
+    for (const id of this.running.keys()) {
+      try {
+        this.files(id).capLogs();
+      } catch (e) {
+        this.o.log.warn('the logs of an instance could not be rotated', { instance: id, why: errorMessage(e) });
+      }
+    }
+  }, LOG_SWEEP_MS).unref();
   readonly netSocket: string;
   private readonly jailUids: JailUids;
 
@@ -145,6 +161,7 @@ export class Controller {
     const c = new Controller(o, kernel, chip, self.runtime);
     const args = ['--socket', c.netSocket, '--subnet', o.subnet, ...(o.uplink ? ['--uplink', o.uplink] : [])];
     c.card = await CardProcess.start('network', () => c.admit('card-net').entryPath, args, c.netSocket, o.log).catch((e: unknown) => {
+      clearInterval(c.logSweep);
       throw new AzoteError('NetCard', errorMessage(e), o.uplink ? 'the uplink needs CAP_NET_ADMIN: run as root, or start without an uplink' : undefined);
     });
     return c;
@@ -154,14 +171,30 @@ export class Controller {
     return path.join(this.o.dataDir, 'volumes', `${volumeId}.img`);
   }
 
-  /** A new volume: a sparse raw file of `sizeGiB`. */
+  /**
+   * A new volume: a sparse raw file of `sizeGiB`, made under a temporary name and renamed when whole, so that a
+   * failure leaves no file. A size the file system cannot hold is a VolumeCapacity error.
+   */
   createVolume(volumeId: string, sizeGiB: number): void {
     mkdirSync(path.join(this.o.dataDir, 'volumes'), { recursive: true, mode: 0o700 });
-    const fd = openSync(this.volumeFile(volumeId), 'wx', 0o600);
+    const file = this.volumeFile(volumeId);
+    const temp = `${file}.new`;
     try {
-      ftruncateSync(fd, sizeGiB * 2 ** 30);
-    } finally {
-      closeSync(fd);
+      const fd = openSync(temp, 'wx', 0o600);
+      try {
+        ftruncateSync(fd, sizeGiB * 2 ** 30);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(temp, file);
+    } catch (e) {
+      rmSync(temp, { force: true });
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EFBIG' || code === 'ENOSPC' || code === 'EDQUOT') {
+        throw new AzoteError('VolumeCapacity', `the file system of ${this.o.dataDir} cannot hold a volume of ${sizeGiB} GiB (${code})`,
+          'ask for a smaller volume, or give azote up a data directory on a larger file system', { cause: e });
+      }
+      throw e;
     }
   }
 
@@ -368,6 +401,7 @@ export class Controller {
   /** Stops every instance and the card; resolves when the hypervisors are gone. */
   async close(): Promise<void> {
     this.closing = true;
+    clearInterval(this.logSweep);
     // Launches still preparing disks end as stopped (closing) before anything else goes.
     await Promise.all([...this.preparing.values()].map((p) => p.done));
     const gone = [...this.running.values()].map((r) => new Promise<void>((resolve) => {

@@ -1,8 +1,14 @@
 // An instance's files in the data directory: its root disk (a sparse copy of its image, grown to the size asked
-// for), its metadata disk (a newc archive the guest unpacks at boot: the simple channel that carries the instance's
-// identity, key and user data until the VPC card's metadata service exists), its console log and its hypervisor's
-// log (the process's stderr: a file, so that the hypervisor holds no socket for it).
-import { closeSync, existsSync, mkdirSync, openSync, readSync, fstatSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+// for, built under a temporary name and renamed when whole: its existence says it is complete), its metadata disk (a
+// newc archive the guest unpacks at boot: the simple channel that carries the instance's identity, key and user
+// data until the VPC card's metadata service exists), its console log and its hypervisor's log (the process's stdout
+// and stderr: files, so that the hypervisor holds no socket for them). The hypervisor writes the logs through
+// descriptors it inherited, opened to append: the controller caps them by copying a full one to NAME.1 and
+// emptying it, and the hypervisor's next write lands at the start again.
+import {
+  closeSync, constants, copyFileSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync,
+  truncateSync, writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
 import { CpioWriter } from '../images/cpio.js';
@@ -23,6 +29,10 @@ export interface InstanceMetadata {
 
 /** The newest part of the console that GetConsoleOutput returns. */
 export const CONSOLE_TAIL = 64 * 1024;
+/** The size at which a log is rotated: each log keeps at most about twice this (the file and its .1). */
+export const LOG_CAP = 8 * 2 ** 20;
+/** A log opened for a new boot: emptied, and appended to (so that emptying it later sends writes to its start). */
+const LOG_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_APPEND;
 const SECTOR = 512;
 
 export class InstanceFiles {
@@ -44,9 +54,14 @@ export class InstanceFiles {
     return path.join(this.dir, 'console.log');
   }
 
-  /** Creates the root disk from `image` at `sizeGiB` (the file is sparse; ext4 is grown to fill it). */
+  /**
+   * Creates the root disk from `image` at `sizeGiB` (the file is sparse; ext4 is grown to fill it). It is built
+   * under a temporary name and renamed when whole and on disk, so that a failure or a crash leaves no root that
+   * looks complete, and the next launch builds it again.
+   */
   async createRoot(image: ImageRecord, sizeGiB: number): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
+    const building = `${this.root}.building`;
     const step = async (cmd: string, args: string[], what: string): Promise<void> => {
       const r = await runTool(cmd, args).catch((e: unknown) => ({ code: -1, stdout: '', stderr: (e as Error).message }));
       // e2fsck exits 1 when it corrected something (a fresh copy's timestamps): that is success here.
@@ -55,12 +70,21 @@ export class InstanceFiles {
           `check free space in ${this.dir} and that e2fsprogs is installed`);
       }
     };
-    await step('cp', ['--sparse=always', image.path, this.root], 'copying the image');
-    const bytes = sizeGiB * 2 ** 30;
-    if (bytes > image.sizeMiB * 2 ** 20) {
-      truncateSync(this.root, bytes);
-      await step('e2fsck', ['-f', '-y', this.root], 'checking the root file system');
-      await step('resize2fs', ['-f', this.root], 'growing the root file system');
+    try {
+      rmSync(building, { force: true });
+      await step('cp', ['--sparse=always', image.path, building], 'copying the image');
+      const bytes = sizeGiB * 2 ** 30;
+      if (bytes > image.sizeMiB * 2 ** 20) {
+        truncateSync(building, bytes);
+        await step('e2fsck', ['-f', '-y', building], 'checking the root file system');
+        await step('resize2fs', ['-f', building], 'growing the root file system');
+      }
+      syncFile(building);
+      renameSync(building, this.root);
+      syncFile(this.dir);
+    } catch (e) {
+      rmSync(building, { force: true });
+      throw e;
     }
   }
 
@@ -90,17 +114,34 @@ export class InstanceFiles {
   /** A new, empty console log for a boot (EC2 shows the latest boot's output). */
   openConsole(): number {
     mkdirSync(this.dir, { recursive: true });
-    return openSync(this.console, 'w', 0o600);
+    rmSync(rotated(this.console), { force: true });
+    return openSync(this.console, LOG_FLAGS, 0o600);
   }
 
   /** A new, empty hypervisor log for a boot. */
   openHypervisorLog(): number {
     mkdirSync(this.dir, { recursive: true });
-    return openSync(this.hypervisorLog, 'w', 0o600);
+    rmSync(rotated(this.hypervisorLog), { force: true });
+    return openSync(this.hypervisorLog, LOG_FLAGS, 0o600);
   }
 
+  /**
+   * Rotates each log that has grown past `cap` bytes: copied to NAME.1 (replacing the previous), then emptied.
+   * What the hypervisor writes between the copy and the emptying is lost: a few bytes of a log already that long.
+   */
+  capLogs(cap = LOG_CAP): void {
+    for (const file of [this.console, this.hypervisorLog]) {
+      if (sizeOf(file) <= cap) continue;
+      copyFileSync(file, rotated(file));
+      truncateSync(file, 0);
+    }
+  }
+
+  /** The newest CONSOLE_TAIL bytes of the console, reaching into the rotated part when the current one is shorter. */
   consoleTail(): Buffer {
-    return tail(this.console, CONSOLE_TAIL);
+    const current = tail(this.console, CONSOLE_TAIL);
+    if (current.length === CONSOLE_TAIL) return current;
+    return Buffer.concat([tail(rotated(this.console), CONSOLE_TAIL - current.length), current]);
   }
 
   /** The newest `bytes` of the hypervisor's log. */
@@ -110,6 +151,22 @@ export class InstanceFiles {
 
   remove(): void {
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+const rotated = (file: string): string => `${file}.1`;
+
+function sizeOf(file: string): number {
+  return existsSync(file) ? statSync(file).size : 0;
+}
+
+/** Flushes a file or a directory (a rename within it) to disk. */
+function syncFile(file: string): void {
+  const fd = openSync(file, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
