@@ -8,6 +8,7 @@ import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { SecurityChip } from '../../src/security-chip/chip.js';
 import { startEc2 } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
+import { createLogger } from '../../src/base/log.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
 
 useOwnNetworkNamespace();
@@ -35,7 +36,8 @@ async function until<T>(what: string, probe: () => Promise<T | undefined> | T | 
 
 test('a killed network card is verified and started again; a killed hypervisor leaves its instance stopped with the reason', { timeout: 600_000 }, async (t) => {
   if (!requireKvm(t)) return;
-  const host = await startEc2();
+  const lines: string[] = [];
+  const host = await startEc2(undefined, { log: createLogger('test', { write: (l) => { lines.push(l); } }, 'info') });
   try {
     const ec2 = host.client(host.account('dev'));
     const image = images().find((i) => i.name === 'default');
@@ -63,7 +65,8 @@ test('a killed network card is verified and started again; a killed hypervisor l
       return d?.State?.Name === 'stopped' ? d.StateReason : undefined;
     });
     assert.equal(reason.Code, 'Server.InternalError');
-    assert.match(reason.Message ?? '', /the hypervisor exited \(SIGKILL\)/);
+    assert.equal(reason.Message, 'Server.InternalError: Internal error', 'the tenant sees EC2\'s reason');
+    assert.ok(lines.some((l) => l.includes(id) && /the hypervisor exited \(SIGKILL\)/.test(l)), `the host log has the cause: ${lines.join('')}`);
   } finally {
     await host.dispose();
   }

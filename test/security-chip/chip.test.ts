@@ -17,6 +17,7 @@ import { devReleaseKey } from '../../src/security-chip/keys.js';
 import { readTgz, writeTgz } from '../../src/security-chip/tar.js';
 import { projectRoot } from '../../src/images/paths.js';
 import { startEc2 } from '../framework/ec2.js';
+import { createLogger } from '../../src/base/log.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
 
 useOwnNetworkNamespace();
@@ -152,7 +153,8 @@ test('quotes: verified with the host\'s key; any change to the registers, the lo
 });
 
 test('azote up refuses to launch an instance whose hypervisor was tampered with, and says which file', { timeout: 120_000 }, async () => {
-  const host = await startEc2();
+  const lines: string[] = [];
+  const host = await startEc2(undefined, { log: createLogger('test', { write: (l) => { lines.push(l); } }, 'warn') });
   try {
     const ec2 = host.client(host.account('dev'));
     // The host's start was verified and measured: the controller's own code first (PCR0), the jail's tools (PCR0),
@@ -173,7 +175,10 @@ test('azote up refuses to launch an instance whose hypervisor was tampered with,
       if (d?.State?.Name === 'stopped') reason = d.StateReason?.Message ?? '';
       else await new Promise((res) => setTimeout(res, 100));
     }
-    assert.match(reason, /^Server\.InternalError: the security chip refused hypervisor: dist\/src\/hypervisor\/vm\.js does not match its signed digest/);
+    // The tenant sees EC2's reason; the host's log names the file.
+    assert.equal(reason, 'Server.InternalError: Internal error on launch');
+    assert.ok(lines.some((l) => l.includes(id) && /the security chip refused hypervisor: dist\/src\/hypervisor\/vm\.js does not match its signed digest/.test(l)),
+      `the host log says which file: ${lines.join('')}`);
   } finally {
     await host.dispose();
   }
