@@ -97,10 +97,9 @@ program.command('up')
   .option('--host <address>', 'address to listen on', '127.0.0.1')
   .option('--data-dir <dir>', 'state, instance disks and console logs (default $AZOTE_DATA_DIR or ~/.local/share/azote)')
   .option('--region <name>', 'the region this host answers as', 'us-east-1')
-  .option('--subnet <cidr>', 'the instances\' network (the network card\'s subnet)', '172.31.0.0/20')
-  .option('--uplink <tap>', 'a TAP from the instances\' network to this host, at the subnet\'s first address (needs CAP_NET_ADMIN)')
+  .option('--subnet <cidr>', 'the subnet of each account\'s network (a network card per account)', '172.31.0.0/20')
   .option('--share-cores-within-account', 'let one account\'s instances share physical cores (two accounts never share one)', false)
-  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; uplink?: string; shareCoresWithinAccount: boolean }) => {
+  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; shareCoresWithinAccount: boolean }) => {
     const { runUp } = await import('./up.js');
     await runUp(opts, log);
   });

@@ -11,7 +11,6 @@ export interface UpCliOptions {
   readonly dataDir?: string | undefined;
   readonly region: string;
   readonly subnet: string;
-  readonly uplink?: string | undefined;
   readonly shareCoresWithinAccount?: boolean | undefined;
 }
 
