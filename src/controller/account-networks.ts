@@ -30,7 +30,7 @@ export class AccountNetworks {
     if (!card) {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       const socket = path.join(this.dir, `net-${++this.started}.sock`);
-      card = CardProcess.start(`network of account ${account}`, this.entry, ['--socket', socket, '--subnet', this.subnet], socket, this.log);
+      card = CardProcess.start(`account ${account}'s network`, this.entry, ['--socket', socket, '--subnet', this.subnet], socket, this.log);
       this.cards.set(account, card);
       // A card that did not start is forgotten: the account's next launch tries again.
       const starting = card;
