@@ -103,8 +103,7 @@ program.command('up')
   .option('--host <address>', 'address to listen on', '127.0.0.1')
   .option('--data-dir <dir>', 'state, instance disks and console logs (default $AZOTE_DATA_DIR or ~/.local/share/azote)')
   .option('--region <name>', 'the region this host answers as', 'us-east-1')
-  .option('--subnet <cidr>', 'the instances\' network (the network card\'s subnet)', '172.31.0.0/20')
-  .option('--uplink <tap>', 'a TAP from the instances\' network to this host, at the subnet\'s first address (needs CAP_NET_ADMIN)')
+  .option('--subnet <cidr>', 'the subnet of each account\'s network (a network card per account)', '172.31.0.0/20')
   .option('--share-cores-within-account', 'let one account\'s instances share physical cores (two accounts never share one)', false)
   .option('--max-instances <n>', 'instances one account may have pending or running (InstanceLimitExceeded; default: 20, '
     + 'or twice the host\'s cores if more)', positiveInt)
@@ -113,7 +112,7 @@ program.command('up')
   .option('--max-volume-gib <n>', 'GiB of volumes and root disks one account may have (VolumeLimitExceeded; default: 1024)', positiveInt)
   .option('--disk-overcommit <factor>', 'disks are sparse: the part of all of them not yet written may be this many times the data '
     + 'directory\'s free space (InsufficientVolumeCapacity beyond; default: 1)', positiveNumber)
-  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; uplink?: string; shareCoresWithinAccount: boolean;
+  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; shareCoresWithinAccount: boolean;
     maxInstances?: number; maxVcpus?: number; maxVolumeGib?: number; diskOvercommit?: number }) => {
     const { runUp } = await import('./up.js');
     const { maxInstances, maxVcpus, maxVolumeGib, ...rest } = opts;

@@ -12,7 +12,6 @@ export interface UpCliOptions extends HostPolicy {
   readonly dataDir?: string | undefined;
   readonly region: string;
   readonly subnet: string;
-  readonly uplink?: string | undefined;
   readonly shareCoresWithinAccount?: boolean | undefined;
 }
 

@@ -121,7 +121,7 @@ export class Lifecycle {
     }
     const userData = row.user_data ? Buffer.from(row.user_data, 'base64') : undefined;
     void this.controller.launch({
-      instanceId: row.id, image: findImage(image.id), vcpus: row.vcpus, memoryMiB: row.memory_mib, rootGiB: row.root_gib,
+      instanceId: row.id, account: row.account, image: findImage(image.id), vcpus: row.vcpus, memoryMiB: row.memory_mib, rootGiB: row.root_gib,
       volumes: this.store.volumesOf(row.id).map((v) => v.id),
       cores: row.cores.split(',').filter(Boolean).map(Number),
       metadata: {

@@ -19,7 +19,6 @@ export interface UpOptions extends HostPolicy {
   readonly port: number;
   readonly region: string;
   readonly subnet: string;
-  readonly uplink?: string | undefined;
   /** Let one account's instances share physical cores (two accounts never do). */
   readonly shareCoresWithinAccount?: boolean | undefined;
   readonly log: Logger;
@@ -42,7 +41,7 @@ export async function up(o: UpOptions): Promise<Up> {
     throw new AzoteError('DataDirInUse', `another azote up is using ${o.dataDir}`, 'stop it first, or give another --data-dir');
   }
   const store = new Store(o.dataDir);
-  const controller = await Controller.start({ dataDir: o.dataDir, log: o.log.child('controller'), subnet: o.subnet, uplink: o.uplink });
+  const controller = await Controller.start({ dataDir: o.dataDir, log: o.log.child('controller'), subnet: o.subnet });
   const api = new Ec2Api(store, controller, o.region, o.dataDir, o.log.child('api'), o.shareCoresWithinAccount ?? false, o);
   const server = createEc2Server({ api, sealingKey: sealingKey(o.dataDir), log: o.log.child('api') });
   await new Promise<void>((resolve, reject) => {

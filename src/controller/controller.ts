@@ -3,8 +3,8 @@
 // the security chip, started in its jail (jail.ts) with an IPC channel as its only line: it inherits /dev/kvm, the
 // kernel and its disks as descriptors, and every connection to a card is made here and handed over on the channel.
 // Its console goes to the instance's console log, its stderr to the instance's hypervisor.log (both capped and rotated
-// here). The controller also runs this host's network card, which every
-// instance's eth0 is attached to, and restarts it if it dies (instances ask for a new connection and keep their
+// here). The controller also runs a network card per account (account-networks.ts), which each of the account's
+// instances' eth0 is attached to, and restarts it if it dies (instances ask for a new connection and keep their
 // addresses).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
@@ -20,6 +20,7 @@ import { runRequestParams } from '../images/run-request.js';
 import { hypervisorMessage, INHERITED_FDS, type ControllerMessage } from '../hypervisor/instance-protocol.js';
 import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
+import { AccountNetworks } from './account-networks.js';
 import { CardProcess } from './card-process.js';
 import { CardLinks } from './card-links.js';
 import { InstanceCgroup } from './cgroup.js';
@@ -29,6 +30,7 @@ import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 import { JAIL_PATH, jailCommand, jailToolPaths, JailUids, memlockLimit } from './jail.js';
 import { sha384 } from '../security-chip/manifest.js';
+import { parseSubnet } from '../virtio/net-addressing.js';
 
 /** Host memory kept for the host itself (Node, cards, page cache) when offering memory to instances. */
 const HOST_RESERVED_MIB = 2048;
@@ -52,6 +54,8 @@ export interface HostCapacity {
 
 export interface LaunchRequest {
   readonly instanceId: string;
+  /** The instance's account: its eth0 is on that account's network. */
+  readonly account: string;
   readonly image: ImageRecord;
   readonly vcpus: number;
   readonly memoryMiB: number;
@@ -80,10 +84,8 @@ export interface InstanceEvents {
 export interface ControllerOptions {
   readonly dataDir: string;
   readonly log: Logger;
-  /** The instances' network (the network card's subnet). */
+  /** The subnet of every account's network. */
   readonly subnet: string;
-  /** A TAP uplink from the instances' network to the host (needs CAP_NET_ADMIN). */
-  readonly uplink?: string | undefined;
   /** The security chip's directory (keys, component store, registers); default DATA_DIR/host. */
   readonly hostDir?: string | undefined;
 }
@@ -117,7 +119,7 @@ export class Controller {
   private readonly running = new Map<string, Running>();
   /** Instances whose disks are being prepared; a stop before their hypervisor starts cancels the launch. */
   private readonly preparing = new Map<string, { cancelled: boolean; done: Promise<unknown> }>();
-  private card: CardProcess | undefined;
+  private readonly networks: AccountNetworks;
   private closing = false;
   /** The hypervisors write the console and their log themselves: the controller rotates them (InstanceFiles.capLogs). */
   private readonly logSweep = setInterval(() => {
@@ -129,12 +131,11 @@ export class Controller {
       }
     }
   }, LOG_SWEEP_MS).unref();
-  readonly netSocket: string;
   private readonly jailUids: JailUids;
 
   private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip,
     private readonly runtime: VerifiedRuntime) {
-    this.netSocket = path.join(o.dataDir, 'net.sock');
+    this.networks = new AccountNetworks(path.join(o.dataDir, 'cards'), o.subnet, () => this.admit('card-net').entryPath, o.log);
     this.jailUids = new JailUids(path.join(o.dataDir, 'jail-uid-next'));
   }
 
@@ -147,9 +148,12 @@ export class Controller {
   /**
    * Starts the host: the development host's components are brought up to date, the security chip's registers
    * begin again (a host start), the controller's own code and Node runtime are verified and measured first, then the
-   * jail's tools measured, and the network card is verified, measured and started.
+   * jail's tools measured. Each account's network card is verified, measured and started with its first instance.
    */
   static async start(o: ControllerOptions): Promise<Controller> {
+    if (!parseSubnet(o.subnet)) {
+      throw new AzoteError('InvalidSubnet', `the instances' subnet ${o.subnet} is not a network address with a prefix of /8 to /30`, 'e.g. --subnet 172.31.0.0/20');
+    }
     const kernel = (await ensureKernel(o.log)).vmlinux;
     const { chip } = SecurityChip.init(o.hostDir ?? path.join(o.dataDir, 'host'));
     provisionDevelopmentHost(chip, o.log);
@@ -158,13 +162,7 @@ export class Controller {
     chip.measure(self.component);
     // The host programs that build the jails are Debian's, not ours to sign: they are measured, beside the controller.
     chip.measure({ name: 'jail-tools', version: 'host', build: 0, digest: sha384(jailToolPaths().map((t) => `${sha384(readFileSync(t))}  ${t}\n`).join('')) });
-    const c = new Controller(o, kernel, chip, self.runtime);
-    const args = ['--socket', c.netSocket, '--subnet', o.subnet, ...(o.uplink ? ['--uplink', o.uplink] : [])];
-    c.card = await CardProcess.start('network', () => c.admit('card-net').entryPath, args, c.netSocket, o.log).catch((e: unknown) => {
-      clearInterval(c.logSweep);
-      throw new AzoteError('NetCard', errorMessage(e), o.uplink ? 'the uplink needs CAP_NET_ADMIN: run as root, or start without an uplink' : undefined);
-    });
-    return c;
+    return new Controller(o, kernel, chip, self.runtime);
   }
 
   volumeFile(volumeId: string): string {
@@ -236,10 +234,11 @@ export class Controller {
     const work = (async () => {
       if (!files.hasRoot) await files.createRoot(req.image, req.rootGiB);
       files.writeMetadata(req.metadata);
+      const netSocket = await this.networks.socketOf(req.account);
       const cards = await this.volumeCards(req.volumes);
       try {
         // Nothing of the hypervisor runs unless the chip verified and measured it just now.
-        return { cards, hypervisor: this.admit('hypervisor') };
+        return { cards, netSocket, hypervisor: this.admit('hypervisor') };
       } catch (e) {
         for (const c of cards) c.stop();
         throw e;
@@ -248,9 +247,10 @@ export class Controller {
     const prep = { cancelled: false, done: work.catch(() => undefined) };
     this.preparing.set(req.instanceId, prep);
     let cards: CardProcess[];
+    let netSocket: string;
     let hypervisor: VerifiedComponent;
     try {
-      ({ cards, hypervisor } = await work);
+      ({ cards, netSocket, hypervisor } = await work);
     } finally {
       this.preparing.delete(req.instanceId);
     }
@@ -276,7 +276,7 @@ export class Controller {
     const entryState: Running = { child, uid: jailUid, stopping: undefined };
     this.running.set(req.instanceId, entryState);
     let ended: InstanceEnd | undefined;
-    const links = new CardLinks(new Map([[NET_CARD, this.netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]));
+    const links = new CardLinks(new Map([[NET_CARD, netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]));
     child.on('message', (raw: unknown) => {
       const m = hypervisorMessage(raw);
       if (!m) {
@@ -398,7 +398,7 @@ export class Controller {
     this.files(instanceId).remove();
   }
 
-  /** Stops every instance and the card; resolves when the hypervisors are gone. */
+  /** Stops every instance and the network cards; resolves when the hypervisors are gone. */
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.logSweep);
@@ -409,6 +409,6 @@ export class Controller {
       r.child.kill('SIGKILL');
     }));
     await Promise.all(gone);
-    this.card?.stop();
+    await this.networks.close();
   }
 }

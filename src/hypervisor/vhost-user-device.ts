@@ -6,6 +6,7 @@
 // card is back (its link gives a new connection), and hands it the rings from the used index the guest has seen. Requests the old
 // card took but never completed are after that index, so the new card serves them again; a write the guest saw
 // completed was completed by the old card (and, after a flush, is on disk).
+import { errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
 import type { Vm } from '../kvm/kvm.js';
@@ -22,6 +23,21 @@ const CONFIG_BYTES = 60;
 
 /** How often a card's socket is checked, and a gone card looked for again. */
 const WATCH_MS = 200;
+/**
+ * How long a card that came back may refuse the configuration the guest relies on. After a restart each new
+ * attachment holds the card's first free address until it claims its own, so a claim can meet another's for a moment;
+ * an address still held after this long was given to someone else.
+ */
+export const RECLAIM_MS = 30_000;
+
+/** Configuration a card assigned that the guest relies on (a network attachment's MAC, which says its address). */
+export interface KeptConfig {
+  readonly bytes: Uint8Array;
+  /** How the bytes read in logs and errors. */
+  describe(bytes: Uint8Array): string;
+  /** A card that came back would not give them back for RECLAIM_MS (it offers `given`): the guest's view is wrong for good. */
+  lost(given: Uint8Array): void;
+}
 
 export class CardDevice implements VirtioDevice {
   readonly features: bigint;
@@ -50,11 +66,10 @@ export class VhostUserRunner implements QueueRunner {
   private frontend: VhostUserFrontend | undefined;
   private features = 0n;
   private watch: NodeJS.Timeout | undefined;
-  /**
-   * Configuration a card assigned that the guest relies on (a network attachment's MAC): a card that comes back
-   * is asked for it again before it gets the rings.
-   */
-  keepConfig: Uint8Array | undefined;
+  /** Asked for again (and read back) from a card that comes back, before it gets the rings. */
+  keepConfig: KeptConfig | undefined;
+  /** Since when a card that came back has been refusing keepConfig. */
+  private refusedSince: number | undefined;
 
   constructor(
     private readonly vm: Vm,
@@ -144,7 +159,10 @@ export class VhostUserRunner implements QueueRunner {
       return; // not back yet
     }
     try {
-      if (this.keepConfig) f.setConfig(0, this.keepConfig);
+      if (this.keepConfig && !this.reclaim(f, this.keepConfig, link.name)) {
+        f.close();
+        return;
+      }
       // From what the guest has seen completed: everything after it is served (again) by the new card.
       this.handOver(f, (q) => this.mem.readU16(q.usedAddr + 2));
       this.frontend = f;
@@ -153,6 +171,38 @@ export class VhostUserRunner implements QueueRunner {
       f.close();
       this.log.warn('a card at the path did not take the rings; trying again', { device: this.index, why: (e as Error).message });
     }
+  }
+
+  /**
+   * Writes the kept configuration back and reads it back: whether the card now gives the guest what it had. A
+   * refusal comes as a negative acknowledgement, or (without REPLY_ACK) not at all: the read-back is what counts.
+   * Refused for RECLAIM_MS, the configuration is lost. Throws when the connection fails (the card is not back).
+   */
+  private reclaim(f: VhostUserFrontend, keep: KeptConfig, card: string): boolean {
+    let why = '';
+    try {
+      f.setConfig(0, keep.bytes);
+    } catch (e) {
+      why = errorMessage(e);
+    }
+    const now = f.getConfig(keep.bytes.length);
+    if (now.every((b, i) => b === keep.bytes[i])) {
+      if (this.refusedSince !== undefined) this.log.info('the card gave the device\'s configuration back', { device: this.index, card, kept: keep.describe(keep.bytes) });
+      this.refusedSince = undefined;
+      return true;
+    }
+    const fields = { device: this.index, card, kept: keep.describe(keep.bytes), given: keep.describe(now), why };
+    if (this.refusedSince === undefined) {
+      this.refusedSince = Date.now();
+      this.log.warn('the card that came back refused the device\'s configuration; asking again', fields);
+    }
+    if (Date.now() - this.refusedSince < RECLAIM_MS) return false;
+    this.log.error('the card that came back kept refusing the device\'s configuration: the guest\'s view of it is wrong', fields);
+    this.refusedSince = undefined;
+    clearInterval(this.watch);
+    this.watch = undefined;
+    keep.lost(now);
+    return false;
   }
 
   notify(index: number): void {

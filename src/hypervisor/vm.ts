@@ -235,7 +235,15 @@ export class MicroVm {
       throw new AzoteError('CardUnavailable', `the network card at ${socket} assigned MAC ${formatMac(mac)}, which names no address`,
         'attach to an Azote network card (azote card net)');
     }
-    runner.keepConfig = mac;
+    const describe = (m: Uint8Array): string => `${formatMac(m)} (${addressFromMac(m)?.ip ?? 'no address'})`;
+    runner.keepConfig = {
+      bytes: mac, describe,
+      // The guest keeps an address its card gave another VM: it is off the network, and its address is not its own.
+      lost: (given) => this.finish({
+        kind: 'crashed',
+        reason: `the network card restarted and gave this VM's address ${address.ip} to another (it offers ${describe(given)}): start it again for a new address`,
+      }),
+    };
     return { ip: address.ip, prefix: address.prefix, gateway: address.gateway, mac: formatMac(mac) };
   }
 

@@ -1,10 +1,11 @@
 // The network card end to end: attachments get successive addresses (as their MAC) and may claim a free one back;
 // two of our VMs ping each other and the host's uplink through it, and a guest that changes its MAC is cut off;
-// Debian's QEMU (`-netdev vhost-user`, under TCG) boots our guest on it and pings the host.
+// a VM whose address another attachment took while the card restarted stops with the reason; Debian's QEMU
+// (`-netdev vhost-user`, under TCG) boots our guest on it and pings the host.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +17,7 @@ import { projectRoot } from '../../src/images/paths.js';
 import { runRequestArchive } from '../../src/images/run-request.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { formatMac } from '../../src/virtio/net-addressing.js';
+import { EXIT_VM_FAILED } from '../../src/cli/run.js';
 import { azote } from '../framework/cli.js';
 import { backend, connectWhenTaken, type Backend } from '../framework/backend.js';
 import { requireKvm } from '../framework/kvm.js';
@@ -144,6 +146,37 @@ test('a network card killed (SIGKILL) and restarted: the VM reconnects, keeps it
     assert.match(vm.err(), /the card is back/);
     assert.match(card.log(), /network port claimed its address port=port1 mac=02:18:0a:3f:00:03 ip=10\.63\.0\.3/);
   } finally {
+    vm.kill();
+    card.stop();
+  }
+});
+
+test('a VM whose address was given to another while its card restarted is not left with it: the refused claim is seen, and the VM stops with the reason', { timeout: 600_000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const socket = path.join(dir, 'taken.sock'), next = path.join(dir, 'taken-next.sock');
+  const args = (at: string): string[] => [AZOTE, 'card', 'net', '--socket', at, '--subnet', '10.64.0.0/24'];
+  let card = await backend(process.execPath, args(socket), socket);
+  const other = VhostUserFrontend.connect(socket);
+  const vm = startVm(socket, 'echo first $AZOTE_GUEST_IP; sleep 600');
+  let thief: VhostUserFrontend | undefined;
+  try {
+    for (let i = 0; i < 3000 && !vm.out().includes('first'); i++) await sleep(100);
+    assert.equal(vm.out(), 'first 10.64.0.3\n', `${vm.err()}\ncard: ${card.log()}`);
+    card.stop('SIGKILL');
+    other.close();
+    // The new card is out of the VM's reach until another attachment holds the VM's address; then it takes its place.
+    card = await backend(process.execPath, args(next), next);
+    thief = VhostUserFrontend.connect(next);
+    thief.setConfig(0, Uint8Array.of(0x02, 24, 10, 64, 0, 3));
+    assert.equal(macOf(thief), '02:18:0a:40:00:03');
+    renameSync(next, socket);
+    assert.equal(await vm.ended, EXIT_VM_FAILED, `${vm.out()}\n${vm.err()}\ncard: ${card.log()}`);
+    assert.match(vm.err(), /the card that came back refused the device's configuration; asking again .*kept=02:18:0a:40:00:03 \(10\.64\.0\.3\) given=02:18:0a:40:00:02 \(10\.64\.0\.2\)/);
+    assert.match(vm.err(), /azote: the VM crashed: the network card restarted and gave this VM's address 10\.64\.0\.3 to another \(it offers 02:18:0a:40:00:02 \(10\.64\.0\.2\)\): start it again for a new address/);
+    assert.doesNotMatch(vm.err(), /the card is back/, 'the rings never went to the card under another address');
+    assert.match(card.log(), /configuration write was refused.*10\.64\.0\.3 is attached already/);
+  } finally {
+    thief?.close();
     vm.kill();
     card.stop();
   }

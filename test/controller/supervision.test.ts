@@ -48,10 +48,12 @@ test('a killed network card is verified and started again; a killed hypervisor l
     const chip = SecurityChip.open(`${host.dataDir}/host`);
     const measured = (): number => chip.eventLog().filter((e) => e.component === 'card-net').length;
     assert.equal(measured(), 1);
-    const [card] = pidsOf('cards/net/main.js', `${host.dataDir}/net.sock`);
+    // The account's network card (the host's first: account-networks.ts numbers their sockets).
+    const socket = `${host.dataDir}/cards/net-1.sock`;
+    const [card] = pidsOf('cards/net/main.js', socket);
     assert.ok(card, 'the network card runs from the component store');
     process.kill(card, 'SIGKILL');
-    const again = await until('a new network card', () => pidsOf('cards/net/main.js', `${host.dataDir}/net.sock`).find((p) => p !== card));
+    const again = await until('a new network card', () => pidsOf('cards/net/main.js', socket).find((p) => p !== card));
     assert.notEqual(again, card);
     await until('its measurement', () => (measured() === 2 ? true : undefined));
     const state = (await ec2.send(new sdk.DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations?.[0]?.Instances?.[0]?.State?.Name;

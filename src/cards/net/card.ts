@@ -124,8 +124,8 @@ export function serveNetCard(o: NetCardOptions, log: Logger): never {
   const detach = (a: Attachment): void => {
     attachments.delete(a);
     waiting.delete(a.port);
-    sw.detach(a.port);
-    log.info('network port detached', { port: a.port.name, ip: ipToString(a.ip), ...a.port.counters, switch: sw.counters });
+    const dropped = sw.detach(a.port);
+    log.info('network port detached', { port: a.port.name, ip: ipToString(a.ip), ...a.port.counters, dropped, switch: sw.counters });
   };
 
   const frame = new Uint8Array(MAX_FRAME + 64);

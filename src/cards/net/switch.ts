@@ -1,8 +1,12 @@
-// The network card's learning switch. Each VM attachment is a port with the MAC the card assigned it: frames from
-// it must carry that source address (anything else is spoofing and dropped), and frames to that address go to it
-// alone. The uplink (a TAP to the host) may carry any source address but a VM's. Other addresses are learned from
-// the frames' sources and forgotten after AGEING_MS; broadcast, multicast and unknown destinations are flooded to
-// every port but the one the frame came from.
+// The network card's learning switch. Each VM attachment is a port with the MAC the card assigned it, which also
+// names its IPv4 address (virtio/net-addressing.ts). A VM port's frames must carry that MAC as Ethernet source, and
+// may only be ARP or IPv4 that speak for that address: an ARP sender or IPv4 source that is not the port's own would
+// let a guest answer for another's address or send with its source, so such frames are dropped (guest-frame.ts says
+// what is checked and why). Frames to a port's MAC go to it alone. The uplink (a TAP to the host) may carry any
+// source address but a VM's. Other addresses are learned from the frames' sources and forgotten after AGEING_MS;
+// broadcast, multicast and unknown destinations are flooded to every port but the one the frame came from.
+import { addressFromMac } from '../../virtio/net-addressing.js';
+import { checkGuestFrame } from './guest-frame.js';
 
 /** An Ethernet header: destination, source, type. */
 export const ETH_HEADER = 14;
@@ -17,14 +21,28 @@ export interface SwitchPort {
   deliver(frame: Uint8Array): void;
 }
 
-export interface SwitchCounters {
-  forwarded: number;
-  flooded: number;
-  /** Frames whose source was not their port's MAC (or, from the uplink, a VM's). */
+/** Why frames from a port were dropped, by reason. */
+export interface SwitchDrops {
+  /** The Ethernet source was not the port's MAC (or, from the uplink, a VM's). */
   spoofed: number;
-  /** Frames too short to be Ethernet, or from a multicast source. */
+  /** An ARP sender (hardware or protocol address) that is not the port's own. */
+  spoofedArp: number;
+  /** An IPv4 source that is not the port's own address (DHCP discovery from 0.0.0.0 excepted). */
+  spoofedIp: number;
+  /** 802.1Q / 802.1ad tagged frames from a VM: the network has no VLANs, and a tag would hide what is inside. */
+  tagged: number;
+  /** From a VM, a protocol other than ARP and IPv4: the network assigns nothing else, so nothing else is checked. */
+  otherProtocol: number;
+  /** Frames too short to be Ethernet (or the ARP or IPv4 they say they carry), or from a multicast source. */
   malformed: number;
 }
+
+export interface SwitchCounters extends SwitchDrops {
+  forwarded: number;
+  flooded: number;
+}
+
+const noDrops = (): SwitchDrops => ({ spoofed: 0, spoofedArp: 0, spoofedIp: 0, tagged: 0, otherProtocol: 0, malformed: 0 });
 
 /** A MAC as a number (48 bits fit a double exactly). */
 export function macKey(bytes: Uint8Array, offset = 0): number {
@@ -35,9 +53,15 @@ export function macKey(bytes: Uint8Array, offset = 0): number {
 
 const isGroup = (bytes: Uint8Array, offset: number): boolean => ((bytes[offset] ?? 0) & 1) === 1;
 
+interface Attached {
+  /** A VM port's address, as its MAC names it (undefined for the uplink, or a MAC that names none). */
+  readonly ip: number | undefined;
+  readonly drops: SwitchDrops;
+}
+
 export class VirtualSwitch {
-  readonly counters: SwitchCounters = { forwarded: 0, flooded: 0, spoofed: 0, malformed: 0 };
-  private readonly ports = new Set<SwitchPort>();
+  readonly counters: SwitchCounters = { forwarded: 0, flooded: 0, ...noDrops() };
+  private readonly ports = new Map<SwitchPort, Attached>();
   /** VM ports by their assigned MAC. */
   private readonly assigned = new Map<number, SwitchPort>();
   /** Addresses seen behind the uplink (or any port without an assigned MAC). */
@@ -52,31 +76,39 @@ export class VirtualSwitch {
       this.assigned.set(key, port);
       this.learned.delete(key);
     }
-    this.ports.add(port);
+    this.ports.set(port, { ip: port.mac ? addressFromMac(port.mac)?.address : undefined, drops: noDrops() });
   }
 
-  detach(port: SwitchPort): void {
+  /** Takes the port off the switch; returns what was dropped from it while attached (for its log). */
+  detach(port: SwitchPort): SwitchDrops {
+    const drops = this.ports.get(port)?.drops ?? noDrops();
     this.ports.delete(port);
     if (port.mac && this.assigned.get(macKey(port.mac)) === port) this.assigned.delete(macKey(port.mac));
     for (const [key, entry] of this.learned) if (entry.port === port) this.learned.delete(key);
+    return drops;
   }
 
   get portCount(): number {
     return this.ports.size;
   }
 
+  /** What was dropped from an attached port so far. */
+  drops(port: SwitchPort): SwitchDrops | undefined {
+    const d = this.ports.get(port)?.drops;
+    return d && { ...d };
+  }
+
   /** Switches one frame that arrived on `from`. */
   forward(from: SwitchPort, frame: Uint8Array): void {
-    if (frame.length < ETH_HEADER || isGroup(frame, 6)) {
-      this.counters.malformed++;
+    const state = this.ports.get(from);
+    if (!state) return;
+    const verdict = this.check(from, state, frame);
+    if (verdict !== 'ok') {
+      this.counters[verdict]++;
+      state.drops[verdict]++;
       return;
     }
-    const source = macKey(frame, 6);
-    if (from.mac ? source !== macKey(from.mac) : this.assigned.has(source)) {
-      this.counters.spoofed++;
-      return;
-    }
-    if (!from.mac) this.learned.set(source, { port: from, at: this.now() });
+    if (!from.mac) this.learned.set(macKey(frame, 6), { port: from, at: this.now() });
     const to = isGroup(frame, 0) ? undefined : this.lookup(macKey(frame, 0));
     if (to) {
       if (to !== from) {
@@ -86,7 +118,16 @@ export class VirtualSwitch {
       return;
     }
     this.counters.flooded++;
-    for (const port of this.ports) if (port !== from) port.deliver(frame);
+    for (const port of this.ports.keys()) if (port !== from) port.deliver(frame);
+  }
+
+  private check(from: SwitchPort, state: Attached, frame: Uint8Array): 'ok' | keyof SwitchDrops {
+    if (frame.length < ETH_HEADER || isGroup(frame, 6)) return 'malformed';
+    const source = macKey(frame, 6);
+    if (!from.mac) return this.assigned.has(source) ? 'spoofed' : 'ok';
+    if (source !== macKey(from.mac)) return 'spoofed';
+    // A VM port whose MAC names no address has none to speak for: it may send no ARP or IPv4 at all.
+    return checkGuestFrame(frame, from.mac, state.ip ?? -1);
   }
 
   private lookup(destination: number): SwitchPort | undefined {
