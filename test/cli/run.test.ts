@@ -1,8 +1,8 @@
-// `azote run` on SIGTERM asks the guest to shut down: Azote's init ends the command, syncs and unmounts, and
-// powers off with 128 + SIGTERM, which `azote run` exits with. A guest that does not answer (a test guest has no
-// init) is stopped hard after the grace time, as Ctrl-C would (status 130).
+// `azote run` on SIGTERM asks the guest to shut down: Azote's init ends the command, syncs and unmounts its disks,
+// and powers off with 128 + SIGTERM, which `azote run` exits with; a file written without sync is on the disk. A
+// guest that does not answer (a test guest has no init) is stopped hard after the grace time, as Ctrl-C would (130).
 import { test } from 'node:test';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,11 +33,20 @@ function terminateWhen(args: string[], ready: RegExp): Promise<{ status: number 
   });
 }
 
-test('SIGTERM: the guest shuts down (its init ends the command) and azote run exits with 143', { timeout: 700_000 }, async (t) => {
+test('SIGTERM: the guest shuts down, a file it wrote without sync is on its disk, and azote run exits with 143', { timeout: 700_000 }, async (t) => {
   if (!requireKvm(t)) return;
-  const r = await terminateWhen(['--', 'sh', '-c', 'echo command-ready; exec sleep 100000'], /command-ready/);
-  assert.match(r.out, /azote-init: the host asked to shut down: the system is powering off/);
-  assert.equal(r.status, 143, r.out);
+  const dir = mkdtempSync(path.join(tmpdir(), 'azote-run-'));
+  try {
+    const disk = path.join(dir, 'disk.ext4');
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', disk, '16M']);
+    const r = await terminateWhen(['--disk', disk, '--', 'sh', '-c',
+      'mkdir -p /mnt && mount /dev/vda /mnt && echo written-without-sync > /mnt/kept && echo command-ready && exec sleep 100000'], /command-ready/);
+    assert.match(r.out, /azote-init: the host asked to shut down: the system is powering off/);
+    assert.equal(r.status, 143, r.out);
+    assert.equal(execFileSync('debugfs', ['-R', 'cat /kept', disk], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), 'written-without-sync\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('SIGTERM: a guest that does not shut down is stopped after the grace time (status 130)', { timeout: 700_000 }, async (t) => {

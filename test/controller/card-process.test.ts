@@ -3,7 +3,7 @@
 // addresses or a volume's lock. The card's pid file names it until then.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -43,6 +43,21 @@ test('a card started by a controller dies when the controller is killed with SIG
     await exited;
     for (let i = 0; i < 600 && processStartTime(Number(pid)) === start; i++) await new Promise((r) => setTimeout(r, 100));
     assert.equal(processStartTime(Number(pid)), undefined, 'the card ended with its controller');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a card whose controller is already gone (another parent) ends at once, as does one given a malformed pid', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'azote-card-process-'));
+  try {
+    const entry = path.join(projectRoot(), 'dist/src/cards/net/main.js');
+    for (const [controller, why] of [[String(process.pid + 1_000_000), /the controller \(pid \d+\) that started this card is gone/], ['12abc', /is not a process id/]] as const) {
+      const r = spawnSync(process.execPath, [entry, '--socket', path.join(dir, 'net.sock'), '--subnet', '10.99.0.0/24', '--controller', controller],
+        { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, why);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
