@@ -1,5 +1,5 @@
 // The jail a hypervisor runs in, built from util-linux tools as the command the controller spawns:
-//   taskset (its cores) -> unshare (new network and mount namespaces) -> sh (the root below) -> setpriv (its own
+//   setpriv (killed if the controller dies) -> taskset (its cores) -> unshare (new network and mount namespaces) -> sh (the root below) -> setpriv (its own
 //   unprivileged uid, no groups, no capabilities, no_new_privs) -> node (the verified hypervisor entry)
 // Its root is a read-only tmpfs that holds only what the process needs to run: the node binary and setpriv with
 // the shared libraries they and the bundle's native addons load, and the verified component's files, each bound
@@ -154,9 +154,11 @@ export function jailCommand(spec: JailSpec): { command: string; args: string[] }
   const namespaces = root ? ['unshare', '--net', '--mount', '--propagation', 'private']
     : ['unshare', '--user', '--map-root-user', '--net', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child'];
   const identity = spec.uid !== undefined ? [`--reuid=${spec.uid}`, `--regid=${spec.uid}`, '--clear-groups'] : [];
+  // The parent-death signal holds through the execs down to unshare (the controller's own child), which takes its
+  // child with it (--kill-child) where it forks: a controller that dies takes its hypervisors with it.
   return {
-    command: 'taskset',
-    args: ['--cpu-list', spec.cores.join(','), ...namespaces, '--', 'sh', '-c', ROOT_SCRIPT, 'azote-jail', spec.mountPoint, umount, umountLibs, ...steps, '--',
+    command: setpriv,
+    args: ['--pdeathsig', 'KILL', '--', 'taskset', '--cpu-list', spec.cores.join(','), ...namespaces, '--', 'sh', '-c', ROOT_SCRIPT, 'azote-jail', spec.mountPoint, umount, umountLibs, ...steps, '--',
       setpriv, ...identity, '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--', process.execPath, spec.entry, ...spec.args],
   };
 }

@@ -2,8 +2,9 @@
 // the id for people reading the process list). It opens nothing: it is given /dev/kvm, the kernel and the disks as
 // inherited descriptors and its card connections on the IPC channel (instance-protocol.ts), runs the VM, reports
 // what happens, and ends with the VM. If the controller goes away, the VM is stopped: nothing else may command it.
-// Its channel closing says so; where the controller is also its parent (a root controller's jail execs down to this
-// process), the kernel kills it too, should its event loop be stuck.
+// Its channel closing says so, and the kernel kills it too should its event loop be stuck: its jail asks for a
+// parent-death signal (jail.ts), which the uid change in the jail clears where no process forks on the way (a root
+// controller's jail execs down to this process): then it is asked for again here.
 import { closeSync, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
