@@ -12,9 +12,11 @@
  * 3. Reports the program's exit status (or 128 + signal) on the exit-status port, then restarts the machine
  *    through the keyboard controller (the kernel runs with reboot=k), which the hypervisor treats as a clean stop.
  *    Without port access (a kernel without CONFIG_X86_IOPL_IOPERM) init says so; the host then sees a plain reset.
- * 4. Busybox's poweroff and halt (SIGUSR2, SIGUSR1 to PID 1) end every process and stop the machine as in 3 with
- *    status 0; its reboot (SIGTERM) ends every process and resets the machine without a status, which the host
- *    takes as a reboot.
+ * 4. Busybox's poweroff and halt (SIGUSR2, SIGUSR1 to PID 1) end every process, unmount the disks (or make them
+ *    read-only) and stop the machine as in 3 with status 0; its reboot (SIGTERM) does the same but resets the
+ *    machine without a status, which the host takes as a reboot.
+ * 5. Once a second init reads the shutdown-request port; when the host has asked (it reads 1) the machine stops as
+ *    in 4 with status 128 + SIGTERM, as a program ended by the host's SIGTERM would report.
  *
  * PID 1 itself is the session leader that owns the console as controlling terminal; the program runs in its own
  * process group in the foreground. (If the program led the session, its exit would hang the tty up, and a hangup
@@ -37,6 +39,7 @@
 #include <netinet/in.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -48,6 +51,11 @@
 #ifndef BOOT_MARKER_PORT
 #define BOOT_MARKER_PORT 0x511
 #endif
+#ifndef SHUTDOWN_REQUEST_PORT
+#define SHUTDOWN_REQUEST_PORT 0x512
+#endif
+/* What the shutdown-request port reads once the host asks (a port with nothing behind it reads all ones). */
+#define SHUTDOWN_REQUESTED 1
 
 /* Statuses of init's own failures, as a shell would give them. */
 #define STATUS_CANNOT_RUN 126
@@ -64,19 +72,30 @@ static void say_errno(const char *what)
 }
 
 /*
- * All I/O port access. The first call asks the kernel for the two ports (ioperm, CONFIG_X86_IOPL_IOPERM).
- * Refused, it reports once: the host then sees no marker and a reset without status.
+ * All I/O port access. The first use asks the kernel for the three ports (ioperm, CONFIG_X86_IOPL_IOPERM).
+ * Refused, it reports once: the host then sees no marker, a reset without status, and no shutdown request.
  */
-static void port_write(unsigned short port, unsigned char value)
+static int port_access(void)
 {
 	static int access; /* 0: not asked yet, 1: granted, -1: refused */
 	if (access == 0) {
-		access = ioperm(EXIT_STATUS_PORT, 1, 1) == 0 && ioperm(BOOT_MARKER_PORT, 1, 1) == 0 ? 1 : -1;
+		access = ioperm(EXIT_STATUS_PORT, 1, 1) == 0 && ioperm(BOOT_MARKER_PORT, 1, 1) == 0 &&
+				 ioperm(SHUTDOWN_REQUEST_PORT, 1, 1) == 0 ? 1 : -1;
 		if (access < 0)
 			say_errno("ioperm (the guest kernel needs CONFIG_X86_IOPL_IOPERM)");
 	}
-	if (access > 0)
+	return access > 0;
+}
+
+static void port_write(unsigned short port, unsigned char value)
+{
+	if (port_access())
 		outb(value, port);
+}
+
+static int shutdown_requested(void)
+{
+	return port_access() && inb(SHUTDOWN_REQUEST_PORT) == SHUTDOWN_REQUESTED;
 }
 
 static void mount_fs(const char *type, const char *dir, unsigned long flags, const char *data)
@@ -395,14 +414,32 @@ __attribute__((noreturn)) static void child(char **argv, int tty)
 
 /* The signal by which busybox's poweroff, halt or reboot asked PID 1 to stop the machine; 0 until then. */
 static volatile sig_atomic_t stop_request;
+/* Set by SIGALRM: time to read the shutdown-request port (or a bounded wait is over). */
+static volatile sig_atomic_t alarm_rang;
+/* The host asked the machine to shut down (the shutdown-request port). */
+static int host_request;
 
 static void request_stop(int sig)
 {
 	stop_request = sig;
 }
 
+static void ring(int sig)
+{
+	(void)sig;
+	alarm_rang = 1;
+}
+
+/* SIGALRM every `seconds` (0: never). */
+static void set_alarm(int seconds)
+{
+	struct itimerval t = { .it_interval = { .tv_sec = seconds }, .it_value = { .tv_sec = seconds } };
+	if (setitimer(ITIMER_REAL, &t, NULL) < 0)
+		say_errno("setitimer");
+}
+
 /* Runs argv in the foreground of the console and reaps every process until it ends; returns its status, or -1
- * when the machine is to stop first (stop_request). */
+ * when the machine is to stop first (stop_request, or host_request: the port is read once a second meanwhile). */
 static int run(char **argv, int tty)
 {
 	pid_t pid = fork();
@@ -417,19 +454,28 @@ static int run(char **argv, int tty)
 	if (tty >= 0)
 		tcsetpgrp(tty, pid);
 	/* PID 1 adopts orphans: reap everything until the program itself ends. */
+	set_alarm(1);
 	for (;;) {
 		int status;
 		pid_t done = wait(&status);
-		if (done < 0 && errno == EINTR && stop_request)
+		if (done < 0 && errno == EINTR && alarm_rang) {
+			alarm_rang = 0;
+			host_request = shutdown_requested();
+		}
+		if (done < 0 && errno == EINTR && (stop_request || host_request)) {
+			set_alarm(0);
 			return -1;
+		}
 		if (done < 0 && errno == EINTR)
 			continue;
 		if (done < 0) {
 			say_errno("wait");
 			return STATUS_CANNOT_RUN;
 		}
-		if (done == pid)
+		if (done == pid) {
+			set_alarm(0);
 			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		}
 	}
 }
 
@@ -445,13 +491,49 @@ __attribute__((noreturn)) static void finish(int status, int tty)
 		pause();
 }
 
-/* Every other process gets SIGTERM, then a second later SIGKILL; disks are synced. */
+/* Unmounts every file system on a block device, newest first; one still busy (the root) is made read-only. */
+static void unmount_disks(void)
+{
+	size_t size;
+	char *mounts = read_file("/proc/mounts", &size);
+	if (!mounts) {
+		say_errno("/proc/mounts");
+		return;
+	}
+	char *disks[64];
+	int n = 0;
+	for (char *line = strtok(mounts, "\n"); line && n < 64; line = strtok(NULL, "\n"))
+		if (strncmp(line, "/dev/", 5) == 0)
+			disks[n++] = line;
+	while (n-- > 0) {
+		/* "SOURCE DIR TYPE OPTIONS ..." (a space in DIR would be written \040: none of ours has one) */
+		char *dir = strchr(disks[n], ' ');
+		if (!dir)
+			continue;
+		dir++;
+		dir[strcspn(dir, " ")] = '\0';
+		if (umount(dir) < 0 && mount(NULL, dir, NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0)
+			say_errno(dir);
+	}
+	free(mounts);
+}
+
+/*
+ * Every other process gets SIGTERM, then a second later SIGKILL, and is reaped (so its files are closed; a process
+ * stuck in the kernel gets at most 5 s); disks are synced and unmounted.
+ */
 static void end_processes(void)
 {
 	kill(-1, SIGTERM);
 	sleep(1);
 	kill(-1, SIGKILL);
+	alarm_rang = 0;
+	alarm(5);
+	while (wait(NULL) > 0 || (errno == EINTR && !alarm_rang))
+		;
+	alarm(0);
 	sync();
+	unmount_disks();
 }
 
 int main(void)
@@ -493,6 +575,9 @@ int main(void)
 	sigaction(SIGUSR1, &stop, NULL);
 	sigaction(SIGUSR2, &stop, NULL);
 	sigaction(SIGTERM, &stop, NULL);
+	struct sigaction tick = { .sa_handler = ring };
+	sigemptyset(&tick.sa_mask);
+	sigaction(SIGALRM, &tick, NULL);
 	if (setsid() < 0)
 		say_errno("setsid");
 	int tty = open_console();
@@ -514,12 +599,13 @@ int main(void)
 	int status = run(argv, tty);
 	if (status >= 0)
 		finish(status, tty);
-	int rebooting = stop_request == SIGTERM;
-	dprintf(tty >= 0 ? tty : 1, "azote-init: the system is %s\n", rebooting ? "rebooting" : "powering off");
+	int rebooting = !host_request && stop_request == SIGTERM;
+	dprintf(tty >= 0 ? tty : 1, "azote-init: %sthe system is %s\n", host_request ? "the host asked to shut down: " : "",
+		rebooting ? "rebooting" : "powering off");
 	end_processes();
 	if (rebooting) {
 		reboot(RB_AUTOBOOT);
 		say_errno("reboot");
 	}
-	finish(0, tty);
+	finish(host_request ? 128 + SIGTERM : 0, tty);
 }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { detectKvmFlavour } from '../kvm/kvm.js';
+import { GUEST_SHUTDOWN_GRACE_MS } from '../hypervisor/devices/azote-ports.js';
 import { MicroVm, type DiskSpec, type VmEnd } from '../hypervisor/vm.js';
 import { ensureKernel } from '../images/kernel.js';
 import { ensureBaseInitramfs } from '../images/initramfs.js';
@@ -154,16 +155,28 @@ async function boot(o: RunOptions, { kernel, initrd, cmdline, disks, shell, flav
       + `(MAC ${vm.network.mac}), gateway ${vm.network.gateway}\n`);
   }
   host.console = shell || process.stdin.isTTY ? attachConsole((b) => vm.input(b), () => vm.stop()) : undefined;
-  const onSignal = (): void => vm.stop();
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // SIGINT stops the VM at once; SIGTERM asks the guest to shut down (it syncs and unmounts its disks) and stops
+  // the VM after the grace time, or at a second SIGTERM.
+  const onInterrupt = (): void => vm.stop();
+  let grace: NodeJS.Timeout | undefined;
+  const onTerminate = (): void => {
+    if (grace) {
+      vm.stop();
+      return;
+    }
+    vm.requestShutdown();
+    grace = setTimeout(() => vm.stop(), GUEST_SHUTDOWN_GRACE_MS);
+  };
+  process.on('SIGINT', onInterrupt);
+  process.on('SIGTERM', onTerminate);
   let end: VmEnd;
   try {
     end = await vm.run();
   } finally {
+    clearTimeout(grace);
     host.console?.close();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onInterrupt);
+    process.off('SIGTERM', onTerminate);
   }
   log.debug('VM ended', { end, stats: vm.stats() });
   switch (end.kind) {

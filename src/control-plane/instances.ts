@@ -250,7 +250,11 @@ export const stopInstances: Action = (c) => {
   const ctx = c as InstanceActionsContext;
   const rows = named(ctx, true) ?? [];
   for (const r of rows) if (r.state === 'terminated' || r.state === 'shutting-down') refuse(r, 'stopped');
-  return { instancesSet: list(transition(ctx, (r) => { if (r.state === 'pending' || r.state === 'running') ctx.lifecycle.stop(r); })) };
+  // As EC2: Force skips the guest's shutdown, also for an instance already stopping.
+  const force = ctx.params.bool('Force', false);
+  return { instancesSet: list(transition(ctx, (r) => {
+    if (r.state === 'pending' || r.state === 'running' || force && r.state === 'stopping') ctx.lifecycle.stop(r, force);
+  })) };
 };
 
 export const startInstances: Action = (c) => {

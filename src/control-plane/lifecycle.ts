@@ -177,10 +177,13 @@ export class Lifecycle {
     return row.key_name ? this.store.keyPairByName(row.account, row.key_name)?.public_key : undefined;
   }
 
-  stop(row: InstanceRow): void {
-    this.store.updateInstance(row.id, { state: 'stopping', transition_reason: userInitiated(), state_reason_code: 'Client.UserInitiatedShutdown',
-      state_reason_message: 'Client.UserInitiatedShutdown: User initiated shutdown' });
-    if (this.controller.isRunning(row.id)) this.controller.stop(row.id);
+  /** Asks the guest to shut down, stopping it hard after the grace time, or at once with `force`. */
+  stop(row: InstanceRow, force = false): void {
+    if (row.state !== 'stopping') {
+      this.store.updateInstance(row.id, { state: 'stopping', transition_reason: userInitiated(), state_reason_code: 'Client.UserInitiatedShutdown',
+        state_reason_message: 'Client.UserInitiatedShutdown: User initiated shutdown' });
+    }
+    if (this.controller.isRunning(row.id)) this.controller.stop(row.id, force);
     else this.store.updateInstance(row.id, { state: 'stopped', cores: '' });
   }
 

@@ -11,6 +11,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../base/log.js';
 import { CardProcess } from './card-process.js';
+import type { PidFiles } from './pid-files.js';
 
 export class AccountNetworks {
   /** Each account's card, or its start under way (so that two launches at once start one card). */
@@ -21,7 +22,7 @@ export class AccountNetworks {
 
   /** `entry` verifies and measures the card's code and gives its entry point (before each start and restart). */
   constructor(private readonly dir: string, private readonly subnet: string, private readonly entry: () => string,
-    private readonly log: Logger) {}
+    private readonly pids: PidFiles, private readonly log: Logger) {}
 
   /** The socket of `account`'s network card, started now if it is not running yet. */
   async socketOf(account: string): Promise<string> {
@@ -30,7 +31,7 @@ export class AccountNetworks {
     if (!card) {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
       const socket = path.join(this.dir, `net-${++this.started}.sock`);
-      card = CardProcess.start(`account ${account}'s network`, this.entry, ['--socket', socket, '--subnet', this.subnet], socket, this.log);
+      card = CardProcess.start(`account ${account}'s network`, this.entry, ['--socket', socket, '--subnet', this.subnet], socket, this.pids, this.log);
       this.cards.set(account, card);
       // A card that did not start is forgotten: the account's next launch tries again.
       const starting = card;

@@ -17,6 +17,7 @@ import { guestCmdline } from '../images/cmdline.js';
 import { ensureKernel } from '../images/kernel.js';
 import type { ImageRecord } from '../images/rootfs.js';
 import { runRequestParams } from '../images/run-request.js';
+import { GUEST_SHUTDOWN_GRACE_MS } from '../hypervisor/devices/azote-ports.js';
 import { hypervisorMessage, INHERITED_FDS, type ControllerMessage } from '../hypervisor/instance-protocol.js';
 import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
@@ -29,12 +30,13 @@ import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 import { JAIL_PATH, jailCommand, jailToolPaths, JailUids, memlockLimit } from './jail.js';
+import { PidFiles } from './pid-files.js';
 import { sha384 } from '../security-chip/manifest.js';
 import { parseSubnet } from '../virtio/net-addressing.js';
 
 /** Host memory kept for the host itself (Node, cards, page cache) when offering memory to instances. */
 const HOST_RESERVED_MIB = 2048;
-/** How long a stopping instance's guest gets before its hypervisor is killed. */
+/** How long a hypervisor told to stop its VM gets before it is killed. */
 const STOP_GRACE_MS = 10_000;
 /** Locked memory a hypervisor may have beyond its guest's (the guest's memory may be secret memory, which counts). */
 const MEMLOCK_OVERHEAD_MIB = 64;
@@ -94,7 +96,10 @@ interface Running {
   readonly child: ChildProcess;
   /** The uid its jail runs as (undefined where the controller is not root). */
   readonly uid: number | undefined;
+  /** Set once a stop began: the timer of its next step. */
   stopping: NodeJS.Timeout | undefined;
+  /** The stop is hard: the VM was told to stop without asking its guest. */
+  forced: boolean;
 }
 
 /** The network card's name on a hypervisor's channel; a volume's card is `volume ID`. */
@@ -134,8 +139,8 @@ export class Controller {
   private readonly jailUids: JailUids;
 
   private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip,
-    private readonly runtime: VerifiedRuntime) {
-    this.networks = new AccountNetworks(path.join(o.dataDir, 'cards'), o.subnet, () => this.admit('card-net').entryPath, o.log);
+    private readonly runtime: VerifiedRuntime, private readonly pids: PidFiles) {
+    this.networks = new AccountNetworks(path.join(o.dataDir, 'cards'), o.subnet, () => this.admit('card-net').entryPath, pids, o.log);
     this.jailUids = new JailUids(path.join(o.dataDir, 'jail-uid-next'));
   }
 
@@ -149,11 +154,14 @@ export class Controller {
    * Starts the host: the development host's components are brought up to date, the security chip's registers
    * begin again (a host start), the controller's own code and Node runtime are verified and measured first, then the
    * jail's tools measured. Each account's network card is verified, measured and started with its first instance.
+   * Cards and hypervisors a crashed controller left running are killed first.
    */
   static async start(o: ControllerOptions): Promise<Controller> {
     if (!parseSubnet(o.subnet)) {
       throw new AzoteError('InvalidSubnet', `the instances' subnet ${o.subnet} is not a network address with a prefix of /8 to /30`, 'e.g. --subnet 172.31.0.0/20');
     }
+    const pids = new PidFiles(path.join(o.dataDir, 'pids'));
+    await pids.reapStale(o.log);
     const kernel = (await ensureKernel(o.log)).vmlinux;
     const { chip } = SecurityChip.init(o.hostDir ?? path.join(o.dataDir, 'host'));
     provisionDevelopmentHost(chip, o.log);
@@ -162,7 +170,7 @@ export class Controller {
     chip.measure(self.component);
     // The host programs that build the jails are Debian's, not ours to sign: they are measured, beside the controller.
     chip.measure({ name: 'jail-tools', version: 'host', build: 0, digest: sha384(jailToolPaths().map((t) => `${sha384(readFileSync(t))}  ${t}\n`).join('')) });
-    return new Controller(o, kernel, chip, self.runtime);
+    return new Controller(o, kernel, chip, self.runtime, pids);
   }
 
   volumeFile(volumeId: string): string {
@@ -209,7 +217,7 @@ export class Controller {
       for (const v of volumes) {
         const base = path.join(dir, `${v}.sock`);
         cards.push(await CardProcess.start(`volume ${v}`, () => this.admit('card-block').entryPath,
-          ['--socket', base, '--volume', `${v}=${this.volumeFile(v)}`], `${base}:${v}`, this.o.log));
+          ['--socket', base, '--volume', `${v}=${this.volumeFile(v)}`], `${base}:${v}`, this.pids, this.o.log));
       }
     } catch (e) {
       for (const c of cards) c.stop();
@@ -273,7 +281,9 @@ export class Controller {
       cgroup?.remove();
       throw e;
     }
-    const entryState: Running = { child, uid: jailUid, stopping: undefined };
+    const pidName = `hypervisor ${req.instanceId}`;
+    if (child.pid !== undefined) this.pids.record(pidName, child.pid);
+    const entryState: Running = { child, uid: jailUid, stopping: undefined, forced: false };
     this.running.set(req.instanceId, entryState);
     let ended: InstanceEnd | undefined;
     const links = new CardLinks(new Map([[NET_CARD, netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]));
@@ -305,6 +315,7 @@ export class Controller {
     const finish = (fallback: InstanceEnd): void => {
       if (over) return;
       over = true;
+      if (child.pid !== undefined) this.pids.forget(pidName, child.pid);
       for (const c of cards) c.stop();
       links.close();
       cgroup?.remove();
@@ -378,12 +389,28 @@ export class Controller {
     return bytes;
   }
 
-  /** Asks the instance's hypervisor to stop the VM; kills it if it has not ended after the grace time. */
-  stop(instanceId: string): void {
+  /**
+   * Asks the instance's guest to shut down (it syncs and unmounts its disks, then powers off) and, if it has not
+   * after GUEST_SHUTDOWN_GRACE_MS, its hypervisor to stop the VM, as EC2 waits for the guest, then forces. With
+   * `force` (also while a shutdown is under way) the hypervisor stops it at once. A hypervisor that has not ended
+   * STOP_GRACE_MS after that is killed.
+   */
+  stop(instanceId: string, force = false): void {
     const prep = this.preparing.get(instanceId);
     if (prep) prep.cancelled = true;
     const r = this.running.get(instanceId);
-    if (!r || r.stopping) return;
+    if (!r || r.stopping && (r.forced || !force)) return;
+    clearTimeout(r.stopping);
+    if (force || !r.child.connected) {
+      this.stopHard(r);
+      return;
+    }
+    r.stopping = setTimeout(() => this.stopHard(r), GUEST_SHUTDOWN_GRACE_MS);
+    r.child.send({ kind: 'shutdown' } satisfies ControllerMessage);
+  }
+
+  private stopHard(r: Running): void {
+    r.forced = true;
     r.stopping = setTimeout(() => r.child.kill('SIGKILL'), STOP_GRACE_MS);
     if (r.child.connected) r.child.send({ kind: 'stop' } satisfies ControllerMessage);
     else r.child.kill('SIGKILL');
@@ -398,15 +425,15 @@ export class Controller {
     this.files(instanceId).remove();
   }
 
-  /** Stops every instance and the network cards; resolves when the hypervisors are gone. */
+  /** Stops every instance as stop() does (their guests shut down first) and the network cards; resolves when the hypervisors are gone. */
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.logSweep);
     // Launches still preparing disks end as stopped (closing) before anything else goes.
     await Promise.all([...this.preparing.values()].map((p) => p.done));
-    const gone = [...this.running.values()].map((r) => new Promise<void>((resolve) => {
+    const gone = [...this.running.entries()].map(([id, r]) => new Promise<void>((resolve) => {
       r.child.once('exit', () => resolve());
-      r.child.kill('SIGKILL');
+      this.stop(id);
     }));
     await Promise.all(gone);
     await this.networks.close();

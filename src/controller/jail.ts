@@ -1,7 +1,8 @@
 // The jail a hypervisor runs in, built from util-linux tools as the command the controller spawns:
-//   sh (joins its control group: cores, memory, CPU time, pids) -> taskset (its cores) -> prlimit (locked memory
-//   sized to its guest) -> unshare (new network, mount, IPC, UTS and pid namespaces) -> sh (the root below) ->
-//   setpriv (a uid never given to another jail, no groups, no capabilities, no_new_privs) -> node (the entry)
+//   setpriv (killed if the controller dies) -> sh (joins its control group: cores, memory, CPU time, pids) -> taskset
+//   (its cores) -> prlimit (locked memory sized to its guest) -> unshare (new network, mount, IPC, UTS and pid
+//   namespaces) -> sh (the root below) -> setpriv (a uid never given to another jail, no groups, no capabilities,
+//   no_new_privs) -> node (the entry)
 // Its root is a read-only tmpfs that holds only what the process needs to run: the node binary and setpriv with
 // the shared libraries they and the bundle's native addons load, and the verified component's files, each bound
 // read-only at its own path. No /dev, /proc, /sys, /etc, /tmp and no data directory: /dev/kvm, the kernel and the
@@ -216,6 +217,9 @@ export function jailCommand(spec: JailSpec): { command: string; args: string[] }
   const jail = ['taskset', '--cpu-list', spec.cores.join(','), 'prlimit', `--memlock=${spec.memlockBytes}:${spec.memlockBytes}`, '--',
     ...namespaces, '--', 'sh', '-c', ROOT_SCRIPT, 'azote-jail', spec.mountPoint, umount, umountLibs, ...steps, '--',
     setpriv, ...identity, '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--', process.execPath, spec.entry, ...spec.args];
-  if (spec.cgroupProcs.length === 0) return { command: 'taskset', args: jail.slice(1) };
-  return { command: 'sh', args: ['-c', CGROUP_SCRIPT, 'azote-cgroup', String(spec.cgroupProcs.length), ...spec.cgroupProcs, ...jail] };
+  const grouped = spec.cgroupProcs.length === 0 ? jail
+    : ['sh', '-c', CGROUP_SCRIPT, 'azote-cgroup', String(spec.cgroupProcs.length), ...spec.cgroupProcs, ...jail];
+  // The parent-death signal holds through the execs down to unshare (the controller's own child), which takes its
+  // child with it (--kill-child) where it forks: a controller that dies takes its hypervisors with it.
+  return { command: setpriv, args: ['--pdeathsig', 'KILL', '--', ...grouped] };
 }

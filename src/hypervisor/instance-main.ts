@@ -2,8 +2,12 @@
 // the id for people reading the process list). It opens nothing: it is given /dev/kvm, the kernel and the disks as
 // inherited descriptors and its card connections on the IPC channel (instance-protocol.ts), runs the VM, reports
 // what happens, and ends with the VM. If the controller goes away, the VM is stopped: nothing else may command it.
+// Its channel closing says so, and the kernel kills it too should its event loop be stuck: its jail asks for a
+// parent-death signal (jail.ts), which the uid change in the jail clears where no process forks on the way (a root
+// controller's jail execs down to this process): then it is asked for again here.
 import { closeSync, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { constants } from 'node:os';
 import { createLogger } from '../base/log.js';
 import { errorMessage } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
@@ -17,6 +21,9 @@ const log = createLogger('hypervisor');
 // No privilege can be gained through exec from here on, and the process is not dumpable: no core dump, and no
 // ptrace or /proc access to its memory by anyone without CAP_SYS_PTRACE. Then the kernel takes away what a passive
 // hypervisor never does: open a socket, connect, listen, accept, start a program.
+// Its parent is unshare, which kills it when the controller goes (--kill-child); the parent-death signal is set here
+// too, after setpriv changed the uid (a uid change clears it), for a jail started without a pid namespace.
+libc.prctl(libc.PR_SET_PDEATHSIG, constants.signals.SIGKILL);
 libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
 libc.prctl(libc.PR_SET_DUMPABLE, 0);
 denyNetworkAndExec();
@@ -90,6 +97,10 @@ process.on('message', (m: ControllerMessage, handle?: Socket) => {
       return;
     case 'card-unavailable':
       card(m.card).refused();
+      return;
+    case 'shutdown':
+      if (vm) vm.requestShutdown();
+      else process.exit(0);
       return;
     case 'stop':
       if (vm) vm.stop();

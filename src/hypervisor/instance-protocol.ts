@@ -23,6 +23,9 @@ export interface InstanceLaunch {
 
 export type ControllerMessage =
   | InstanceLaunch
+  /** Ask the guest to shut down (guest/ABI.md, the shutdown-request port); the VM ends when it powers off. */
+  | { readonly kind: 'shutdown' }
+  /** Stop the VM now. */
   | { readonly kind: 'stop' }
   /** A connection to the card `card`, sent with the message's handle (before the launch, or when asked). */
   | { readonly kind: 'card'; readonly card: string }

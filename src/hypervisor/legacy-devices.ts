@@ -1,8 +1,8 @@
 // The few legacy devices every microVM has, wired onto its bus: COM1, the CMOS RTC, the i8042 reset line and
-// Azote's own exit-status and boot-marker ports (guest/ABI.md). All of them are driven by the guest, so
+// Azote's own exit-status, boot-marker and shutdown-request ports (guest/ABI.md). All of them are driven by the guest, so
 // test/hypervisor/legacy-devices.test.ts throws arbitrary port traffic at exactly this wiring.
 import type { Bus } from './bus.js';
-import { AzotePorts, EXIT_STATUS_PORT } from './devices/azote-ports.js';
+import { AZOTE_PORT_COUNT, AzotePorts, EXIT_STATUS_PORT } from './devices/azote-ports.js';
 import { CmosRtc, RTC_INDEX_PORT } from './devices/rtc.js';
 import { I8042, I8042_COMMAND_PORT, I8042_DATA_PORT } from './devices/i8042.js';
 import { COM1_BASE, Uart16550 } from './devices/uart.js';
@@ -18,6 +18,8 @@ export interface LegacyDeviceHooks {
   readonly reset: () => void;
   readonly exitStatus: (status: number) => void;
   readonly marker: (value: number) => void;
+  /** Whether the host has asked the guest to shut down. */
+  readonly shutdownRequested: () => boolean;
 }
 
 /** Adds the legacy devices to `bus`; returns the UART, which also takes the host's input. */
@@ -29,7 +31,7 @@ export function attachLegacyDevices(bus: Bus, hooks: LegacyDeviceHooks): Uart165
   const i8042 = new I8042(hooks.reset);
   bus.addPorts('i8042-data', I8042_DATA_PORT, 1, { read: (p) => i8042.read(p), write: (p, _s, v) => i8042.write(p, v) });
   bus.addPorts('i8042-cmd', I8042_COMMAND_PORT, 1, { read: (p) => i8042.read(p), write: (p, _s, v) => i8042.write(p, v) });
-  const azote = new AzotePorts(hooks.exitStatus, hooks.marker);
-  bus.addPorts('azote', EXIT_STATUS_PORT, 2, { read: (p) => azote.read(p), write: (p, _s, v) => azote.write(p, v) });
+  const azote = new AzotePorts(hooks.exitStatus, hooks.marker, hooks.shutdownRequested);
+  bus.addPorts('azote', EXIT_STATUS_PORT, AZOTE_PORT_COUNT, { read: (p) => azote.read(p), write: (p, _s, v) => azote.write(p, v) });
   return uart;
 }

@@ -143,6 +143,7 @@ export class MicroVm {
   private readonly control: SharedArrayBuffer;
   private readonly log: Logger;
   private end: VmEnd | undefined;
+  private shutdownRequested = false;
   private resolveEnd: ((e: VmEnd) => void) | undefined;
   private ioExits = 0;
   private quirks = 0;
@@ -214,6 +215,7 @@ export class MicroVm {
       reset: () => this.finish({ kind: 'reset' }),
       exitStatus: (status) => this.finish({ kind: 'exit-status', status }),
       marker: (v) => cfg.onMarker?.(v),
+      shutdownRequested: () => this.shutdownRequested,
     });
     this.control = new SharedArrayBuffer(cfg.vcpus * CTL_WORDS * 4);
   }
@@ -345,6 +347,14 @@ export class MicroVm {
    */
   input(bytes: Uint8Array): boolean {
     return this.end ? true : this.uart.enqueueInput(bytes) < INPUT_HIGH_WATER;
+  }
+
+  /**
+   * Asks the guest to shut down: its init, polling the shutdown-request port, ends its processes, syncs and unmounts
+   * its disks and powers off (an exit status). The caller decides how long to wait before stop().
+   */
+  requestShutdown(): void {
+    this.shutdownRequested = true;
   }
 
   /** Stops the VM from the host side. */

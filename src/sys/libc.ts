@@ -38,6 +38,7 @@ const c = {
   poll: lib.func('int poll(void *fds, unsigned long n, int timeout)'),
   read: lib.func('long read(int fd, void *buf, size_t n)'),
   write: lib.func('long write(int fd, const void *buf, size_t n)'),
+  getppid: lib.func('int getppid()'),
   prctl: lib.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)'),
   fcntl: lib.func('int fcntl(int fd, int cmd, int arg)'),
   fstatfs: lib.func('int fstatfs(int fd, void *buf)'),
@@ -77,7 +78,7 @@ export const F_SEAL_SEAL = 1, F_SEAL_SHRINK = 2, F_SEAL_GROW = 4, F_SEAL_WRITE =
 export const SECRETMEM_MAGIC = 0x5345434d;
 export const MADV_DONTDUMP = 16;
 /** <sys/prctl.h> */
-export const PR_SET_DUMPABLE = 4, PR_SET_NO_NEW_PRIVS = 38;
+export const PR_SET_PDEATHSIG = 1, PR_SET_DUMPABLE = 4, PR_SET_NO_NEW_PRIVS = 38;
 export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
 export const EPERM = 1, EINTR = 4, EAGAIN = 11, EINVAL = 22;
 
@@ -335,6 +336,11 @@ export function gettid(): number {
 
 export function getpid(): number {
   return c.getpid() as number;
+}
+
+/** The parent's pid now (Node's process.ppid is the one at start). */
+export function getppid(): number {
+  return c.getppid() as number;
 }
 
 export function tgkill(pid: number, tid: number, sig: number): void {

@@ -1,5 +1,6 @@
 // Every port access a guest can make, thrown at the legacy devices as the hypervisor wires them: nothing throws,
-// reads stay within the access size, and only the documented writes stop the VM or report a status.
+// reads stay within the access size, only the documented writes stop the VM or report a status, and the
+// shutdown-request port reads 1 exactly when the host asked the guest to shut down (0 otherwise).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
@@ -20,7 +21,7 @@ const access = fc.oneof(
 
 test('legacy devices: 100,000 random guest port accesses and host input, no exception, sane results', () => {
   let accesses = 0;
-  fc.assert(fc.property(fc.array(access, { minLength: 50, maxLength: 100 }), (script) => {
+  fc.assert(fc.property(fc.array(access, { minLength: 50, maxLength: 100 }), fc.boolean(), (script, shutdownRequested) => {
     const bus = new Bus();
     let outputBytes = 0;
     let resets = 0;
@@ -33,6 +34,7 @@ test('legacy devices: 100,000 random guest port accesses and host input, no exce
       reset: () => { resets++; },
       exitStatus: (s) => statuses.push(s),
       marker: (m) => markers.push(m),
+      shutdownRequested: () => shutdownRequested,
     });
     let expectedResets = 0;
     const expectedStatuses: number[] = [];
@@ -46,6 +48,7 @@ test('legacy devices: 100,000 random guest port accesses and host input, no exce
       } else if (a.op === 'in') {
         const v = bus.portRead(a.port, a.size);
         assert.ok(Number.isInteger(v) && v >= 0 && v <= 2 ** (8 * a.size) - 1, `in 0x${a.port.toString(16)}/${a.size} = ${v}`);
+        if (a.port === 0x512) assert.equal(v, shutdownRequested ? 1 : 0, 'the shutdown request reads 1 when asked, else 0');
       } else {
         bus.portWrite(a.port, a.size, a.value);
         if (a.port === 0x64 && (a.value & 0xff) === 0xfe) expectedResets++;

@@ -1,11 +1,11 @@
-// The prctl and madvise constants the hypervisor hardens itself with match the C headers.
+// The prctl and madvise constants the hypervisor and the cards harden themselves with match the C headers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MADV_DONTDUMP, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS } from '../../src/sys/libc.js';
+import { MADV_DONTDUMP, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG } from '../../src/sys/libc.js';
 import { readCFacts } from '../framework/c-layout.js';
 
-test('PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE and MADV_DONTDUMP match <sys/prctl.h> and <sys/mman.h>', () => {
-  const ours: Array<[string, number]> = [['PR_SET_NO_NEW_PRIVS', PR_SET_NO_NEW_PRIVS], ['PR_SET_DUMPABLE', PR_SET_DUMPABLE], ['MADV_DONTDUMP', MADV_DONTDUMP]];
+test('PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE, PR_SET_PDEATHSIG and MADV_DONTDUMP match <sys/prctl.h> and <sys/mman.h>', () => {
+  const ours: Array<[string, number]> = [['PR_SET_NO_NEW_PRIVS', PR_SET_NO_NEW_PRIVS], ['PR_SET_DUMPABLE', PR_SET_DUMPABLE], ['PR_SET_PDEATHSIG', PR_SET_PDEATHSIG], ['MADV_DONTDUMP', MADV_DONTDUMP]];
   const facts = readCFacts(['sys/prctl.h', 'sys/mman.h'], [], ours.map(([n]) => n)).constants;
   for (const [name, value] of ours) assert.equal(facts.get(name), BigInt(value), name);
 });

@@ -1,15 +1,23 @@
-// Azote's own guest-to-host signals (guest/ABI.md): the exit status of the guest's work, and a boot marker.
+// Azote's own ports (guest/ABI.md): from the guest, the exit status of its work and a boot marker; to the guest, the
+// host's request that it shut down, which its init polls.
 
 export const EXIT_STATUS_PORT = 0x510;
 export const BOOT_MARKER_PORT = 0x511;
+export const SHUTDOWN_REQUEST_PORT = 0x512;
+/** How long the host waits for a guest asked to shut down before it stops the VM hard. */
+export const GUEST_SHUTDOWN_GRACE_MS = 30_000;
+/** The ports from EXIT_STATUS_PORT on. */
+export const AZOTE_PORT_COUNT = 3;
 
 export class AzotePorts {
   constructor(
     private readonly exitStatus: (status: number) => void,
     private readonly marker: (value: number) => void,
+    private readonly shutdownRequested: () => boolean,
   ) {}
 
-  read(_port: number): number {
+  read(port: number): number {
+    if (port === SHUTDOWN_REQUEST_PORT) return this.shutdownRequested() ? 1 : 0;
     return 0xffffffff;
   }
 
