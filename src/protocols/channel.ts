@@ -78,7 +78,7 @@ export class Channel<In, Out> {
       if (sendWithFds(this.fd, data, fds)) return true;
       this.end(new ChannelError('ChannelFull', `${this.peer} does not read its channel (its socket buffer is full)`));
     } catch (e) {
-      this.end(new ChannelError('ChannelFailed', `cannot write to ${this.peer}: ${errorMessage(e)}`));
+      this.end(peerGone(e) ? undefined : new ChannelError('ChannelFailed', `cannot write to ${this.peer}: ${errorMessage(e)}`));
     }
     return false;
   }
@@ -105,7 +105,8 @@ export class Channel<In, Out> {
         r = recvWithFds(this.fd, MAX_MESSAGE_BYTES);
       } catch (e) {
         const tooMany = e instanceof AzoteError && e.code === 'TooManyFds';
-        this.end(new ChannelError(tooMany ? 'ChannelTooManyFds' : 'ChannelFailed',
+        if (peerGone(e)) this.end(undefined);
+        else this.end(new ChannelError(tooMany ? 'ChannelTooManyFds' : 'ChannelFailed',
           tooMany ? `${this.peer} sent more than ${MAX_MESSAGE_FDS} descriptors in one message` : `cannot read from ${this.peer}: ${errorMessage(e)}`));
         return;
       }
@@ -142,6 +143,11 @@ export class Channel<In, Out> {
     if (m === undefined) throw new ChannelError('ChannelInvalidMessage', `${this.peer} sent an invalid message${describe(value)}`);
     return m;
   }
+}
+
+/** The error of a write or read on a socket whose peer has closed: the channel simply ended. */
+function peerGone(e: unknown): boolean {
+  return e instanceof libc.SysError && (e.code === 'EPIPE' || e.code === 'ECONNRESET');
 }
 
 /** A short hint at what an invalid message was, for the log (its kind, if it has a short one). */
