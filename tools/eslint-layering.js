@@ -6,6 +6,7 @@ const below = {
   base: [],
   isolation: ['base'],
   sys: ['base'],
+  protocols: ['base', 'sys'],
   kvm: ['base', 'sys'],
   memory: ['base', 'sys'],
   boot: ['base', 'sys', 'kvm', 'memory'],
@@ -13,14 +14,14 @@ const below = {
   'vhost-user': ['base', 'sys', 'memory', 'virtio'],
   images: ['base', 'sys'],
   'security-chip': ['base', 'sys'],
-  hypervisor: ['base', 'sys', 'kvm', 'memory', 'boot', 'virtio', 'vhost-user', 'isolation'],
+  hypervisor: ['base', 'sys', 'kvm', 'memory', 'boot', 'virtio', 'vhost-user', 'isolation', 'protocols'],
   cards: ['base', 'sys', 'memory', 'virtio', 'vhost-user'],
   enclaves: ['base', 'sys', 'security-chip'],
   controller: ['base', 'sys', 'kvm', 'memory', 'boot', 'virtio', 'vhost-user', 'hypervisor', 'cards',
-    'isolation', 'security-chip', 'images', 'enclaves'],
-  'control-plane': ['base', 'sys', 'controller', 'isolation', 'security-chip', 'images', 'enclaves'],
+    'isolation', 'security-chip', 'images', 'enclaves', 'protocols'],
+  'control-plane': ['base', 'sys', 'controller', 'isolation', 'security-chip', 'images', 'enclaves', 'protocols'],
   cli: ['base', 'sys', 'kvm', 'memory', 'boot', 'virtio', 'vhost-user', 'hypervisor', 'cards', 'isolation',
-    'security-chip', 'images', 'enclaves', 'controller', 'control-plane'],
+    'security-chip', 'images', 'enclaves', 'controller', 'control-plane', 'protocols'],
 };
 
 function layerOf(file) {

@@ -3,7 +3,6 @@
 // card, the one it had is shut down first, and shutdown ends the connection itself, so the hypervisor's copy ends
 // too. A hypervisor therefore holds at most one live connection per card however often it asks: it cannot use up
 // a card's ports or the network's addresses.
-import net from 'node:net';
 import * as libc from '../sys/libc.js';
 
 /** How long a launch waits for a card that is being restarted. */
@@ -16,20 +15,21 @@ export class CardLinks {
   constructor(readonly sockets: ReadonlyMap<string, string>) {}
 
   /**
-   * Ends the connection to `card` the hypervisor had, if any, and makes a new one: a socket to hand over (it is
-   * not read here). Throws a SysError (ECONNREFUSED, ENOENT, ...) when the card takes none now.
+   * Ends the connection to `card` the hypervisor had, if any, and makes a new one: a descriptor of it to hand over,
+   * which the caller closes once sent (it is not read here). Throws a SysError (ECONNREFUSED, ENOENT, ...) when the
+   * card takes none now.
    */
-  renew(card: string): net.Socket {
+  renew(card: string): number {
     const socket = this.sockets.get(card);
     if (socket === undefined) throw new Error(`no card ${card} is attached to this instance`);
     this.cut(card);
     const fd = libc.connectUnix(socket);
     this.held.set(card, fd);
-    return new net.Socket({ fd: libc.dup(fd), readable: false, writable: false });
+    return libc.dup(fd);
   }
 
   /** renew(), trying again while the card is being restarted (its socket refused, not there yet, or its queue full). */
-  async renewWaiting(card: string): Promise<net.Socket> {
+  async renewWaiting(card: string): Promise<number> {
     const deadline = Date.now() + CARD_WAIT_MS;
     for (;;) {
       try {

@@ -1,14 +1,15 @@
 // The host's controller: the one process that starts hypervisors and cards, and the control plane's only way to
 // act on the host. Each instance is a hypervisor process (src/hypervisor/instance-main.ts), verified and measured by
-// the security chip, started in its jail (jail.ts) with an IPC channel as its only line: it inherits /dev/kvm, the
-// kernel and its disks as descriptors, and every connection to a card is made here and handed over on the channel.
+// the security chip, started in its jail (jail.ts) with a channel (protocols/channel.ts) as its only line: it
+// inherits /dev/kvm, the kernel and its disks as descriptors, and every connection to a card is made here and handed
+// over on the channel. A hypervisor that breaks the channel's protocol (a message too long, not JSON, not valid) is
+// cut off and killed, and its instance ends failed with the reason: nothing it sends can take the controller down.
 // Its console goes to the instance's console log, its stderr to the instance's hypervisor.log (both capped and rotated
 // here). The controller also runs a network card per account (account-networks.ts), which each of the account's
 // instances' eth0 is attached to, and restarts it if it dies (instances ask for a new connection and keep their
 // addresses).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { totalmem } from 'node:os';
 import path from 'node:path';
 import { AzoteError, errorMessage } from '../base/errors.js';
@@ -18,9 +19,11 @@ import { ensureKernel } from '../images/kernel.js';
 import type { ImageRecord } from '../images/rootfs.js';
 import { runRequestParams } from '../images/run-request.js';
 import { GUEST_SHUTDOWN_GRACE_MS } from '../hypervisor/devices/azote-ports.js';
-import { hypervisorMessage, INHERITED_FDS, type ControllerMessage } from '../hypervisor/instance-protocol.js';
+import { Channel, channelPair } from '../protocols/channel.js';
+import { hypervisorMessage, INHERITED_FDS, type ControllerMessage, type HypervisorMessage } from '../protocols/instance.js';
 import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
+import * as libc from '../sys/libc.js';
 import { AccountNetworks } from './account-networks.js';
 import { CardProcess } from './card-process.js';
 import { CardLinks } from './card-links.js';
@@ -94,6 +97,7 @@ export interface ControllerOptions {
 
 interface Running {
   readonly child: ChildProcess;
+  readonly channel: Channel<HypervisorMessage, ControllerMessage>;
   /** The uid its jail runs as (undefined where the controller is not root). */
   readonly uid: number | undefined;
   /** Set once a stop began: the timer of its next step. */
@@ -105,15 +109,13 @@ interface Running {
 /** The network card's name on a hypervisor's channel; a volume's card is `volume ID`. */
 const NET_CARD = 'network';
 
-/** Sends `sock` to the hypervisor as its connection to `card` (Node passes the descriptor, then closes its handle). */
-function handOver(child: ChildProcess, card: string, sock: net.Socket): Promise<void> {
-  return new Promise((resolve, reject) => {
-    child.send({ kind: 'card', card } satisfies ControllerMessage, sock, {}, (e) => {
-      sock.destroy();
-      if (e) reject(e);
-      else resolve();
-    });
-  });
+/** Sends `fd` to the hypervisor as its connection to `card`, then closes this copy; false if the channel took none. */
+function handOver(channel: Channel<HypervisorMessage, ControllerMessage>, card: string, fd: number): boolean {
+  try {
+    return channel.send({ kind: 'card', card }, [fd]);
+  } finally {
+    libc.close(fd);
+  }
 }
 
 export class Controller {
@@ -274,8 +276,9 @@ export class Controller {
       ? this.jailUids.next(new Set([...this.running.values()].map((r) => r.uid).filter((u): u is number => u !== undefined)))
       : undefined;
     let child: ChildProcess;
+    let channelFd: number;
     try {
-      child = this.startJailed(req, files, hypervisor, jailUid, cgroup?.procsFiles ?? []);
+      ({ child, channelFd } = this.startJailed(req, files, hypervisor, jailUid, cgroup?.procsFiles ?? []));
     } catch (e) {
       for (const c of cards) c.stop();
       cgroup?.remove();
@@ -283,39 +286,44 @@ export class Controller {
     }
     const pidName = `hypervisor ${req.instanceId}`;
     if (child.pid !== undefined) this.pids.record(pidName, child.pid);
-    const entryState: Running = { child, uid: jailUid, stopping: undefined, forced: false };
-    this.running.set(req.instanceId, entryState);
     let ended: InstanceEnd | undefined;
     const links = new CardLinks(new Map([[NET_CARD, netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]));
-    child.on('message', (raw: unknown) => {
-      const m = hypervisorMessage(raw);
-      if (!m) {
-        this.o.log.warn('a malformed message from a hypervisor was ignored', { instance: req.instanceId });
-        return;
-      }
-      if (m.kind === 'connect-card') {
-        if (!links.sockets.has(m.card)) return;
-        let sock: net.Socket;
-        try {
-          sock = links.renew(m.card);
-        } catch (e) {
-          if (child.connected) child.send({ kind: 'card-unavailable', card: m.card, why: errorMessage(e) } satisfies ControllerMessage);
-          return;
+    const channel = new Channel<HypervisorMessage, ControllerMessage>(channelFd, hypervisorMessage, {
+      message: (m) => {
+        if (m.kind === 'connect-card') {
+          if (!links.sockets.has(m.card)) return;
+          let fd: number;
+          try {
+            fd = links.renew(m.card);
+          } catch (e) {
+            channel.send({ kind: 'card-unavailable', card: m.card, why: errorMessage(e) });
+            return;
+          }
+          handOver(channel, m.card, fd);
+        } else if (m.kind === 'created') events.created(m.privateIp, m.mac);
+        else if (m.kind === 'booted') events.booted();
+        else {
+          ended = m.end === 'exit-status' ? { kind: 'shutdown', detail: `the guest powered off (status ${m.detail})` }
+            : m.end === 'reset' ? { kind: 'reboot', detail: 'the guest rebooted' }
+              : m.end === 'stopped' ? { kind: 'stopped', detail: '' } : { kind: 'failed', detail: m.detail };
         }
-        handOver(child, m.card, sock).catch((e: unknown) => this.o.log.warn('a card connection was not handed over', { instance: req.instanceId, card: m.card, why: errorMessage(e) }));
-      } else if (m.kind === 'created') events.created(m.privateIp, m.mac);
-      else if (m.kind === 'booted') events.booted();
-      else if (m.kind === 'ended') {
-        ended = m.end === 'exit-status' ? { kind: 'shutdown', detail: `the guest powered off (status ${m.detail})` }
-          : m.end === 'reset' ? { kind: 'reboot', detail: 'the guest rebooted' }
-            : m.end === 'stopped' ? { kind: 'stopped', detail: '' } : { kind: 'failed', detail: m.detail };
-      }
-    });
+      },
+      // The hypervisor closing its end is its exit (reported below); anything else is a breach: it is cut off.
+      end: (error) => {
+        if (!error) return;
+        this.o.log.error('a hypervisor broke its channel and was killed', { instance: req.instanceId, code: error.code, why: error.message });
+        ended = { kind: 'failed', detail: `the hypervisor was cut off: ${error.message}` };
+        child.kill('SIGKILL');
+      },
+    }, `the hypervisor of ${req.instanceId}`);
+    const entryState: Running = { child, channel, uid: jailUid, stopping: undefined, forced: false };
+    this.running.set(req.instanceId, entryState);
     let over = false;
     const finish = (fallback: InstanceEnd): void => {
       if (over) return;
       over = true;
       if (child.pid !== undefined) this.pids.forget(pidName, child.pid);
+      channel.close();
       for (const c of cards) c.stop();
       links.close();
       cgroup?.remove();
@@ -338,10 +346,13 @@ export class Controller {
     this.o.log.info('instance hypervisor started', {
       instance: req.instanceId, pid: child.pid, uid: jailUid ?? process.getuid?.(), vcpus: req.vcpus, memoryMiB: req.memoryMiB, cores: req.cores.join(','), build: hypervisor.build,
     });
-    // Its first connection to each card, then the launch (the channel keeps them in order).
+    // Its first connection to each card, then the launch (the channel keeps them in order). A channel that ends
+    // meanwhile has said why, or the hypervisor's exit will.
     try {
-      for (const card of links.sockets.keys()) await handOver(child, card, await links.renewWaiting(card));
-      if (child.connected) child.send(launch);
+      for (const card of links.sockets.keys()) {
+        if (!handOver(channel, card, await links.renewWaiting(card))) return;
+      }
+      channel.send(launch);
     } catch (e) {
       if (!over) {
         this.o.log.error('a card could not be handed to the hypervisor; it was killed', { instance: req.instanceId, why: errorMessage(e) });
@@ -355,10 +366,11 @@ export class Controller {
 
   /**
    * Starts the verified hypervisor in its jail, with what it may use opened here and inherited (it can open
-   * nothing itself; INHERITED_FDS gives their numbers): its console and log, /dev/kvm, the kernel and its disks.
+   * nothing itself; INHERITED_FDS gives their numbers): its console and log, its end of the channel, /dev/kvm, the
+   * kernel and its disks. Returns the process and the controller's end of the channel.
    */
   private startJailed(req: LaunchRequest, files: InstanceFiles, hypervisor: VerifiedComponent, uid: number | undefined,
-    cgroupProcs: readonly string[]): ChildProcess {
+    cgroupProcs: readonly string[]): { child: ChildProcess; channelFd: number } {
     const mountPoint = path.join(this.o.dataDir, 'jail');
     mkdirSync(mountPoint, { recursive: true, mode: 0o755 });
     const { command, args } = jailCommand({
@@ -366,14 +378,20 @@ export class Controller {
       cgroupProcs, memlockBytes: this.memlock(req),
     });
     const inherited: number[] = [];
+    // The hypervisor's seccomp forbids socketpair(): the pair is made here and one end inherited.
+    const [ours, theirs] = channelPair();
     try {
-      inherited.push(files.openConsole(), files.openHypervisorLog(), openSync(KVM_DEVICE, 'r+'), openSync(this.kernel, 'r'),
+      inherited.push(theirs, files.openConsole(), files.openHypervisorLog(), openSync(KVM_DEVICE, 'r+'), openSync(this.kernel, 'r'),
         openSync(files.root, 'r+'), openSync(files.metadata, 'r'));
-      const [consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited;
-      return spawn(command, args, {
-        stdio: ['ignore', consoleFd, logFd, 'ipc', kvmFd, kernelFd, rootFd, metadataFd],
+      const [channelFd, consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited;
+      const child = spawn(command, args, {
+        stdio: ['ignore', consoleFd, logFd, channelFd, kvmFd, kernelFd, rootFd, metadataFd],
         env: { PATH: JAIL_PATH },
       });
+      return { child, channelFd: ours };
+    } catch (e) {
+      libc.close(ours);
+      throw e;
     } finally {
       for (const fd of inherited) closeSync(fd);
     }
@@ -401,19 +419,17 @@ export class Controller {
     const r = this.running.get(instanceId);
     if (!r || r.stopping && (r.forced || !force)) return;
     clearTimeout(r.stopping);
-    if (force || !r.child.connected) {
+    if (force || !r.channel.send({ kind: 'shutdown' })) {
       this.stopHard(r);
       return;
     }
     r.stopping = setTimeout(() => this.stopHard(r), GUEST_SHUTDOWN_GRACE_MS);
-    r.child.send({ kind: 'shutdown' } satisfies ControllerMessage);
   }
 
   private stopHard(r: Running): void {
     r.forced = true;
     r.stopping = setTimeout(() => r.child.kill('SIGKILL'), STOP_GRACE_MS);
-    if (r.child.connected) r.child.send({ kind: 'stop' } satisfies ControllerMessage);
-    else r.child.kill('SIGKILL');
+    if (!r.channel.send({ kind: 'stop' })) r.child.kill('SIGKILL');
   }
 
   /** The newest console output of the instance's latest boot. */

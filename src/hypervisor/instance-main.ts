@@ -1,12 +1,9 @@
 // The hypervisor process of one instance, started by the controller in its jail (`instance-main.js --instance ID`,
 // the id for people reading the process list). It opens nothing: it is given /dev/kvm, the kernel and the disks as
-// inherited descriptors and its card connections on the IPC channel (instance-protocol.ts), runs the VM, reports
-// what happens, and ends with the VM. If the controller goes away, the VM is stopped: nothing else may command it.
-// Its channel closing says so, and the kernel kills it too should its event loop be stuck: its jail asks for a
-// parent-death signal (jail.ts), which the uid change in the jail clears where no process forks on the way (a root
-// controller's jail execs down to this process): then it is asked for again here.
+// inherited descriptors and its card connections on its channel (descriptor 3, protocols/instance.ts), runs the VM,
+// reports what happens, and ends with the VM. If the controller goes away, the VM is stopped: nothing else may
+// command it. Its channel closing says so, and the kernel kills it too should its event loop be stuck (below).
 import { closeSync, readFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import { createLogger } from '../base/log.js';
 import { errorMessage } from '../base/errors.js';
@@ -14,7 +11,8 @@ import * as libc from '../sys/libc.js';
 import { denyNetworkAndExec } from '../sys/seccomp.js';
 import { HandedCardLink } from './card-link.js';
 import { MicroVm } from './vm.js';
-import type { ControllerMessage, HypervisorMessage, InstanceLaunch } from './instance-protocol.js';
+import { Channel } from '../protocols/channel.js';
+import { controllerMessage, INHERITED_FDS, MAX_DETAIL, type ControllerMessage, type HypervisorMessage, type InstanceLaunch } from '../protocols/instance.js';
 
 const log = createLogger('hypervisor');
 
@@ -28,36 +26,23 @@ libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
 libc.prctl(libc.PR_SET_DUMPABLE, 0);
 denyNetworkAndExec();
 
-function say(m: HypervisorMessage): Promise<void> {
-  return new Promise((resolve) => {
-    if (!process.send || !process.connected) {
-      resolve();
-      return;
-    }
-    process.send(m, undefined, {}, () => resolve());
-  });
+/** What the controller is told; a channel that is gone (the controller with it) takes nothing, and its end stops the VM. */
+function say(m: HypervisorMessage): void {
+  channel.send(m);
 }
 
 const cards = new Map<string, HandedCardLink>();
 function card(name: string): HandedCardLink {
   let link = cards.get(name);
   if (!link) {
-    link = new HandedCardLink(name, () => void say({ kind: 'connect-card', card: name }));
+    link = new HandedCardLink(name, () => say({ kind: 'connect-card', card: name }));
     cards.set(name, link);
   }
   return link;
 }
 
-/** The descriptor of a socket handed over on the channel, as one of ours (Node's copy is closed). */
-function takeSocket(handle: Socket): number {
-  const fd = (handle as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (fd === undefined || fd < 0) throw new Error('a card connection came without a descriptor');
-  const own = libc.dup(fd);
-  handle.destroy();
-  return own;
-}
-
 let vm: MicroVm | undefined;
+let launching = false;
 
 async function launch(spec: InstanceLaunch): Promise<void> {
   let created: MicroVm;
@@ -69,31 +54,24 @@ async function launch(spec: InstanceLaunch): Promise<void> {
       disks: spec.disks.map((d) => ({ path: d.name, fd: d.fd, readOnly: d.readOnly })), rng: true,
       volumes: (spec.volumes ?? []).map(card), ...(spec.netCard ? { netCard: card(spec.netCard) } : {}),
       output: (bytes) => process.stdout.write(bytes),
-      onMarker: (v) => { if (v === 1) void say({ kind: 'booted' }); },
+      onMarker: (v) => { if (v === 1) say({ kind: 'booted' }); },
     });
   } catch (e) {
-    await say({ kind: 'ended', end: 'failed', detail: errorMessage(e) });
+    say({ kind: 'ended', end: 'failed', detail: errorMessage(e).slice(0, MAX_DETAIL) });
     process.exit(1);
   }
   vm = created;
-  await say({ kind: 'created', privateIp: created.network?.ip, mac: created.network?.mac });
-  process.on('disconnect', () => created.stop());
+  say({ kind: 'created', privateIp: created.network?.ip, mac: created.network?.mac });
   const end = await created.run();
-  await say({ kind: 'ended', end: end.kind, detail: end.kind === 'crashed' ? end.reason : end.kind === 'exit-status' ? String(end.status) : '' });
+  say({ kind: 'ended', end: end.kind, detail: (end.kind === 'crashed' ? end.reason : end.kind === 'exit-status' ? String(end.status) : '').slice(0, MAX_DETAIL) });
   process.exit(0);
 }
 
-// Before the launch, a controller that goes away simply ends the process.
-const early = (): never => process.exit(0);
-process.once('disconnect', early);
-process.on('message', (m: ControllerMessage, handle?: Socket) => {
+function receive(m: ControllerMessage, fds: number[]): void {
   switch (m.kind) {
     case 'card':
-      if (!handle) {
-        log.error('a card message came without its connection', { card: m.card });
-        return;
-      }
-      card(m.card).give(takeSocket(handle));
+      // The parser let it through with exactly one descriptor: the connection.
+      for (const fd of fds) card(m.card).give(fd);
       return;
     case 'card-unavailable':
       card(m.card).refused();
@@ -107,11 +85,21 @@ process.on('message', (m: ControllerMessage, handle?: Socket) => {
       else process.exit(0);
       return;
     case 'launch':
-      if (vm) {
+      if (launching) {
         log.error('a second launch was refused');
         return;
       }
-      process.off('disconnect', early);
+      launching = true;
       void launch(m);
   }
-});
+}
+
+// The controller going away (or breaking the protocol) stops the VM; before the launch, it simply ends the process.
+const channel = new Channel<ControllerMessage, HypervisorMessage>(INHERITED_FDS.channel, controllerMessage, {
+  message: receive,
+  end: (error) => {
+    if (error) log.error('the controller\'s channel broke', { code: error.code, why: error.message });
+    if (vm) vm.stop();
+    else process.exit(0);
+  },
+}, 'the controller');

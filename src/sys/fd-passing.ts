@@ -4,7 +4,7 @@
 import koffi from 'koffi';
 import { AzoteError } from '../base/errors.js';
 import { defineStruct, StructView } from '../base/struct.js';
-import { EAGAIN, EINTR, SysError, errno } from './libc.js';
+import { EAGAIN, EINTR, SysError, close, errno } from './libc.js';
 
 const lib = koffi.load('libc.so.6');
 const sendmsg = lib.func('long sendmsg(int fd, void *msg, int flags)');
@@ -24,7 +24,7 @@ export const cmsghdr = defineStruct('cmsghdr', 'struct cmsghdr', 16, {
   len: { offset: 0, type: 'u64', c: 'cmsg_len' }, level: { offset: 8, type: 'i32', c: 'cmsg_level' },
   type: { offset: 12, type: 'i32', c: 'cmsg_type' },
 });
-export const SOL_SOCKET = 1, SCM_RIGHTS = 1, MSG_CTRUNC = 0x8, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;
+export const SOL_SOCKET = 1, SCM_RIGHTS = 1, MSG_CTRUNC = 0x8, MSG_TRUNC = 0x20, MSG_NOSIGNAL = 0x4000, MSG_CMSG_CLOEXEC = 0x40000000;
 /** The most descriptors one message carries (vhost-user's limit: one per memory region). */
 export const MAX_FDS = 8;
 
@@ -100,6 +100,8 @@ export interface Received {
   readonly data: Uint8Array;
   /** Descriptors that came with them (close-on-exec), in order. */
   readonly fds: number[];
+  /** The message was longer than `length` (datagram and seqpacket sockets): its rest was dropped by the kernel. */
+  readonly truncated: boolean;
 }
 
 /** One recvmsg of at most `length` bytes; undefined when a non-blocking socket has nothing (EAGAIN). */
@@ -128,9 +130,10 @@ export function recvWithFds(sock: number, length: number): Received | undefined 
       at += align8(len);
     }
     if (h.get('flags') & MSG_CTRUNC) {
+      for (const fd of fds) close(fd);
       throw new AzoteError('TooManyFds', `a message came with more descriptors than ${MAX_FDS}; they were dropped by the kernel`);
     }
-    return { data: m.bytes.slice(m.dataOffset, m.dataOffset + n), fds };
+    return { data: m.bytes.slice(m.dataOffset, m.dataOffset + n), fds, truncated: (h.get('flags') & MSG_TRUNC) !== 0 };
   } finally {
     m.free();
   }

@@ -174,14 +174,14 @@ export function eventfd(initval: number, flags: number): number {
   return check('eventfd', c.eventfd(initval, flags | EFD_CLOEXEC) as number);
 }
 
-export const AF_UNIX = 1, AF_INET = 2, SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
+export const AF_UNIX = 1, AF_INET = 2, SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_SEQPACKET = 5, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
 export const O_NONBLOCK = 0o4000;
 
 export function socket(domain: number, type: number, protocol = 0): number {
   return check('socket', c.socket(domain, type | SOCK_CLOEXEC, protocol) as number);
 }
 
-/** A connected pair of Unix stream sockets (close-on-exec). */
+/** A connected pair of Unix sockets (close-on-exec), stream unless `type` says otherwise. */
 export function socketpair(type = SOCK_STREAM): [number, number] {
   const fds = [0, 0];
   check('socketpair', c.socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) as number);
