@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { AzoteError, errorMessage } from '../base/errors.js';
 import { createLogger } from '../base/log.js';
+import type { UpCliOptions } from './up.js';
 
 function positiveInt(v: string): number {
   const n = Number(v);
@@ -13,6 +14,14 @@ function port(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port number (0 picks a free one)');
   return n;
+}
+
+/** "BURST/RATE": a token bucket of BURST requests refilled at RATE per second. */
+function bucket(v: string): { burst: number; perSecond: number } {
+  const m = /^(\d+)\/(\d+(?:\.\d+)?)$/.exec(v);
+  const burst = Number(m?.[1]), perSecond = Number(m?.[2]);
+  if (!m || burst < 1 || perSecond <= 0) throw new InvalidArgumentError('expected BURST/RATE, e.g. 100/20: a burst of 100 requests, then 20 per second');
+  return { burst, perSecond };
 }
 
 function collect(v: string, prev: string[]): string[] {
@@ -100,7 +109,11 @@ program.command('up')
   .option('--subnet <cidr>', 'the instances\' network (the network card\'s subnet)', '172.31.0.0/20')
   .option('--uplink <tap>', 'a TAP from the instances\' network to this host, at the subnet\'s first address (needs CAP_NET_ADMIN)')
   .option('--share-cores-within-account', 'let one account\'s instances share physical cores (two accounts never share one)', false)
-  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; uplink?: string; shareCoresWithinAccount: boolean }) => {
+  .option('--api-rate-describe <burst/rate>', 'each account\'s Describe* and Get* calls: a burst, then a rate per second, '
+    + 'beyond which calls get RequestLimitExceeded (default 100/20, as EC2)', bucket)
+  .option('--api-rate-mutate <burst/rate>', 'each account\'s other calls: a burst, then a rate per second (default 50/5, as EC2)', bucket)
+  .option('--api-max-connections <n>', 'open connections to the API at most (default 256)', positiveInt)
+  .action(async (opts: UpCliOptions) => {
     const { runUp } = await import('./up.js');
     await runUp(opts, log);
   });

@@ -11,6 +11,7 @@ import { silentLogger } from '../../src/base/log.js';
 import { createAccount, type NewAccount } from '../../src/control-plane/accounts.js';
 import { signSigV4 } from '../../src/control-plane/sigv4.js';
 import { Store } from '../../src/control-plane/store.js';
+import type { ServerLimits } from '../../src/control-plane/server.js';
 import { up, type Up } from '../../src/control-plane/up.js';
 
 export const REGION = 'us-east-1';
@@ -23,7 +24,7 @@ export interface Ec2Host extends Up {
   dispose(): Promise<void>;
 }
 
-export async function startEc2(dataDir = mkdtempSync(path.join(tmpdir(), 'azote-ec2-')), o: { shareCoresWithinAccount?: boolean } = {}): Promise<Ec2Host> {
+export async function startEc2(dataDir = mkdtempSync(path.join(tmpdir(), 'azote-ec2-')), o: { shareCoresWithinAccount?: boolean; apiLimits?: ServerLimits } = {}): Promise<Ec2Host> {
   const running = await up({ dataDir, host: '127.0.0.1', port: 0, region: REGION, subnet: '172.31.0.0/20', log: silentLogger, ...o });
   let closed = false;
   const close = async (): Promise<void> => {
