@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { AzoteError, errorMessage } from '../base/errors.js';
 import { createLogger } from '../base/log.js';
+import type { UpCliOptions } from './up.js';
 
 function positiveInt(v: string): number {
   const n = Number(v);
@@ -19,6 +20,14 @@ function port(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port number (0 picks a free one)');
   return n;
+}
+
+/** "BURST/RATE": a token bucket of BURST requests refilled at RATE per second. */
+function bucket(v: string): { burst: number; perSecond: number } {
+  const m = /^(\d+)\/(\d+(?:\.\d+)?)$/.exec(v);
+  const burst = Number(m?.[1]), perSecond = Number(m?.[2]);
+  if (!m || burst < 1 || perSecond <= 0) throw new InvalidArgumentError('expected BURST/RATE, e.g. 100/20: a burst of 100 requests, then 20 per second');
+  return { burst, perSecond };
 }
 
 function collect(v: string, prev: string[]): string[] {
@@ -112,8 +121,11 @@ program.command('up')
   .option('--max-volume-gib <n>', 'GiB of volumes and root disks one account may have (VolumeLimitExceeded; default: 1024)', positiveInt)
   .option('--disk-overcommit <factor>', 'disks are sparse: the part of all of them not yet written may be this many times the data '
     + 'directory\'s free space (InsufficientVolumeCapacity beyond; default: 1)', positiveNumber)
-  .action(async (opts: { port: number; host: string; dataDir?: string; region: string; subnet: string; shareCoresWithinAccount: boolean;
-    maxInstances?: number; maxVcpus?: number; maxVolumeGib?: number; diskOvercommit?: number }) => {
+  .option('--api-rate-describe <burst/rate>', 'each account\'s Describe* and Get* calls: a burst, then a rate per second, '
+    + 'beyond which calls get RequestLimitExceeded (default 100/20, as EC2)', bucket)
+  .option('--api-rate-mutate <burst/rate>', 'each account\'s other calls: a burst, then a rate per second (default 50/5, as EC2)', bucket)
+  .option('--api-max-connections <n>', 'open connections to the API at most (default 256)', positiveInt)
+  .action(async (opts: UpCliOptions & { maxInstances?: number; maxVcpus?: number; maxVolumeGib?: number }) => {
     const { runUp } = await import('./up.js');
     const { maxInstances, maxVcpus, maxVolumeGib, ...rest } = opts;
     await runUp({ ...rest, limits: { instances: maxInstances, vcpus: maxVcpus, volumeGiB: maxVolumeGib } }, log);

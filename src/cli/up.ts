@@ -4,6 +4,8 @@ import type { Logger } from '../base/log.js';
 import { createAccount } from '../control-plane/accounts.js';
 import type { HostPolicy } from '../control-plane/api.js';
 import { Store } from '../control-plane/store.js';
+import { DEFAULT_SERVER_LIMITS } from '../control-plane/server.js';
+import type { BucketSize } from '../control-plane/throttle.js';
 import { defaultDataDir, up } from '../control-plane/up.js';
 
 export interface UpCliOptions extends HostPolicy {
@@ -13,10 +15,18 @@ export interface UpCliOptions extends HostPolicy {
   readonly region: string;
   readonly subnet: string;
   readonly shareCoresWithinAccount?: boolean | undefined;
+  readonly apiRateDescribe?: BucketSize | undefined;
+  readonly apiRateMutate?: BucketSize | undefined;
+  readonly apiMaxConnections?: number | undefined;
 }
 
 export async function runUp(o: UpCliOptions, log: Logger): Promise<void> {
-  const running = await up({ ...o, dataDir: o.dataDir ?? defaultDataDir(), log });
+  const d = DEFAULT_SERVER_LIMITS;
+  const apiLimits = {
+    ...d, maxConnections: o.apiMaxConnections ?? d.maxConnections,
+    throttle: { describe: o.apiRateDescribe ?? d.throttle.describe, mutate: o.apiRateMutate ?? d.throttle.mutate },
+  };
+  const running = await up({ ...o, dataDir: o.dataDir ?? defaultDataDir(), apiLimits, log });
   process.stdout.write(`azote: EC2 API at ${running.endpoint} (aws ec2 --endpoint-url ${running.endpoint} ...); Ctrl-C stops it and its instances\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => {

@@ -3,6 +3,7 @@ import type { Controller } from '../controller/controller.js';
 import { Ec2Error, invalid } from './errors.js';
 import type { Filter, QueryParams } from './query.js';
 import type { AccountRow, Store, TagRow } from './store.js';
+import { anyMatches, compileWildcard } from './wildcard.js';
 import { list, type XmlNode, type XmlValue } from './xml.js';
 
 export interface ApiContext {
@@ -19,10 +20,10 @@ export type Action = (ctx: ApiContext) => Promise<XmlNode> | XmlNode;
 /** The one availability zone of this host. */
 export const zoneOf = (region: string): string => `${region}a`;
 
-/** An EC2 filter value: `*` matches any run of characters, `?` any one. */
+/** Whether a value matches any of a filter's values (EC2's wildcards, see wildcard.ts). */
 export function filterMatcher(values: readonly string[]): (v: string | undefined) => boolean {
-  const patterns = values.map((p) => new RegExp(`^${p.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`, 's'));
-  return (v) => v !== undefined && patterns.some((re) => re.test(v));
+  const patterns = values.map(compileWildcard);
+  return (v) => v !== undefined && anyMatches(patterns, v);
 }
 
 /**
@@ -30,7 +31,14 @@ export function filterMatcher(values: readonly string[]): (v: string | undefined
  * tag-key and tag-value are answered from the item's tags. An unknown filter name is an error, as in EC2.
  */
 export function applyFilters<T>(items: readonly T[], filters: readonly Filter[],
-  fields: Record<string, (item: T) => Array<string | undefined>>, tagsOf?: (item: T) => readonly TagRow[]): T[] {
+  fields: Record<string, (item: T) => Array<string | undefined>>, tagsOfItem?: (item: T) => readonly TagRow[]): T[] {
+  // Each item's tags are read once, however many tag filters there are.
+  const tagCache = new Map<T, readonly TagRow[]>();
+  const tagsOf = tagsOfItem && ((item: T): readonly TagRow[] => {
+    let tags = tagCache.get(item);
+    if (!tags) tagCache.set(item, tags = tagsOfItem(item));
+    return tags;
+  });
   const tests = filters.map((f) => {
     const match = filterMatcher(f.values);
     if (f.name.startsWith('tag:') && tagsOf) {

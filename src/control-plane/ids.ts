@@ -8,9 +8,11 @@ export function newId(prefix: IdPrefix): string {
   return `${prefix}-${randomBytes(9).toString('hex').slice(0, 17)}`;
 }
 
+const HEX_ID = /^([0-9a-f]{8}|[0-9a-f]{17})$/;
+
 /** Whether `id` has the shape of an id with this prefix (8 or 17 hex digits, as EC2 accepts). */
 export function wellFormed(prefix: IdPrefix, id: string): boolean {
-  return new RegExp(`^${prefix}-([0-9a-f]{8}|[0-9a-f]{17})$`).test(id);
+  return id.startsWith(`${prefix}-`) && HEX_ID.test(id.slice(prefix.length + 1));
 }
 
 export function newAccountId(): string {

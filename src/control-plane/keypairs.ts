@@ -10,10 +10,14 @@ import { list } from './xml.js';
 
 const KEY_NAME = /^[\x20-\x7e]{1,255}$/;
 
+function refuseDuplicate(ctx: ApiContext, name: string): void {
+  if (ctx.store.keyPairByName(ctx.account.id, name)) throw new Ec2Error('InvalidKeyPair.Duplicate', `The keypair '${name}' already exists.`);
+}
+
 function keyName(ctx: ApiContext): string {
   const name = ctx.params.required('KeyName');
   if (!KEY_NAME.test(name)) throw invalid('Key names must be 1 to 255 printable ASCII characters');
-  if (ctx.store.keyPairByName(ctx.account.id, name)) throw new Ec2Error('InvalidKeyPair.Duplicate', `The keypair '${name}' already exists.`);
+  refuseDuplicate(ctx, name);
   return name;
 }
 
@@ -24,19 +28,21 @@ function store(ctx: ApiContext, name: string, type: KeyType, fingerprint: string
     id: newId('key'), account: ctx.account.id, name, key_type: type, fingerprint, public_key: publicKey, created: new Date().toISOString(),
   };
   ctx.store.transaction(() => {
+    // Checked again: another CreateKeyPair of this name may have finished while this one's key was generated.
+    refuseDuplicate(ctx, name);
     ctx.store.addKeyPair(row);
     for (const t of tags) ctx.store.setTag(ctx.account.id, { resource_id: row.id, resource_type: 'key-pair', key: t.key, value: t.value });
   });
   return row;
 }
 
-export const createKeyPair: Action = (ctx) => {
+export const createKeyPair: Action = async (ctx) => {
   const name = keyName(ctx);
   const type = ctx.params.optional('KeyType') ?? 'rsa';
   if (type !== 'rsa' && type !== 'ed25519') throw invalid(`Invalid value '${type}' for KeyType: rsa or ed25519`);
   const format = ctx.params.optional('KeyFormat') ?? 'pem';
   if (format !== 'pem') throw invalid(`Invalid value '${format}' for KeyFormat: Azote gives keys as pem`);
-  const pair = generateKeyPair(type, name);
+  const pair = await generateKeyPair(type, name);
   const row = store(ctx, name, type, pair.fingerprint, pair.openssh);
   const tags = ctx.store.tagsOf(ctx.account.id, row.id);
   return { keyName: name, keyFingerprint: pair.fingerprint, keyMaterial: pair.privateKey, keyPairId: row.id, tagSet: tags.length ? tagSet(tags) : undefined };

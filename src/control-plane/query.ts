@@ -4,6 +4,10 @@ import { Ec2Error, invalid, missing } from './errors.js';
 
 /** The most members one list parameter may have (EC2 itself caps most lists at 1000). */
 const MAX_LIST = 1000;
+/** The most filters in one request, and filter values in all of them together, as EC2 (FilterLimitExceeded beyond):
+ * every value is matched against every resource, so together they bound a Describe call's work. */
+export const MAX_FILTERS = 50;
+export const MAX_FILTER_VALUES = 200;
 
 export interface Filter {
   readonly name: string;
@@ -73,11 +77,21 @@ export class QueryParams {
   }
 
   filters(): Filter[] {
-    return this.indexes('Filter').map((i) => {
+    const indexes = this.indexes('Filter');
+    if (indexes.length > MAX_FILTERS) {
+      throw new Ec2Error('FilterLimitExceeded', `The request has ${indexes.length} filters: at most ${MAX_FILTERS} are allowed; split it into several calls`);
+    }
+    const filters = indexes.map((i) => {
       const name = this.optional(`Filter.${i}.Name`);
       if (!name) throw missing(`Filter.${i}.Name`);
       return { name, values: this.list(`Filter.${i}.Value`) };
     });
+    const values = filters.reduce((n, f) => n + f.values.length, 0);
+    if (values > MAX_FILTER_VALUES) {
+      throw new Ec2Error('FilterLimitExceeded',
+        `The maximum number of filter values specified on a single call is ${MAX_FILTER_VALUES}; this one has ${values}: split it into several calls`);
+    }
+    return filters;
   }
 
   /** Tag.N.Key / Tag.N.Value under `prefix`. */

@@ -9,15 +9,30 @@ import { Ec2Error } from './errors.js';
 import { newRequestId } from './ids.js';
 import { QueryParams } from './query.js';
 import { verifySigV4 } from './sigv4.js';
+import { Throttle, DEFAULT_THROTTLE, type ThrottleLimits } from './throttle.js';
 import { errorXml, responseXml } from './xml.js';
 
 /** The largest request body accepted (RunInstances with 16 KiB of user data is far below it). */
 export const MAX_BODY = 256 * 1024;
 
+/** What one caller can hold of the server: Node's defaults (no connection cap, 300 s to send a request) let a few
+ * slow clients take it. */
+export interface ServerLimits {
+  readonly throttle: ThrottleLimits;
+  /** Open connections at most; beyond it new ones are closed at once, after idle keep-alive ones are let go. */
+  readonly maxConnections: number;
+  /** Time to send a request's headers, and the whole request. */
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: ServerLimits = { throttle: DEFAULT_THROTTLE, maxConnections: 256, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000 };
+
 export interface ServerOptions {
   readonly api: Ec2Api;
   readonly sealingKey: Buffer;
   readonly log: Logger;
+  readonly limits?: ServerLimits | undefined;
 }
 
 function readBody(req: http.IncomingMessage): Promise<Buffer> {
@@ -46,10 +61,21 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
 /** Idle connections are kept longer than clients keep them (undici 4 s, the AWS SDKs and CLI less than a minute), so
  * that a client never reuses a connection the server is closing at that moment. */
 const KEEP_ALIVE_MS = 65_000;
+/** How often Node looks for connections past their header or request time (its default, 30 s, would triple them). */
+const TIMEOUT_CHECK_MS = 1000;
 
 export function createEc2Server(o: ServerOptions): http.Server {
   const { api, log } = o;
-  const server = http.createServer((req, res) => {
+  const limits = o.limits ?? DEFAULT_SERVER_LIMITS;
+  const throttle = new Throttle(limits.throttle);
+  const serverOptions: http.ServerOptions = {
+    headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    // Node would refuse an HTTP/1.1 request without Host with a bare 400 but let an HTTP/1.0 one through: the handler
+    // refuses both, in EC2's form.
+    requireHostHeader: false,
+  };
+  const server = http.createServer(serverOptions, (req, res) => {
     const requestId = newRequestId();
     const started = performance.now();
     const send = (status: number, body: string): void => {
@@ -60,6 +86,9 @@ export function createEc2Server(o: ServerOptions): http.Server {
       let action = '?';
       try {
         if (req.method !== 'POST' && req.method !== 'GET') throw new Ec2Error('InvalidAction', `Method ${req.method ?? ''} is not supported`, 405);
+        if (!req.headers.host) {
+          throw new Ec2Error('InvalidRequest', 'The request has no Host header: the SigV4 signature covers it; send the endpoint\'s host[:port] as Host');
+        }
         const body = await readBody(req);
         const verified = verifySigV4({ method: req.method, url: req.url ?? '/', headers: req.headers, body }, 'ec2', api.region, new Date(),
           (key) => {
@@ -72,6 +101,7 @@ export function createEc2Server(o: ServerOptions): http.Server {
         const params = QueryParams.parse(req.method === 'GET' ? query : body.toString('utf8'));
         action = params.optional('Action') ?? '';
         if (!action) throw new Ec2Error('MissingAction', 'The request must contain the parameter Action');
+        throttle.admit(account.id, action);
         const result = await api.dispatch(action, params, account);
         send(200, responseXml(action, requestId, result));
         log.debug('ec2 request', { action, account: account.name, status: 200, ms: Math.round(performance.now() - started) });
@@ -86,7 +116,9 @@ export function createEc2Server(o: ServerOptions): http.Server {
       }
     })();
   });
-  server.keepAliveTimeout = KEEP_ALIVE_MS;
-  server.headersTimeout = KEEP_ALIVE_MS + 1000;
+  server.maxConnections = limits.maxConnections;
+  // At the cap, connections that wait idle for a next request give way to new ones: only requests in progress,
+  // which their timeouts bound, can hold the server.
+  server.on('drop', () => server.closeIdleConnections());
   return server;
 }

@@ -2,7 +2,8 @@
 // format, base64) and EC2's fingerprints: for a key pair EC2 created, the SHA-1 of the PKCS#8 DER private key (RSA)
 // or the base64 SHA-256 of the public key blob (Ed25519, as ssh-keygen -l shows it); for an imported RSA key, the
 // MD5 of its DER public key. Ed25519 private keys are given in the OpenSSH private key format (PROTOCOL.key).
-import { createHash, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPair as generate, randomBytes, type KeyObject } from 'node:crypto';
+import { promisify } from 'node:util';
 import { invalid } from './errors.js';
 
 export type KeyType = 'rsa' | 'ed25519';
@@ -95,9 +96,12 @@ function opensshPrivateEd25519(pub: Buffer, seed: Buffer, comment: string): stri
   return ['-----BEGIN OPENSSH PRIVATE KEY-----', ...lines, '-----END OPENSSH PRIVATE KEY-----', ''].join('\n');
 }
 
-export function generateKeyPair(type: KeyType, name: string): NewKeyPair {
+const generateAsync = promisify(generate);
+
+/** A new key pair, generated on libuv's thread pool: an RSA key takes long enough to stall every VM's supervision. */
+export async function generateKeyPair(type: KeyType, name: string): Promise<NewKeyPair> {
   if (type === 'ed25519') {
-    const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+    const { publicKey, privateKey } = await generateAsync('ed25519');
     const jwk = privateKey.export({ format: 'jwk' });
     const blob = publicBlob(publicKey);
     return {
@@ -106,7 +110,7 @@ export function generateKeyPair(type: KeyType, name: string): NewKeyPair {
       fingerprint: `${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}=`,
     };
   }
-  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const { publicKey, privateKey } = await generateAsync('rsa', { modulusLength: 2048 });
   return {
     type,
     privateKey: privateKey.export({ type: 'pkcs1', format: 'pem' }).toString().trimEnd(),

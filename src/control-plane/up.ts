@@ -10,7 +10,7 @@ import * as libc from '../sys/libc.js';
 import { Controller, type HostCapacity } from '../controller/controller.js';
 import { sealingKey } from './accounts.js';
 import { Ec2Api, type HostPolicy } from './api.js';
-import { createEc2Server } from './server.js';
+import { createEc2Server, type ServerLimits } from './server.js';
 import { Store } from './store.js';
 
 export interface UpOptions extends HostPolicy {
@@ -21,6 +21,8 @@ export interface UpOptions extends HostPolicy {
   readonly subnet: string;
   /** Let one account's instances share physical cores (two accounts never do). */
   readonly shareCoresWithinAccount?: boolean | undefined;
+  /** Throttling, connection cap and timeouts of the API (DEFAULT_SERVER_LIMITS if not given). */
+  readonly apiLimits?: ServerLimits | undefined;
   readonly log: Logger;
 }
 
@@ -43,7 +45,7 @@ export async function up(o: UpOptions): Promise<Up> {
   const store = new Store(o.dataDir);
   const controller = await Controller.start({ dataDir: o.dataDir, log: o.log.child('controller'), subnet: o.subnet });
   const api = new Ec2Api(store, controller, o.region, o.dataDir, o.log.child('api'), o.shareCoresWithinAccount ?? false, o);
-  const server = createEc2Server({ api, sealingKey: sealingKey(o.dataDir), log: o.log.child('api') });
+  const server = createEc2Server({ api, sealingKey: sealingKey(o.dataDir), log: o.log.child('api'), limits: o.apiLimits });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => reject(new AzoteError('ApiListen', `cannot listen on ${o.host}:${o.port}: ${e.message}`,
       e.code === 'EADDRINUSE' ? 'another program uses the port: choose one with --port' : undefined)));
