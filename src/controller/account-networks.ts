@@ -25,8 +25,8 @@ export class AccountNetworks {
   constructor(private readonly dir: string, private readonly subnet: string, private readonly admit: () => { dir: string; entryPath: string },
     private readonly jail: CardJail, private readonly pids: PidFiles, private readonly log: Logger) {}
 
-  /** The socket of `account`'s network card, started now if it is not running yet. */
-  async socketOf(account: string): Promise<string> {
+  /** `account`'s network card, started now if it is not running yet. */
+  async cardOf(account: string): Promise<CardProcess> {
     if (this.closed) throw new Error('the host is shutting down');
     let card = this.cards.get(account);
     if (!card) {
@@ -45,7 +45,7 @@ export class AccountNetworks {
       });
       this.log.info('an account\'s network card is starting', { account, socket });
     }
-    return (await card).socket;
+    return card;
   }
 
   /** Stops every account's card (once the instances are gone). */

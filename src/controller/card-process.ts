@@ -51,6 +51,8 @@ export interface CardSpec {
 export class CardProcess {
   private child: ChildProcess | undefined;
   private stopped = false;
+  /** Whether a card process said it serves and has not ended since. */
+  private ready = false;
   private output = '';
 
   private constructor(private readonly spec: CardSpec, private readonly listening: readonly { fd: number; release(): void }[],
@@ -79,6 +81,14 @@ export class CardProcess {
     return this.spec.name;
   }
 
+  /**
+   * Whether it serves now. While it is being restarted a connection to its socket would wait in the socket's queue
+   * (the socket is kept) until the new card takes it: a hypervisor is told to ask again instead of waiting on it.
+   */
+  get serving(): boolean {
+    return this.ready && !this.stopped;
+  }
+
   /** Its (first) socket's path. */
   get socket(): string {
     return this.spec.sockets[0] ?? '';
@@ -100,7 +110,9 @@ export class CardProcess {
       let said = '';
       child.stdout?.setEncoding('utf8').on('data', (s: string) => {
         said = (said + s).slice(-256);
-        if (said.split('\n').includes(CARD_READY)) resolve(true);
+        if (!said.split('\n').includes(CARD_READY)) return;
+        this.ready = true;
+        resolve(true);
       });
       child.once('exit', () => resolve(false));
       child.once('error', (e) => {
@@ -111,6 +123,7 @@ export class CardProcess {
     });
     child.once('exit', (code, signal) => {
       if (child.pid !== undefined) this.pids.forget(pidName, child.pid);
+      if (this.child === child) this.ready = false;
       if (this.stopped) {
         void this.cgroup?.removeWhenEmpty();
         return;

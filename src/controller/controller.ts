@@ -289,11 +289,11 @@ export class Controller {
     const work = (async () => {
       if (!files.hasRoot) await files.createRoot(req.image, req.rootGiB);
       files.writeMetadata(req.metadata);
-      const netSocket = await this.networks.socketOf(req.account);
+      const netCard = await this.networks.cardOf(req.account);
       const cards = await this.volumeCards(req);
       try {
         // Nothing of the hypervisor runs unless the chip verified and measured it just now.
-        return { cards, netSocket, hypervisor: this.admit('hypervisor') };
+        return { cards, netCard, hypervisor: this.admit('hypervisor') };
       } catch (e) {
         for (const c of cards) c.stop();
         throw e;
@@ -302,10 +302,10 @@ export class Controller {
     const prep = { cancelled: false, done: work.catch(() => undefined) };
     this.preparing.set(req.instanceId, prep);
     let cards: CardProcess[];
-    let netSocket: string;
+    let netCard: CardProcess;
     let hypervisor: VerifiedComponent;
     try {
-      ({ cards, netSocket, hypervisor } = await work);
+      ({ cards, netCard, hypervisor } = await work);
     } finally {
       this.preparing.delete(req.instanceId);
     }
@@ -330,11 +330,17 @@ export class Controller {
     const pidName = `hypervisor ${req.instanceId}`;
     if (child.pid !== undefined) this.pids.record(pidName, child.pid);
     let ended: InstanceEnd | undefined;
-    const links = new CardLinks(new Map([[NET_CARD, netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]));
+    // Each card by its name on the channel (a block card's name is its volume's there, `volume ID`).
+    const byName = new Map<string, CardProcess>([[NET_CARD, netCard], ...cards.map((c): [string, CardProcess] => [c.name, c])]);
+    const links = new CardLinks(new Map([...byName].map(([name, c]) => [name, c.socket])));
     const channel = new Channel<HypervisorMessage, ControllerMessage>(channelFd, hypervisorMessage, {
       message: (m) => {
         if (m.kind === 'connect-card') {
           if (!links.sockets.has(m.card)) return;
+          if (!byName.get(m.card)?.serving) {
+            channel.send({ kind: 'card-unavailable', card: m.card, why: 'the card is being restarted' });
+            return;
+          }
           let fd: number;
           try {
             fd = links.renew(m.card);

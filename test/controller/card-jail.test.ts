@@ -193,8 +193,12 @@ test('a block card and a network card in their jails: own uid, no privileges, se
     assert.ok((await readSector(blockSocket)).every((b) => b === 0x5a), 'a read through the jailed card returns the volume\'s data');
     // Killed, it is started again with the same listening socket: a frontend connects to the same path and is served.
     const firstUid = status(blockPid, 'Uid');
+    assert.equal(block.serving, true);
     process.kill(blockPid, 'SIGKILL');
-    const again = await until('a new block card', () => cardPid('cards/block/main.js', base, blockPid));
+    // Until the new card says it serves, hypervisors asking for a connection are told to ask again.
+    await until('the controller to see the card die', () => (block.serving ? undefined : true));
+    await until('the card to serve again', () => (block.serving ? true : undefined));
+    const again = cardPid('cards/block/main.js', base, blockPid) ?? assert.fail('a new block card');
     assert.ok((await readSector(blockSocket)).every((b) => b === 0x5a), 'the restarted card serves on the same path');
     checkJailed(again, chip.admit('card-block').dir);
     checkDescriptors(again, [blockSocket], [volume]);
