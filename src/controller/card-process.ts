@@ -2,8 +2,7 @@
 // from its component's entry, which the security chip verifies and measures before every start, as a uid never given
 // before, in its own control group and namespaces (no network at all), with PATH as its whole environment and nothing
 // of the host but what it is handed: its listening sockets, made here once and kept across its restarts (the VMs
-// using it reconnect to the same path; a connection made while it restarts waits in the socket's queue), and its
-// volumes' files, opened here at each start. Ready once it says so on its stdout (its volumes open and locked);
+// using it reconnect to the same path once it serves again), and its volumes' files, opened here at each start. Ready once it says so on its stdout (its volumes open and locked);
 // restarted whenever it dies until the controller stops it. A card dies with the controller (the jail's parent-death
 // signals) and is written down in its pid files until it ends.
 import { spawn, type ChildProcess } from 'node:child_process';
