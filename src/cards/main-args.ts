@@ -1,9 +1,13 @@
 // The command line of a card process started by the controller: `--name value` pairs, some repeatable. (People
 // start cards through `azote card`, which has its own help; this is the small parser the cards' own entries use, so
-// that a card's signed bundle needs no command-line library.)
+// that a card's signed bundle needs no command-line library.) The controller starts a card in its jail and gives it
+// its listening sockets (`--listen-fd N`) and its files as descriptors; the card locks itself down before anything
+// else.
+import { writeSync } from 'node:fs';
 import { constants } from 'node:os';
 import { AzoteError } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
+import { denyForCards } from '../sys/seccomp.js';
 
 export function cardArgs(argv: readonly string[], known: readonly string[]): Map<string, string[]> {
   const out = new Map<string, string[]>();
@@ -18,20 +22,40 @@ export function cardArgs(argv: readonly string[], known: readonly string[]): Map
   return out;
 }
 
-/**
- * `--controller PID`, the controller that started the card (its parent): the card is killed when that parent dies,
- * so a crashed controller leaves no card holding a volume's lock or the network's addresses. The kernel sends the
- * signal only for a death after the request, so a parent already gone shows as another parent pid: the card ends.
- */
-export function dieWithController(args: ReadonlyMap<string, string[]>): void {
-  const given = args.get('controller')?.[0];
-  if (given === undefined) return;
-  const pid = Number(given);
-  if (!/^[1-9]\d{0,9}$/.test(given) || pid > 2 ** 31 - 1) {
-    throw new AzoteError('BadArguments', `--controller ${JSON.stringify(given)} is not a process id`, 'give the controller\'s pid');
+/** An inherited descriptor's number on the command line (`--listen-fd 3`, `fd:4`). */
+export function inheritedFd(given: string, what: string): number {
+  if (!/^([3-9]|[1-9]\d{1,3})$/.test(given)) {
+    throw new AzoteError('BadArguments', `${what} ${JSON.stringify(given)} is not an inherited descriptor`, 'give a descriptor number of 3 or more');
   }
-  libc.prctl(libc.PR_SET_PDEATHSIG, constants.signals.SIGKILL);
-  if (libc.getppid() !== pid) {
-    throw new AzoteError('ControllerGone', `the controller (pid ${pid}) that started this card is gone`, 'start the card from a running controller');
-  }
+  return Number(given);
 }
+
+/** `--listen-fd N` (repeatable, at least one): the listening sockets the controller made and handed over, in order. */
+export function listenFds(args: ReadonlyMap<string, string[]>): number[] {
+  const fds = args.get('listen-fd')?.map((fd) => inheritedFd(fd, '--listen-fd')) ?? [];
+  if (fds.length === 0) {
+    throw new AzoteError('BadArguments', 'a card\'s entry is started by the controller, which hands it its sockets (--listen-fd)', 'run a card by hand with azote card');
+  }
+  return fds;
+}
+
+/**
+ * What a card does first (it runs in its jail): it dies with its parent (the jail's unshare, which the controller's
+ * death takes down; setpriv's uid change cleared the parent-death signal the jail set), is not dumpable (no ptrace or
+ * /proc access to its memory by its own uid), and takes the cards' seccomp filter: with its sockets given, it never
+ * opens, binds, listens or connects a socket, and starts no program.
+ */
+export function lockDown(): void {
+  libc.prctl(libc.PR_SET_PDEATHSIG, constants.signals.SIGKILL);
+  libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
+  libc.prctl(libc.PR_SET_DUMPABLE, 0);
+  denyForCards();
+}
+
+/** Tells the controller that started the card (reading its stdout) that it serves: its volumes are open and locked. */
+export function sayReady(): void {
+  writeSync(1, `${CARD_READY}\n`);
+}
+
+/** The line a card started by the controller writes on its stdout once it serves. */
+export const CARD_READY = 'azote-card-ready';

@@ -7,7 +7,7 @@ import { serveNetCard } from '../cards/net/card.js';
 import { MAX_PREFIX, MIN_PREFIX, parseSubnet } from '../virtio/net-addressing.js';
 
 export function runBlockCard(socket: string, volumes: string[], log: Logger): never {
-  return serveBlockCard(socket, parseVolumes(volumes), log);
+  return serveBlockCard({ socket, volumes: parseVolumes(volumes) }, log);
 }
 
 export function runNetCard(socket: string, subnet: string, uplink: string | undefined, log: Logger): never {

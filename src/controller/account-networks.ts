@@ -6,11 +6,12 @@
 // keeps busy would stall every account). Every account's network has the host's subnet, as each AWS account has the
 // same default VPC: two accounts' instances may have the same address, which is right since they never meet. For the
 // same reason no account's network has an uplink to the host: the host could route to one of several networks on one
-// subnet only. The VPC work is to refine this into a switch per VPC, and to route to it.
+// subnet only. The VPC work is to refine this into a switch per VPC, and to route to it. Each card runs in its own
+// jail (card-process.ts) with its listening socket and nothing else of the host: no file, no network.
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../base/log.js';
-import { CardProcess } from './card-process.js';
+import { CardProcess, FIRST_CARD_FD, type CardJail } from './card-process.js';
 import type { PidFiles } from './pid-files.js';
 
 export class AccountNetworks {
@@ -20,18 +21,22 @@ export class AccountNetworks {
   private started = 0;
   private closed = false;
 
-  /** `entry` verifies and measures the card's code and gives its entry point (before each start and restart). */
-  constructor(private readonly dir: string, private readonly subnet: string, private readonly entry: () => string,
-    private readonly pids: PidFiles, private readonly log: Logger) {}
+  /** `admit` verifies and measures the card's code and gives its files and entry (before each start and restart). */
+  constructor(private readonly dir: string, private readonly subnet: string, private readonly admit: () => { dir: string; entryPath: string },
+    private readonly jail: CardJail, private readonly pids: PidFiles, private readonly log: Logger) {}
 
-  /** The socket of `account`'s network card, started now if it is not running yet. */
-  async socketOf(account: string): Promise<string> {
+  /** `account`'s network card, started now if it is not running yet. */
+  async cardOf(account: string): Promise<CardProcess> {
     if (this.closed) throw new Error('the host is shutting down');
     let card = this.cards.get(account);
     if (!card) {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      const socket = path.join(this.dir, `net-${++this.started}.sock`);
-      card = CardProcess.start(`account ${account}'s network`, this.entry, ['--socket', socket, '--subnet', this.subnet], socket, this.pids, this.log);
+      const n = ++this.started;
+      const socket = path.join(this.dir, `net-${n}.sock`);
+      card = CardProcess.start({
+        name: `account ${account}'s network`, group: `card-net-${n}`, admit: this.admit, sockets: [socket], files: [], jail: this.jail,
+        args: ['--socket', socket, '--listen-fd', String(FIRST_CARD_FD), '--subnet', this.subnet],
+      }, this.pids, this.log);
       this.cards.set(account, card);
       // A card that did not start is forgotten: the account's next launch tries again.
       const starting = card;
@@ -40,7 +45,7 @@ export class AccountNetworks {
       });
       this.log.info('an account\'s network card is starting', { account, socket });
     }
-    return (await card).socket;
+    return card;
   }
 
   /** Stops every account's card (once the instances are gone). */

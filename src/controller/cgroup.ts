@@ -1,6 +1,6 @@
-// Each jailed process's own control group under azote/<name>: a memory limit (its guest's memory and the process's
-// own overhead), a CPU quota (one core per vCPU), a cpuset of its own cores (so sched_setaffinity cannot widen what
-// taskset gave it) and a pids limit (no fork bomb). Works with cgroup v2 (/sys/fs/cgroup/cgroup.controllers) or v1's
+// Each jailed process's own control group under azote/<name>: a memory limit (a hypervisor's guest's memory and the
+// process's own overhead; a card's given), a CPU quota (one core per vCPU; one core for a card), a cpuset of its own
+// cores (so sched_setaffinity cannot widen what taskset gave it) and a pids limit (no fork bomb). Works with cgroup v2 (/sys/fs/cgroup/cgroup.controllers) or v1's
 // memory, cpu, cpuset and pids hierarchies. The jail's first step writes its own pid into `procsFiles` before it
 // executes anything else, so every process and thread of the jail starts inside; the group is removed when the
 // process is gone.
@@ -33,9 +33,17 @@ export class InstanceCgroup {
 
   /** Creates the group with its limits; undefined (and a warning) where this host gives the controller no cgroups. */
   static create(name: string, limits: Limits, log: Logger): InstanceCgroup | undefined {
-    const memoryBytes = (limits.memoryMiB + HYPERVISOR_OVERHEAD_MIB) * 2 ** 20;
-    const quota = limits.vcpus * PERIOD_US;
-    const cpus = limits.cores.join(',');
+    return InstanceCgroup.make(name, (limits.memoryMiB + HYPERVISOR_OVERHEAD_MIB) * 2 ** 20, limits.vcpus, limits.cores, log);
+  }
+
+  /** A card's group: `memoryMiB`, one core's time, on `cores`. */
+  static forCard(name: string, memoryMiB: number, cores: readonly number[], log: Logger): InstanceCgroup | undefined {
+    return InstanceCgroup.make(name, memoryMiB * 2 ** 20, 1, cores, log);
+  }
+
+  private static make(name: string, memoryBytes: number, cpuCores: number, cores: readonly number[], log: Logger): InstanceCgroup | undefined {
+    const quota = cpuCores * PERIOD_US;
+    const cpus = cores.join(',');
     const made: string[] = [];
     const mk = (dir: string): string => {
       mkdirSync(dir, { recursive: true });
@@ -80,6 +88,19 @@ export class InstanceCgroup {
   /** The files a process writes its pid into to join every hierarchy of the group. */
   get procsFiles(): string[] {
     return this.dirs.map((dir) => path.join(dir, 'cgroup.procs'));
+  }
+
+  /** Removes the group once the processes of a killed jail, still dying, have left it (a few seconds at most). */
+  async removeWhenEmpty(): Promise<void> {
+    const busy = (): boolean => this.procsFiles.some((f) => {
+      try {
+        return readFileSync(f, 'utf8').trim() !== '';
+      } catch {
+        return false;
+      }
+    });
+    for (let i = 0; i < 50 && busy(); i++) await new Promise((r) => setTimeout(r, 100));
+    this.remove();
   }
 
   remove(): void {

@@ -6,8 +6,8 @@
 // cut off and killed, and its instance ends failed with the reason: nothing it sends can take the controller down.
 // Its console goes to the instance's console log, its stderr to the instance's hypervisor.log (both capped and rotated
 // here). The controller also runs a network card per account (account-networks.ts), which each of the account's
-// instances' eth0 is attached to, and restarts it if it dies (instances ask for a new connection and keep their
-// addresses).
+// instances' eth0 is attached to, and a block card per attached volume, each in a jail of its own (card-process.ts),
+// and restarts a card that dies (instances ask for a new connection and keep their addresses).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -25,7 +25,7 @@ import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import * as libc from '../sys/libc.js';
 import { AccountNetworks } from './account-networks.js';
-import { CardProcess } from './card-process.js';
+import { CardProcess, FIRST_CARD_FD, type CardJail } from './card-process.js';
 import { CardLinks } from './card-links.js';
 import { InstanceCgroup } from './cgroup.js';
 import { coreGroups } from './cores.js';
@@ -39,6 +39,13 @@ import { parseSubnet } from '../virtio/net-addressing.js';
 
 /** Host memory kept for the host itself (Node, cards, page cache) when offering memory to instances. */
 const HOST_RESERVED_MIB = 2048;
+/**
+ * Memory of a card's control group: Node's own, and the guest pages it is the first to touch (shared memory is
+ * charged to whoever faults a page in first): a block card may fill its guest's memory with what it reads, a network
+ * card the receive buffers of all its account's guests.
+ */
+const CARD_OWN_MIB = 256;
+const NET_CARD_MIB = 1024;
 /** How long a hypervisor told to stop its VM gets before it is killed. */
 const STOP_GRACE_MS = 10_000;
 /** Locked memory a hypervisor may have beyond its guest's (the guest's memory may be secret memory, which counts). */
@@ -139,11 +146,43 @@ export class Controller {
     }
   }, LOG_SWEEP_MS).unref();
   private readonly jailUids: JailUids;
+  /** The uids of the cards' jails now running. */
+  private readonly cardUids = new Set<number>();
 
   private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip,
     private readonly runtime: VerifiedRuntime, private readonly pids: PidFiles) {
-    this.networks = new AccountNetworks(path.join(o.dataDir, 'cards'), o.subnet, () => this.admit('card-net').entryPath, pids, o.log);
     this.jailUids = new JailUids(path.join(o.dataDir, 'jail-uid-next'));
+    // A network card serves one account, whose instances' cores change with them: it may run on any core.
+    this.networks = new AccountNetworks(path.join(o.dataDir, 'cards'), o.subnet, () => this.admit('card-net'),
+      this.cardJail(this.capacity.coreGroups.flat(), NET_CARD_MIB), pids, o.log);
+  }
+
+  /** A uid for a jail, never given before (undefined where the controller is not root and jails keep its uid). */
+  private jailUid(): number | undefined {
+    if (process.getuid?.() !== 0) return undefined;
+    const hypervisors = [...this.running.values()].map((r) => r.uid).filter((u): u is number => u !== undefined);
+    return this.jailUids.next(new Set([...hypervisors, ...this.cardUids]));
+  }
+
+  private cardJail(cores: readonly number[], memoryMiB: number): CardJail {
+    return {
+      mountPoint: this.jailMountPoint(), cores, memoryMiB,
+      uids: {
+        take: () => {
+          const uid = this.jailUid();
+          if (uid !== undefined) this.cardUids.add(uid);
+          return uid;
+        },
+        give: (uid) => this.cardUids.delete(uid),
+      },
+    };
+  }
+
+  /** The empty directory every jail's root is mounted on, each in its own mount namespace. */
+  private jailMountPoint(): string {
+    const mountPoint = path.join(this.o.dataDir, 'jail');
+    mkdirSync(mountPoint, { recursive: true, mode: 0o755 });
+    return mountPoint;
   }
 
   /** What every start of a hypervisor or card asks first: the runtime it will run on and its component verified, measured. */
@@ -210,16 +249,22 @@ export class Controller {
     rmSync(this.volumeFile(volumeId), { force: true });
   }
 
-  /** Starts a block card for each volume; their vhost-user sockets, in order. */
-  private async volumeCards(volumes: readonly string[]): Promise<CardProcess[]> {
+  /**
+   * Starts a block card for each of the instance's volumes, each in its jail on the instance's cores, given its
+   * volume's file and its listening socket.
+   */
+  private async volumeCards(req: LaunchRequest): Promise<CardProcess[]> {
     const dir = path.join(this.o.dataDir, 'cards');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const cards: CardProcess[] = [];
     try {
-      for (const v of volumes) {
+      for (const v of req.volumes) {
         const base = path.join(dir, `${v}.sock`);
-        cards.push(await CardProcess.start(`volume ${v}`, () => this.admit('card-block').entryPath,
-          ['--socket', base, '--volume', `${v}=${this.volumeFile(v)}`], `${base}:${v}`, this.pids, this.o.log));
+        cards.push(await CardProcess.start({
+          name: `volume ${v}`, group: `card-${v}`, admit: () => this.admit('card-block'), sockets: [`${base}:${v}`],
+          files: [{ path: this.volumeFile(v), readOnly: false }], jail: this.cardJail(req.cores, CARD_OWN_MIB + req.memoryMiB),
+          args: ['--socket', base, '--listen-fd', String(FIRST_CARD_FD), '--volume', `${v}=fd:${FIRST_CARD_FD + 1}`],
+        }, this.pids, this.o.log));
       }
     } catch (e) {
       for (const c of cards) c.stop();
@@ -244,11 +289,11 @@ export class Controller {
     const work = (async () => {
       if (!files.hasRoot) await files.createRoot(req.image, req.rootGiB);
       files.writeMetadata(req.metadata);
-      const netSocket = await this.networks.socketOf(req.account);
-      const cards = await this.volumeCards(req.volumes);
+      const netCard = await this.networks.cardOf(req.account);
+      const cards = await this.volumeCards(req);
       try {
         // Nothing of the hypervisor runs unless the chip verified and measured it just now.
-        return { cards, netSocket, hypervisor: this.admit('hypervisor') };
+        return { cards, netCard, hypervisor: this.admit('hypervisor') };
       } catch (e) {
         for (const c of cards) c.stop();
         throw e;
@@ -257,10 +302,10 @@ export class Controller {
     const prep = { cancelled: false, done: work.catch(() => undefined) };
     this.preparing.set(req.instanceId, prep);
     let cards: CardProcess[];
-    let netSocket: string;
+    let netCard: CardProcess;
     let hypervisor: VerifiedComponent;
     try {
-      ({ cards, netSocket, hypervisor } = await work);
+      ({ cards, netCard, hypervisor } = await work);
     } finally {
       this.preparing.delete(req.instanceId);
     }
@@ -272,9 +317,7 @@ export class Controller {
     const cmdline = [guestCmdline({ nestedPvm: detectKvmFlavour() === 'nested-pvm', quiet: false }),
       'root=/dev/vda', 'rw', 'rootfstype=ext4', ...runRequestParams(INSTANCE_ARGV)].join(' ');
     const cgroup = InstanceCgroup.create(req.instanceId, { memoryMiB: req.memoryMiB, vcpus: req.vcpus, cores: req.cores }, this.o.log);
-    const jailUid = process.getuid?.() === 0
-      ? this.jailUids.next(new Set([...this.running.values()].map((r) => r.uid).filter((u): u is number => u !== undefined)))
-      : undefined;
+    const jailUid = this.jailUid();
     let child: ChildProcess;
     let channelFd: number;
     try {
@@ -287,11 +330,17 @@ export class Controller {
     const pidName = `hypervisor ${req.instanceId}`;
     if (child.pid !== undefined) this.pids.record(pidName, child.pid);
     let ended: InstanceEnd | undefined;
-    const links = new CardLinks(new Map([[NET_CARD, netSocket], ...req.volumes.map((v, i): [string, string] => [`volume ${v}`, cards[i]?.socket ?? ''])]));
+    // Each card by its name on the channel (a block card's name is its volume's there, `volume ID`).
+    const byName = new Map<string, CardProcess>([[NET_CARD, netCard], ...cards.map((c): [string, CardProcess] => [c.name, c])]);
+    const links = new CardLinks(new Map([...byName].map(([name, c]) => [name, c.socket])));
     const channel = new Channel<HypervisorMessage, ControllerMessage>(channelFd, hypervisorMessage, {
       message: (m) => {
         if (m.kind === 'connect-card') {
           if (!links.sockets.has(m.card)) return;
+          if (!byName.get(m.card)?.serving) {
+            channel.send({ kind: 'card-unavailable', card: m.card, why: 'the card is being restarted' });
+            return;
+          }
           let fd: number;
           try {
             fd = links.renew(m.card);
@@ -371,10 +420,8 @@ export class Controller {
    */
   private startJailed(req: LaunchRequest, files: InstanceFiles, hypervisor: VerifiedComponent, uid: number | undefined,
     cgroupProcs: readonly string[]): { child: ChildProcess; channelFd: number } {
-    const mountPoint = path.join(this.o.dataDir, 'jail');
-    mkdirSync(mountPoint, { recursive: true, mode: 0o755 });
     const { command, args } = jailCommand({
-      mountPoint, componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
+      mountPoint: this.jailMountPoint(), componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
       cgroupProcs, memlockBytes: this.memlock(req),
     });
     const inherited: number[] = [];

@@ -1,4 +1,4 @@
-// The jail a hypervisor runs in, built from util-linux tools as the command the controller spawns:
+// The jail a hypervisor (or a card) runs in, built from util-linux tools as the command the controller spawns:
 //   setpriv (killed if the controller dies) -> sh (joins its control group: cores, memory, CPU time, pids) -> taskset
 //   (its cores) -> prlimit (locked memory sized to its guest) -> unshare (new network, mount, IPC, UTS and pid
 //   namespaces) -> sh (the root below) -> setpriv (a uid never given to another jail, no groups, no capabilities,
@@ -111,7 +111,8 @@ export function jailContents(componentDir: string, node: string, setpriv: string
 // and $3 the directories of its libraries, then the mirror steps (link TARGET AT | file AT | dir AT) up to "--",
 // then the command. The root is made read-only before the pivot; after it, the host's umount (run from the old root,
 // which is still attached) detaches the old root and the proc it needs to find mounts, and the two mount points
-// stay behind, empty and read-only.
+// stay behind, empty and read-only. The entry gets the environment the jail was given (PATH), not the shell's PWD
+// and OLDPWD (which named the mount point on the host).
 const ROOT_SCRIPT = `set -eu
 r=$1 umount=$2 libs=$3; shift 3
 mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev azote-jail "$r"
@@ -132,6 +133,7 @@ cd "$r"
 pivot_root . .old
 LD_LIBRARY_PATH=$libs "/.old$umount" -l /.old /proc
 cd /
+unset OLDPWD PWD
 exec "$@"`;
 
 export interface JailSpec {

@@ -70,7 +70,19 @@ export function denyProgram(numbers: readonly number[]): Instruction[] {
  * a filter cannot be removed, only made stricter.
  */
 export function denyNetworkAndExec(): void {
-  const program = denyProgram(Object.values(DENIED_SYSCALLS));
+  install(denyProgram(Object.values(DENIED_SYSCALLS)));
+}
+
+/**
+ * A card's filter: the hypervisor's, but accept4(2), with which a card takes its frontends' connections on the
+ * listening socket the controller made and handed to it. It needs no other call of the list: it opens no socket,
+ * binds, listens or connects nowhere, and starts no program.
+ */
+export function denyForCards(): void {
+  install(denyProgram(Object.entries(DENIED_SYSCALLS).filter(([name]) => name !== 'accept4').map(([, nr]) => nr)));
+}
+
+function install(program: readonly Instruction[]): void {
   const code = koffi.alloc('uint8_t', program.length * sockFilter.size);
   const bytes = new Uint8Array(koffi.view(code, program.length * sockFilter.size));
   program.forEach(([op, jt, jf, k], i) => {

@@ -68,7 +68,7 @@ test('two accounts\' instances are on two network cards; one account\'s instance
   } finally {
     await host.dispose();
   }
-  // SIGTERM was sent; a deadline only to detect a card that never goes.
+  // The cards were killed; a deadline only to detect a card that never goes.
   for (let i = 0; i < 100 && netCardSockets(host.dataDir).length > 0; i++) await sleep(100);
   assert.deepEqual(netCardSockets(host.dataDir), [], 'the cards stop with the host');
 });

@@ -18,7 +18,11 @@ import { VmPort } from './port.js';
 import { VirtualSwitch, type SwitchPort } from './switch.js';
 
 export interface NetCardOptions {
+  /** Its socket's path; the card listens there itself unless it is handed the listening socket (`listenFd`). */
   readonly socket: string;
+  readonly listenFd?: number | undefined;
+  /** Called once it takes connections. */
+  readonly ready?: (() => void) | undefined;
   readonly subnet: Ipv4Subnet;
   /** A TAP device to the host. */
   readonly uplink?: string | undefined;
@@ -64,12 +68,13 @@ function openUplink(name: string, subnet: Ipv4Subnet, log: Logger): Uplink {
 export function serveNetCard(o: NetCardOptions, log: Logger): never {
   const sw = new VirtualSwitch();
   const range = subnetRange(o.subnet);
-  const listen = listenAtPath(o.socket, 'the card socket');
+  const listenFd = o.listenFd ?? listenAtPath(o.socket, 'the card socket').fd;
   const uplink = o.uplink === undefined ? undefined : openUplink(o.uplink, o.subnet, log);
   if (uplink) sw.attach(uplink.port);
   log.info('network card serving', {
     socket: o.socket, subnet: `${ipToString(o.subnet.network)}/${o.subnet.prefix}`, gateway: ipToString(range.gateway),
   });
+  o.ready?.();
   const attachments = new Set<Attachment>();
   /** Ports that got frames since their receive ring was last served. */
   const waiting = new Set<VmPort>();
@@ -141,14 +146,14 @@ export function serveNetCard(o: NetCardOptions, log: Logger): never {
 
   for (;;) {
     const live = [...attachments];
-    const reads = [listen.fd, ...(uplink ? [uplink.fd] : []), ...live.flatMap((a) => a.session.watched())];
+    const reads = [listenFd, ...(uplink ? [uplink.fd] : []), ...live.flatMap((a) => a.session.watched())];
     const writes = live.flatMap((a) => [...a.session.watchedWritable()]);
     // Ports still holding frames after their ring was served, and rings left with work at their budget, get another
     // turn once every ready fd had its own: each port in turn, none for ever.
     const ready = libc.pollFds(reads, writes, waiting.size > 0 || live.some((a) => a.session.hasBacklog) ? 0 : -1);
     for (const fd of ready.write) for (const a of live) if (a.session.watchedWritable().includes(fd)) a.session.writable(fd);
     for (const fd of ready.read) {
-      if (fd === listen.fd) {
+      if (fd === listenFd) {
         for (let c = libc.acceptNonBlocking(fd); c >= 0; c = libc.acceptNonBlocking(fd)) attach(c);
       } else if (fd === uplink?.fd) {
         fromHost();

@@ -1,19 +1,22 @@
-// The network card's process entry, as the controller starts it from its verified bundle:
-//   main.js --socket PATH --subnet CIDR [--uplink TAP] [--controller PID]
+// The network card's process entry, as the controller starts it from its verified bundle, in its jail, with its
+// listening socket (named PATH) and nothing else of the host (no uplink: `azote card net --uplink` by hand has one):
+//   main.js --socket PATH --listen-fd N --subnet CIDR
 import { createLogger } from '../../base/log.js';
 import { errorMessage } from '../../base/errors.js';
 import { parseSubnet } from '../../virtio/net-addressing.js';
-import { cardArgs, dieWithController } from '../main-args.js';
+import { cardArgs, listenFds, lockDown, sayReady } from '../main-args.js';
 import { serveNetCard } from './card.js';
 
 const log = createLogger('card-net');
 try {
-  const args = cardArgs(process.argv.slice(2), ['socket', 'subnet', 'uplink', 'controller']);
-  dieWithController(args);
+  const args = cardArgs(process.argv.slice(2), ['socket', 'listen-fd', 'subnet']);
+  const [listenFd, ...more] = listenFds(args);
+  lockDown();
+  if (more.length > 0) throw new Error('a network card takes one --listen-fd');
   const socket = args.get('socket')?.[0];
   const subnet = parseSubnet(args.get('subnet')?.[0] ?? '');
   if (!socket || !subnet) throw new Error('--socket PATH and --subnet A.B.C.D/P are required');
-  serveNetCard({ socket, subnet, uplink: args.get('uplink')?.[0] }, log);
+  serveNetCard({ socket, subnet, listenFd, ready: sayReady }, log);
 } catch (e) {
   log.error('the network card cannot start', { why: errorMessage(e) });
   process.exit(1);
