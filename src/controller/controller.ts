@@ -32,7 +32,7 @@ import { coreGroups } from './cores.js';
 import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
-import { JAIL_PATH, jailCommand, jailToolPaths, JailUids, memlockLimit } from './jail.js';
+import { JAIL_PATH, jailCommand, jailedExit, jailToolPaths, JailUids, memlockLimit } from './jail.js';
 import { PidFiles } from './pid-files.js';
 import { sha384 } from '../security-chip/manifest.js';
 import { parseSubnet } from '../virtio/net-addressing.js';
@@ -382,9 +382,12 @@ export class Controller {
       this.o.log.info('instance hypervisor ended', { instance: req.instanceId, end: end.kind, detail: end.detail });
       events.ended(end);
     };
+    const exitDetail = (code: number | null, signal: NodeJS.Signals | null): string => {
+      const { how, lastLine } = jailedExit(code, signal, files.hypervisorLogTail(4096).trim().split('\n'));
+      return `the hypervisor exited (${how}): ${lastLine}`;
+    };
     child.on('exit', (code, signal) => finish(entryState.stopping !== undefined || signal === 'SIGKILL' && this.closing
-      ? { kind: 'stopped', detail: '' }
-      : { kind: 'failed', detail: `the hypervisor exited (${signal ?? `status ${code}`}): ${files.hypervisorLogTail(4096).trim().split('\n').slice(-1)[0] ?? ''}` }));
+      ? { kind: 'stopped', detail: '' } : { kind: 'failed', detail: exitDetail(code, signal) }));
     // The jail's tools missing, or no process at all: the launch fails with the reason.
     child.on('error', (e) => finish({ kind: 'failed', detail: `the hypervisor could not be started: ${e.message}` }));
     const launch: ControllerMessage = {

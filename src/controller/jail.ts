@@ -167,6 +167,18 @@ export function memlockLimit(wanted: number): { bytes: number; clamped: boolean 
   return limit >= wanted ? { bytes: wanted, clamped: false } : { bytes: limit, clamped: true };
 }
 
+/**
+ * How a jailed process ended, from what the controller sees: the exit of unshare, its parent in the jail. unshare
+ * passes on its child's status and re-raises its child's fatal signal on itself, except SIGKILL, which it cannot
+ * (util-linux then exits 1 with "sigprocmask unblock failed" as the log's last line): that case is the child's
+ * SIGKILL (an OOM kill or a kill by hand), not a failure of the jail.
+ */
+export function jailedExit(code: number | null, signal: NodeJS.Signals | null, logLines: readonly string[]): { how: string; lastLine: string } {
+  const last = logLines.at(-1) ?? '';
+  if (signal === null && code === 1 && /^unshare: sigprocmask unblock failed/.test(last)) return { how: 'SIGKILL', lastLine: logLines.at(-2) ?? '' };
+  return { how: signal ?? `status ${code}`, lastLine: last };
+}
+
 /** The host programs that build every jail (run as root before the hypervisor starts). */
 export const JAIL_TOOLS = ['sh', 'taskset', 'prlimit', 'unshare', 'mount', 'umount', 'pivot_root', 'setpriv'] as const;
 

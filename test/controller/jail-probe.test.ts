@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { silentLogger } from '../../src/base/log.js';
 import { InstanceCgroup, JAIL_PIDS_MAX } from '../../src/controller/cgroup.js';
 import { componentFiles } from '../../src/controller/components.js';
-import { JAIL_PATH, jailCommand, JAIL_UID_BASE, JailUids, memlockLimit } from '../../src/controller/jail.js';
+import { JAIL_PATH, jailCommand, jailedExit, JAIL_UID_BASE, JailUids, memlockLimit } from '../../src/controller/jail.js';
 import { projectRoot } from '../../src/images/paths.js';
 import { skipLoudly } from '../framework/kvm.js';
 
@@ -94,6 +94,23 @@ test('a probe in the real jail: its cores cannot widen, its IPC, UTS and pid nam
     const [code] = await once(jail, 'exit') as [number | null];
     assert.equal(code, 0, err);
     assert.deepEqual(shm(), [], 'nothing it made outlives it');
+
+    // Killed with SIGKILL (as the OOM killer would), the jailed process is reported as killed, though unshare above
+    // it cannot re-raise SIGKILL on itself and exits 1 instead.
+    const again = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: JAIL_PATH } });
+    try {
+      let againErr = '';
+      again.stderr.setEncoding('utf8').on('data', (s: string) => { againErr += s; });
+      await once(again.stdout, 'data');
+      const ended = once(again, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+      process.kill(jailedPid(again.pid ?? 0), 'SIGKILL');
+      const [c2, s2] = await ended;
+      assert.equal(jailedExit(c2, s2, againErr.trim().split('\n')).how, 'SIGKILL', `unshare ended with ${c2 ?? s2}: ${againErr}`);
+    } finally {
+      if (again.exitCode === null && again.signalCode === null) again.kill('SIGKILL');
+    }
+    assert.equal(jailedExit(3, null, ['a line']).how, 'status 3');
+    assert.equal(jailedExit(null, 'SIGSEGV', []).how, 'SIGSEGV');
   } finally {
     if (jail.exitCode === null) jail.kill('SIGKILL');
     cgroup.remove();
