@@ -10,6 +10,11 @@ import { runTool, type ToolRun } from './run-tool.js';
 /** Debian package names: lower-case letters, digits, "+", "-", "."; at least two characters. */
 const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
 
+/** Refuses what is not a Debian package name before it reaches apt's command line. */
+export function checkPackageName(name: string): void {
+  if (!PACKAGE_NAME.test(name)) throw new AzoteError('BadPackageName', `${JSON.stringify(name)} is not a Debian package name`);
+}
+
 function missingTool(tool: string, pkg: string, e: unknown): AzoteError {
   const code = (e as NodeJS.ErrnoException).code;
   return new AzoteError('MissingTool', `cannot run ${tool}: ${code === 'ENOENT' ? 'not installed' : String(e)}`,
@@ -17,7 +22,7 @@ function missingTool(tool: string, pkg: string, e: unknown): AzoteError {
 }
 
 /** The last "E:" line of apt's stderr, else its last line. */
-function aptReason(stderr: string): string {
+export function aptReason(stderr: string): string {
   const lines = stderr.split('\n').map((l) => l.trim()).filter(Boolean);
   return lines.filter((l) => l.startsWith('E:')).at(-1) ?? lines.at(-1) ?? 'no error message';
 }
@@ -54,9 +59,7 @@ async function download(name: string, dir: string): Promise<ToolRun & { deb?: st
  * process and tries again.
  */
 export async function fetchDebianPackage(name: string, log: Logger): Promise<string> {
-  if (!PACKAGE_NAME.test(name)) {
-    throw new AzoteError('BadPackageName', `${JSON.stringify(name)} is not a Debian package name`);
-  }
+  checkPackageName(name);
   const dir = path.join(cacheDir(), 'debs');
   mkdirSync(dir, { recursive: true });
   const hit = cachedDeb(dir, name);

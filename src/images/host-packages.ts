@@ -2,6 +2,7 @@
 // installed with apt-get when we are root; otherwise one error that names the exact command to type.
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
+import { aptReason, checkPackageName } from './debian.js';
 import { runTool, type ToolRun } from './run-tool.js';
 
 export interface HostPackage {
@@ -29,9 +30,6 @@ export const TEST_PACKAGES: readonly HostPackage[] = [
   { name: 'python3', why: 'the jail test tries ptrace as an unprivileged user' },
 ];
 
-/** Debian package names: lower-case letters, digits, "+", "-", "."; at least two characters. */
-const PACKAGE_NAME = /^[a-z0-9][a-z0-9+.-]+$/;
-
 async function tool(cmd: string, args: readonly string[]): Promise<ToolRun> {
   try {
     return await runTool(cmd, [...args]);
@@ -43,9 +41,7 @@ async function tool(cmd: string, args: readonly string[]): Promise<ToolRun> {
 
 /** The names among `names` that dpkg does not list as installed. */
 export async function missingPackages(names: readonly string[]): Promise<string[]> {
-  for (const n of names) {
-    if (!PACKAGE_NAME.test(n)) throw new AzoteError('BadPackageName', `${JSON.stringify(n)} is not a Debian package name`);
-  }
+  for (const n of names) checkPackageName(n);
   // One call for all; a package dpkg never heard of is on stderr and absent from stdout, so it counts as missing.
   const r = await tool('dpkg-query', ['-W', '-f', '${Package}\t${db:Status-Abbrev}\n', ...names]);
   const installed = new Set(r.stdout.split('\n').map((l) => l.split('\t'))
@@ -55,12 +51,6 @@ export async function missingPackages(names: readonly string[]): Promise<string[
 
 function aptLine(missing: readonly string[]): string {
   return `sudo apt-get install -y --no-install-recommends ${missing.join(' ')}`;
-}
-
-/** The last "E:" line of apt's stderr, else its last line. */
-function aptReason(r: ToolRun): string {
-  const lines = r.stderr.split('\n').map((l) => l.trim()).filter(Boolean);
-  return lines.filter((l) => l.startsWith('E:')).at(-1) ?? lines.at(-1) ?? `exit status ${r.code}`;
 }
 
 /**
@@ -81,15 +71,15 @@ export async function ensurePackages(pkgs: readonly HostPackage[], log: Logger):
   const env = { DEBIAN_FRONTEND: 'noninteractive' };
   let r = await runTool('apt-get', args, undefined, env);
   if (r.code !== 0) {
-    log.info(`apt-get install failed (${aptReason(r)}); refreshing the package lists (apt-get update)`);
+    log.info(`apt-get install failed (${aptReason(r.stderr)}); refreshing the package lists (apt-get update)`);
     const u = await runTool('apt-get', [...lock, 'update', '-q'], undefined, env);
     if (u.code !== 0) {
-      throw new AzoteError('AptUpdate', `apt-get update failed: ${aptReason(u)}`, 'check the network and /etc/apt/sources.list');
+      throw new AzoteError('AptUpdate', `apt-get update failed: ${aptReason(u.stderr)}`, 'check the network and /etc/apt/sources.list');
     }
     r = await runTool('apt-get', args, undefined, env);
   }
   if (r.code !== 0) {
-    throw new AzoteError('AptInstall', `apt-get install ${missing.join(' ')} failed: ${aptReason(r)}`,
+    throw new AzoteError('AptInstall', `apt-get install ${missing.join(' ')} failed: ${aptReason(r.stderr)}`,
       'check the apt sources (a Debian bookworm archive) and try again');
   }
   const still = await missingPackages(missing);

@@ -3,30 +3,20 @@
 // they are on two switches; the same account's next instance is on its account's switch (the next address).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as sdk from '@aws-sdk/client-ec2';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { startEc2 } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
+import { hostProcesses } from '../framework/processes.js';
 
 useOwnNetworkNamespace();
 
 /** The sockets of the network cards running under `dataDir`. */
 function netCardSockets(dataDir: string): string[] {
-  const sockets: string[] = [];
-  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-    let args: string[];
-    try {
-      args = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue;
-    }
-    const socket = args[args.indexOf('--socket') + 1] ?? '';
-    if (args.includes('--subnet') && socket.startsWith(`${dataDir}/`)) sockets.push(socket);
-  }
-  return sockets;
+  return hostProcesses().map(({ args }) => ({ args, socket: args[args.indexOf('--socket') + 1] ?? '' }))
+    .filter(({ args, socket }) => args.includes('--subnet') && socket.startsWith(`${dataDir}/`)).map(({ socket }) => socket);
 }
 
 /** The instances' private addresses, once every one has one (its hypervisor was given its card's address). */

@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { silentLogger } from '../../src/base/log.js';
 import { CardProcess, FIRST_CARD_FD, type CardJail } from '../../src/controller/card-process.js';
 import { provisionDevelopmentHost } from '../../src/controller/components.js';
@@ -23,6 +22,7 @@ import { BLK_T } from '../../src/virtio/blk.js';
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, type QueueConfig } from '../../src/virtio/split-queue.js';
 import { skipLoudly } from '../framework/kvm.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
+import { nodePidsWith, procStatus as status, rootTree as tree, until as poll } from '../framework/processes.js';
 import { SharedGuest } from '../framework/shared-guest.js';
 
 useOwnNetworkNamespace();
@@ -31,49 +31,21 @@ const dir = mkdtempSync(path.join(tmpdir(), 'azote-card-jail-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 /** The card's node process (not the jail's tools above it, whose arguments name the entry too). */
-function cardPid(entry: string, socket: string, except?: number): number | undefined {
-  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-    let args: string[];
-    try {
-      args = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue;
-    }
-    if (args[0] === process.execPath && args[1]?.endsWith(entry) && args.includes(socket) && Number(p) !== except) return Number(p);
-  }
-  return undefined;
+const cardPid = (entry: string, socket: string, except?: number): number | undefined =>
+  nodePidsWith(entry, socket).find((p) => p !== except);
+const until = <T>(what: string, probe: () => T | undefined): Promise<T> => poll(what, probe, { tries: 300, everyMs: 100 });
+
+/** A host for cards: a security chip with this build installed and booted, and a jail whose uids are never reused. */
+function cardHost(name: string, cores: readonly number[]): { chip: SecurityChip; jail: CardJail } {
+  const { chip } = SecurityChip.init(path.join(dir, `host-${name}`));
+  provisionDevelopmentHost(chip, silentLogger);
+  chip.boot();
+  const uids = new JailUids(path.join(dir, `jail-uid-next-${name}`));
+  const mountPoint = path.join(dir, `jail-${name}`);
+  mkdirSync(mountPoint);
+  return { chip, jail: { mountPoint, cores, memoryMiB: 256, uids: { take: () => uids.next(new Set()), give: () => undefined } } };
 }
 
-async function until<T>(what: string, probe: () => T | undefined): Promise<T> {
-  for (let i = 0; i < 300; i++) {
-    const v = probe();
-    if (v !== undefined) return v;
-    await sleep(100);
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
-const status = (pid: number, field: string): string =>
-  new RegExp(`^${field}:[ \\t]*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
-
-/** Every path under `root`, not descending into `skip` or through links. */
-function tree(root: string, skip: string): string[] {
-  const out: string[] = [];
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(path.join(root, rel))) {
-      const r = `${rel}/${name}`;
-      out.push(r);
-      let link = false;
-      try {
-        readlinkSync(path.join(root, r));
-        link = true;
-      } catch { /* not a link */ }
-      if (r !== skip && !link && statSync(path.join(root, r), { throwIfNoEntry: false })?.isDirectory()) walk(r);
-    }
-  };
-  walk('');
-  return out;
-}
 
 /** What the jail shows of `pid` from outside, checked as jail.test.ts checks a hypervisor's. */
 function checkJailed(pid: number, component: string): void {
@@ -158,13 +130,7 @@ test('a block card and a network card in their jails: own uid, no privileges, se
     skipLoudly(t, 'the controller jails cards as root; without root they keep its uid in a user namespace');
     return;
   }
-  const { chip } = SecurityChip.init(path.join(dir, 'host'));
-  provisionDevelopmentHost(chip, silentLogger);
-  chip.boot();
-  const uids = new JailUids(path.join(dir, 'jail-uid-next'));
-  const mountPoint = path.join(dir, 'jail');
-  mkdirSync(mountPoint);
-  const jail: CardJail = { mountPoint, cores: coreGroups().flat(), memoryMiB: 256, uids: { take: () => uids.next(new Set()), give: () => undefined } };
+  const { chip, jail } = cardHost('jailed', coreGroups().flat());
   const pids = new PidFiles(path.join(dir, 'pids'));
   const volume = path.join(dir, 'vol.img');
   writeFileSync(volume, new Uint8Array(1 << 20).fill(0x5a));
@@ -217,12 +183,7 @@ test('a block card whose volume is locked by another does not start: the start f
     skipLoudly(t, 'the controller jails cards as root');
     return;
   }
-  const { chip } = SecurityChip.init(path.join(dir, 'host-locked'));
-  provisionDevelopmentHost(chip, silentLogger);
-  chip.boot();
-  const uids = new JailUids(path.join(dir, 'jail-uid-next-locked'));
-  const jail: CardJail = { mountPoint: path.join(dir, 'jail-locked'), cores: [0], memoryMiB: 256, uids: { take: () => uids.next(new Set()), give: () => undefined } };
-  mkdirSync(jail.mountPoint);
+  const { chip, jail } = cardHost('locked', [0]);
   const volume = path.join(dir, 'locked.img');
   writeFileSync(volume, new Uint8Array(1 << 20));
   const holder = openSync(volume, 'r+');

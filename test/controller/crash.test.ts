@@ -3,7 +3,7 @@
 // its volume's card included (a surviving card would still hold the volume's lock).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
@@ -12,42 +12,13 @@ import { createAccount } from '../../src/control-plane/accounts.js';
 import { Store } from '../../src/control-plane/store.js';
 import { requireKvm } from '../framework/kvm.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
+import { nodePidsWith, pidsWith, until as poll } from '../framework/processes.js';
 import { startUpProcess, type UpProcess } from '../framework/up-process.js';
 
 useOwnNetworkNamespace();
 
-/** Live (not zombie) processes whose command line has an argument containing `part`. */
-function processesWith(part: string): number[] {
-  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).filter((p) => {
-    try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return false;
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').some((a) => a.includes(part));
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
-
-/** Of those, the cards' and hypervisors' own node processes (not the jail's unshare above each, whose arguments name them too). */
-function jailedWith(part: string): number[] {
-  return processesWith(part).filter((p) => {
-    try {
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')[0] === process.execPath;
-    } catch {
-      return false;
-    }
-  });
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  for (let i = 0; i < 900; i++) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> =>
+  poll(what, probe, { tries: 900, everyMs: 1000 });
 
 test('after a SIGKILL of azote up no card or hypervisor is left, and a new azote up starts the instance with its volume', { timeout: 1_800_000 }, async (t) => {
   if (!requireKvm(t)) return;
@@ -76,13 +47,13 @@ test('after a SIGKILL of azote up no card or hypervisor is left, and a new azote
     await ec2.send(new sdk.StartInstancesCommand({ InstanceIds: [id] }));
     // The crash comes once the volume's card holds the volume and the hypervisor runs (the guest need not be up).
     await until('the volume\'s card and the hypervisor', () =>
-      (jailedWith(`${vol}.sock`).length === 1 && jailedWith(id).length === 1 ? true : undefined));
-    assert.equal(jailedWith(path.join(dataDir, 'cards', 'net-1.sock')).length, 1, 'the network card runs');
+      (nodePidsWith(`${vol}.sock`).length === 1 && nodePidsWith(id).length === 1 ? true : undefined));
+    assert.equal(nodePidsWith(path.join(dataDir, 'cards', 'net-1.sock')).length, 1, 'the network card runs');
 
     first.child.kill('SIGKILL');
     await first.exited;
     await until('the cards and the hypervisor to end', () =>
-      (processesWith(dataDir).length === 0 && processesWith(id).length === 0 ? true : undefined));
+      (pidsWith(dataDir).length === 0 && pidsWith(id).length === 0 ? true : undefined));
 
     const second = await startUpProcess(dataDir);
     ups.push(second);

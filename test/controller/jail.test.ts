@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import * as sdk from '@aws-sdk/client-ec2';
@@ -19,26 +19,13 @@ import { Store } from '../../src/control-plane/store.js';
 import { startEc2 } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
+import { nodePidsWith, procStatus as status, rootTree as tree } from '../framework/processes.js';
 
 useOwnNetworkNamespace();
 
-function hypervisorPid(instanceId: string): number {
-  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-    let cmd = '';
-    try {
-      cmd = readFileSync(`/proc/${p}/cmdline`, 'utf8');
-    } catch {
-      continue;
-    }
-    const args = cmd.split('\0');
-    // The node process itself, not the jail's tools above it, whose arguments name the entry too.
-    if (args[0] === process.execPath && args[1]?.endsWith('instance-main.js') && args.includes(instanceId)) return Number(p);
-  }
-  assert.fail(`no hypervisor process for ${instanceId}`);
-}
+const hypervisorPid = (instanceId: string): number =>
+  nodePidsWith('instance-main.js', instanceId)[0] ?? assert.fail(`no hypervisor process for ${instanceId}`);
 
-const status = (pid: number | string, field: string): string =>
-  new RegExp(`^${field}:[ \\t]*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
 
 function threadCpus(pid: number): Set<number> {
   const cpus = new Set<number>();
@@ -61,21 +48,6 @@ function ptraceAttachAs(uid: number, pid: number): string {
   const r = spawnSync('setpriv', [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '/usr/bin/python3', '-c', script, String(pid)], { encoding: 'utf8' });
   return (r.stdout || r.stderr).trim();
 }
-
-/** Every path under `dir`, relative to it, not descending into `skip`. */
-function tree(dir: string, skip: string): string[] {
-  const out: string[] = [];
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(path.join(dir, rel))) {
-      const r = path.join(rel, name);
-      out.push(`/${r}`);
-      if (`/${r}` !== skip && statSync(path.join(dir, r), { throwIfNoEntry: false })?.isDirectory() && !readlinkOrEmpty(path.join(dir, r))) walk(r);
-    }
-  };
-  walk('');
-  return out;
-}
-const readlinkOrEmpty = (p: string): string => { try { return readlinkSync(p); } catch { return ''; } };
 
 test('an instance\'s hypervisor: no new privileges, seccomp, its own uid and minimal root, no network, Unix sockets only, no ptrace, its own cores', { timeout: 600_000 }, async (t) => {
   if (!requireKvm(t)) return;

@@ -3,7 +3,7 @@
 // channel is cut off alone, while the controller and the other instances carry on.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { existsSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
 import koffi from 'koffi';
@@ -11,43 +11,24 @@ import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { INHERITED_FDS } from '../../src/protocols/instance.js';
 import { SecurityChip } from '../../src/security-chip/chip.js';
 import * as libc from '../../src/sys/libc.js';
-import { startEc2 } from '../framework/ec2.js';
+import { startEc2, type Ec2Host } from '../framework/ec2.js';
 import { requireKvm } from '../framework/kvm.js';
 import { createLogger } from '../../src/base/log.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
+import { nodePidsWith, pidsWith, until as poll } from '../framework/processes.js';
 
 useOwnNetworkNamespace();
 
-/** The pids whose command line has every one of `parts`. */
-function pidsOf(...parts: string[]): number[] {
-  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).filter((p) => {
-    try {
-      const args = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
-      return parts.every((part) => args.some((a) => a.includes(part)));
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> =>
+  poll(what, probe, { tries: 600, everyMs: 200 });
+const hypervisorPids = (instanceId: string): number[] => nodePidsWith('instance-main.js', instanceId);
 
-/** The hypervisor processes of `instanceId`: node itself, not the jail's tools above it whose arguments name it too. */
-function hypervisorPids(instanceId: string): number[] {
-  return pidsOf('instance-main.js', instanceId).filter((p) => {
-    try {
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')[0] === process.execPath;
-    } catch {
-      return false;
-    }
-  });
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  for (let i = 0; i < 600; i++) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  assert.fail(`timed out waiting for ${what}`);
+/** `count` t3.nano instances of the default image, launched for account dev. */
+async function launch(host: Ec2Host, count: number): Promise<{ ec2: sdk.EC2Client; ids: string[] }> {
+  const ec2 = host.client(host.account('dev'));
+  const image = images().find((i) => i.name === 'default') ?? assert.fail('the default image (azote setup --tests)');
+  const r = await ec2.send(new sdk.RunInstancesCommand({ ImageId: amiId(image), InstanceType: 't3.nano', MinCount: count, MaxCount: count }));
+  return { ec2, ids: (r.Instances ?? []).map((i) => i.InstanceId ?? '') };
 }
 
 test('a killed network card is verified and started again; a killed hypervisor leaves its instance stopped with the reason', { timeout: 600_000 }, async (t) => {
@@ -55,21 +36,17 @@ test('a killed network card is verified and started again; a killed hypervisor l
   const lines: string[] = [];
   const host = await startEc2(undefined, { log: createLogger('test', { write: (l) => { lines.push(l); } }, 'info') });
   try {
-    const ec2 = host.client(host.account('dev'));
-    const image = images().find((i) => i.name === 'default');
-    assert.ok(image);
-    const r = await ec2.send(new sdk.RunInstancesCommand({ ImageId: amiId(image), InstanceType: 't3.nano', MinCount: 1, MaxCount: 1 }));
-    const id = r.Instances?.[0]?.InstanceId ?? '';
+    const { ec2, ids: [id = ''] } = await launch(host, 1);
     await sdk.waitUntilInstanceRunning({ client: ec2, maxWaitTime: 300, minDelay: 1, maxDelay: 2 }, { InstanceIds: [id] });
     const chip = SecurityChip.open(`${host.dataDir}/host`);
     const measured = (): number => chip.eventLog().filter((e) => e.component === 'card-net').length;
     assert.equal(measured(), 1);
     // The account's network card (the host's first: account-networks.ts numbers their sockets).
     const socket = `${host.dataDir}/cards/net-1.sock`;
-    const [card] = pidsOf('cards/net/main.js', socket);
+    const [card] = pidsWith('cards/net/main.js', socket);
     assert.ok(card, 'the network card runs from the component store');
     process.kill(card, 'SIGKILL');
-    const again = await until('a new network card', () => pidsOf('cards/net/main.js', socket).find((p) => p !== card));
+    const again = await until('a new network card', () => pidsWith('cards/net/main.js', socket).find((p) => p !== card));
     assert.notEqual(again, card);
     await until('its measurement', () => (measured() === 2 ? true : undefined));
     const state = (await ec2.send(new sdk.DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations?.[0]?.Instances?.[0]?.State?.Name;
@@ -111,11 +88,7 @@ test('a hypervisor that writes 64 MiB without any message boundary on its channe
   const lines: string[] = [];
   const host = await startEc2(undefined, { log: createLogger('test', { write: (l) => { lines.push(l); } }, 'info') });
   try {
-    const ec2 = host.client(host.account('dev'));
-    const image = images().find((i) => i.name === 'default');
-    assert.ok(image);
-    const r = await ec2.send(new sdk.RunInstancesCommand({ ImageId: amiId(image), InstanceType: 't3.nano', MinCount: 2, MaxCount: 2 }));
-    const [hostile, other] = (r.Instances ?? []).map((i) => i.InstanceId ?? '');
+    const { ec2, ids: [hostile, other] } = await launch(host, 2);
     assert.ok(hostile && other);
     // Both VMs run (their guests print on the console); their guests need not have finished booting.
     const started = (id: string): boolean => existsSync(path.join(host.dataDir, 'instances', id, 'console.log'))
