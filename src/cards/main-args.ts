@@ -7,7 +7,7 @@ import { writeSync } from 'node:fs';
 import { constants } from 'node:os';
 import { AzoteError } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
-import { denyForCards } from '../sys/seccomp.js';
+import { restrictProcess, type SyscallAllowlist } from '../sys/seccomp.js';
 
 export function cardArgs(argv: readonly string[], known: readonly string[]): Map<string, string[]> {
   const out = new Map<string, string[]>();
@@ -42,14 +42,14 @@ export function listenFds(args: ReadonlyMap<string, string[]>): number[] {
 /**
  * What a card does first (it runs in its jail): it dies with its parent (the jail's unshare, which the controller's
  * death takes down; setpriv's uid change cleared the parent-death signal the jail set), is not dumpable (no ptrace or
- * /proc access to its memory by its own uid), and takes the cards' seccomp filter: with its sockets given, it never
- * opens, binds, listens or connects a socket, and starts no program.
+ * /proc access to its memory by its own uid), and keeps only the system calls its kind of card was seen to make
+ * (`allowlist`): with its sockets given, it never opens, binds, listens or connects a socket, and starts no program.
  */
-export function lockDown(): void {
+export function lockDown(allowlist: SyscallAllowlist): void {
   libc.prctl(libc.PR_SET_PDEATHSIG, constants.signals.SIGKILL);
   libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
   libc.prctl(libc.PR_SET_DUMPABLE, 0);
-  denyForCards();
+  restrictProcess(allowlist);
 }
 
 /** Tells the controller that started the card (reading its stdout) that it serves: its volumes are open and locked. */

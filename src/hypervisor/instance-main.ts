@@ -8,7 +8,8 @@ import { constants } from 'node:os';
 import { createLogger } from '../base/log.js';
 import { errorMessage } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
-import { denyNetworkAndExec } from '../sys/seccomp.js';
+import { restrictProcess } from '../sys/seccomp.js';
+import { HYPERVISOR_SECCOMP } from './seccomp-profile.js';
 import { HandedCardLink } from './card-link.js';
 import { MicroVm } from './vm.js';
 import { Channel } from '../protocols/channel.js';
@@ -17,14 +18,15 @@ import { controllerMessage, INHERITED_FDS, MAX_DETAIL, type ControllerMessage, t
 const log = createLogger('hypervisor');
 
 // No privilege can be gained through exec from here on, and the process is not dumpable: no core dump, and no
-// ptrace or /proc access to its memory by anyone without CAP_SYS_PTRACE. Then the kernel takes away what a passive
-// hypervisor never does: open a socket, connect, listen, accept, start a program.
+// ptrace or /proc access to its memory by anyone without CAP_SYS_PTRACE. Then the kernel keeps only the system calls
+// a hypervisor was seen to make (seccomp-profile.ts): never a socket, a connection, a program, a mount or a namespace;
+// its vCPU and I/O threads narrow that further to their own lists once they are set up.
 // Its parent is unshare, which kills it when the controller goes (--kill-child); the parent-death signal is set here
 // too, after setpriv changed the uid (a uid change clears it), for a jail started without a pid namespace.
 libc.prctl(libc.PR_SET_PDEATHSIG, constants.signals.SIGKILL);
 libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
 libc.prctl(libc.PR_SET_DUMPABLE, 0);
-denyNetworkAndExec();
+restrictProcess(HYPERVISOR_SECCOMP.process);
 
 /** What the controller is told; a channel that is gone (the controller with it) takes nothing, and its end stops the VM. */
 function say(m: HypervisorMessage): void {
@@ -51,7 +53,7 @@ async function launch(spec: InstanceLaunch): Promise<void> {
     closeSync(spec.kernelFd);
     created = new MicroVm({
       kernel, cmdline: spec.cmdline, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, log, kvmFd: spec.kvmFd, flavour: spec.flavour,
-      disks: spec.disks.map((d) => ({ path: d.name, fd: d.fd, readOnly: d.readOnly })), rng: true,
+      disks: spec.disks.map((d) => ({ path: d.name, fd: d.fd, readOnly: d.readOnly })), rng: true, confineThreads: true,
       volumes: (spec.volumes ?? []).map(card), ...(spec.netCard ? { netCard: card(spec.netCard) } : {}),
       output: (bytes) => process.stdout.write(bytes),
       onMarker: (v) => { if (v === 1) say({ kind: 'booted' }); },

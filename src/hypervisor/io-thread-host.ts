@@ -24,13 +24,13 @@ export class IoThread {
   private exited = false;
   private readonly exitWaiters: Array<() => void> = [];
 
-  constructor(mem: GuestMemory, private readonly log: Logger, onCrash: (why: string) => void) {
+  constructor(mem: GuestMemory, private readonly log: Logger, confine: boolean, onCrash: (why: string) => void) {
     this.wakeFd = libc.eventfd(0, libc.EFD_NONBLOCK);
     const channel = new MessageChannel();
     this.port = channel.port1;
     const init: IoThreadInit = {
       memory: mem.share(), wakeFd: this.wakeFd, ack: this.ack.buffer as SharedArrayBuffer,
-      commands: channel.port2,
+      commands: channel.port2, confine,
     };
     this.worker = new Worker(new URL('./io-thread.js', import.meta.url), { workerData: init, transferList: [channel.port2] });
     this.worker.on('message', (e: IoEvent) => {

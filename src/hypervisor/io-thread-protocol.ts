@@ -13,6 +13,8 @@ export interface IoThreadInit {
   /** The thread stores the number of the last command it finished here (Int32 slot 0) and notifies. */
   readonly ack: SharedArrayBuffer;
   readonly commands: MessagePort;
+  /** Whether the thread narrows its system calls to the I/O role's list before it serves anything. */
+  readonly confine: boolean;
 }
 
 export type IoCommand =

@@ -4,6 +4,8 @@
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { errorMessage } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
+import { restrictThisThread } from '../sys/seccomp.js';
+import { HYPERVISOR_SECCOMP } from './seccomp-profile.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { VirtqueueError } from '../virtio/split-queue.js';
 import { buildQueues, createDataPath } from '../virtio/data-paths.js';
@@ -95,6 +97,8 @@ function drainCommands(): boolean {
 }
 
 function main(): void {
+  libc.setThreadName('azote-io');
+  if (init.confine) restrictThisThread(HYPERVISOR_SECCOMP.io);
   for (;;) {
     // The devices' own fds (a TAP...), as each data path wants them now.
     const hostFds = new Map<number, number>();

@@ -26,6 +26,8 @@ export interface VcpuThreadInit {
   /** One Int32 counting the vCPUs created and set up: none runs before all exist (see vcpu-thread.ts). */
   readonly startGate: SharedArrayBuffer;
   readonly flavour: KvmFlavour;
+  /** Whether the thread narrows its system calls to the vCPU role's list once its vCPU is set up. */
+  readonly confine: boolean;
 }
 
 export type VcpuStop =

@@ -3,6 +3,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { errorMessage } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
+import { restrictThisThread } from '../sys/seccomp.js';
+import { HYPERVISOR_SECCOMP } from './seccomp-profile.js';
 import { Kvm, Vm, type Vcpu } from '../kvm/kvm.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { setupVcpu } from '../boot/vcpu-setup.js';
@@ -120,6 +122,7 @@ function waitForAllVcpus(): boolean {
 }
 
 function main(): void {
+  libc.setThreadName(`azote-vcpu${init.index}`);
   let vcpu: Vcpu | undefined;
   let stop: VcpuStop;
   try {
@@ -131,6 +134,8 @@ function main(): void {
       type: 'ready', index: init.index, tid: libc.gettid(), runAddress: vcpu.runMapping.address,
       runSize: vcpu.runMapping.length, msrsRefused,
     });
+    // Set up: from here it needs little more than KVM_RUN and the futex it waits on.
+    if (init.confine) restrictThisThread(HYPERVISOR_SECCOMP.vcpu);
     stop = waitForAllVcpus() ? runLoop(vcpu) : { kind: 'stopped' };
   } catch (e) {
     stop = e instanceof Stopped ? { kind: 'stopped' } : { kind: 'error', detail: errorMessage(e) };

@@ -58,6 +58,11 @@ export interface VmConfig {
   readonly kvmFd?: number;
   /** A virtio-rng device (entropy from the host's CSPRNG). */
   readonly rng?: boolean;
+  /**
+   * Set by a hypervisor that took its process's seccomp filter (instance-main.ts): each vCPU thread and the I/O
+   * thread then add their role's narrower list (seccomp-profile.ts) once set up.
+   */
+  readonly confineThreads?: boolean;
   /** Disks, in order: the first is /dev/vda in a Linux guest. Each is locked while the VM runs. */
   readonly disks?: readonly DiskSpec[];
   /** A virtio-net device on a new TAP device (needs CAP_NET_ADMIN); the guest's init configures eth0. */
@@ -225,7 +230,7 @@ export class MicroVm {
    * exits), queues on the I/O thread (ioeventfd in, irqfd out). Returns their slots for the kernel command line.
    */
   private get io(): IoThread {
-    this.ioThread ??= new IoThread(this.mem, this.log, (why) => this.finish({ kind: 'crashed', reason: why }));
+    this.ioThread ??= new IoThread(this.mem, this.log, this.cfg.confineThreads ?? false, (why) => this.finish({ kind: 'crashed', reason: why }));
     return this.ioThread;
   }
 
@@ -326,7 +331,7 @@ export class MicroVm {
     for (let index = 0; index < this.cfg.vcpus; index++) {
       const init: VcpuThreadInit = {
         index, vcpus: this.cfg.vcpus, kvmFd: this.kvm.fd, vmFd: this.vm.fd, memory: this.mem.share(),
-        plan: this.plan, cpuid, control: this.control, startGate, flavour: this.flavour,
+        plan: this.plan, cpuid, control: this.control, startGate, flavour: this.flavour, confine: this.cfg.confineThreads ?? false,
       };
       const worker = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: init });
       const handle: VcpuHandle = { worker, control: new Int32Array(this.control, index * CTL_WORDS * 4, CTL_WORDS), exited: false };

@@ -19,6 +19,7 @@ if (parentPort) {
   const events = parentPort;
   const exiting = new Int32Array(init.exiting);
   const armed = new Map<number, number>();
+  libc.setThreadName('azote-watcher');
   for (;;) {
     for (let m = receiveMessageOnPort(init.commands); m; m = receiveMessageOnPort(init.commands)) {
       const c = m.message as WatcherCommand;

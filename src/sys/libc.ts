@@ -40,6 +40,7 @@ const c = {
   write: lib.func('long write(int fd, const void *buf, size_t n)'),
   getppid: lib.func('int getppid()'),
   prctl: lib.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)'),
+  prctlName: lib.func('int prctl(int option, const char *name, unsigned long a3, unsigned long a4, unsigned long a5)'),
   fcntl: lib.func('int fcntl(int fd, int cmd, int arg)'),
   fstatfs: lib.func('int fstatfs(int fd, void *buf)'),
   unshare: lib.func('int unshare(int flags)'),
@@ -78,7 +79,9 @@ export const F_SEAL_SEAL = 1, F_SEAL_SHRINK = 2, F_SEAL_GROW = 4, F_SEAL_WRITE =
 export const SECRETMEM_MAGIC = 0x5345434d;
 export const MADV_DONTDUMP = 16;
 /** <sys/prctl.h> */
-export const PR_SET_PDEATHSIG = 1, PR_SET_DUMPABLE = 4, PR_SET_NO_NEW_PRIVS = 38;
+export const PR_SET_PDEATHSIG = 1, PR_SET_DUMPABLE = 4, PR_SET_NAME = 15, PR_SET_NO_NEW_PRIVS = 38;
+/** The longest thread name the kernel keeps (TASK_COMM_LEN less its terminating zero). */
+export const THREAD_NAME_MAX = 15;
 export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
 export const EPERM = 1, EINTR = 4, EAGAIN = 11, EINVAL = 22;
 
@@ -356,6 +359,12 @@ export function dup(fd: number): number {
 
 export function prctl(option: number, a2 = 0, a3 = 0, a4 = 0, a5 = 0): number {
   return check('prctl', c.prctl(option, a2, a3, a4, a5) as number);
+}
+
+/** Names the calling thread (its /proc/PID/task/TID/comm): tools and people tell the hypervisor's threads apart by it. */
+export function setThreadName(name: string): void {
+  if (name.length > THREAD_NAME_MAX) throw new Error(`thread name ${name} is longer than ${THREAD_NAME_MAX} characters`);
+  check('prctl(PR_SET_NAME)', c.prctlName(PR_SET_NAME, name, 0, 0, 0) as number);
 }
 
 /** <sched.h> */

@@ -1,9 +1,10 @@
-// A seccomp filter that takes the network, program execution and the kernel's administrative surface away from a
-// process for good: socket(2), connect(2), bind(2), listen(2), accept(2), socketpair(2), execve(2) and their kin, and
-// the calls a compromised hypervisor would reach for next (namespaces and mounts, keyrings, BPF, perf, userfaultfd,
-// other processes' memory and descriptors, modules and kexec) fail with EPERM in every thread, present and future
-// (SECCOMP_FILTER_FLAG_TSYNC). The kernel then enforces what the hypervisor's design promises: it uses only the
-// descriptors it was given, opens no connection and waits for none, and starts no program.
+// Seccomp allowlists: a process (or one of its threads) keeps only the system calls its role was seen to make, and
+// for the roles that need ioctl(2), only the requests seen. Everything else fails with EPERM, not death: a runtime
+// that probes for a feature (libuv tries io_uring, then falls back) keeps working, and nothing is gained by an
+// attacker who learns that a call is refused. Filters stack and cannot be removed: a thread that adds its role's
+// filter keeps the process's too, so a call must be on both lists.
+// The lists are generated from what each role really calls (tools/seccomp-profile.js records it with strace);
+// MUST_FAIL names the calls that no list may hold whatever a recording saw (the test calls each under each list).
 // Layouts from <linux/filter.h> and <linux/seccomp.h>; test/sys/seccomp.test.ts checks them against the headers.
 import koffi from 'koffi';
 import { defineStruct, StructView } from '../base/struct.js';
@@ -18,9 +19,9 @@ export const sockFilter = defineStruct('sock_filter', 'struct sock_filter', 8, {
 export const sockFprog = defineStruct('sock_fprog', 'struct sock_fprog', 16, {
   len: { offset: 0, type: 'u16' }, filter: { offset: 8, type: 'u64' },
 });
-/** What a filter sees of a system call: its number and the calling convention's architecture. */
+/** What a filter sees of a system call: its number, the calling convention's architecture and its arguments. */
 export const seccompData = defineStruct('seccomp_data', 'struct seccomp_data', 64, {
-  nr: { offset: 0, type: 'i32' }, arch: { offset: 4, type: 'u32' },
+  nr: { offset: 0, type: 'i32' }, arch: { offset: 4, type: 'u32' }, args: { offset: 16, type: 'u64' },
 });
 
 export const BPF_LD_W_ABS = 0x20, BPF_JMP_JEQ_K = 0x15, BPF_JMP_JGE_K = 0x35, BPF_RET_K = 0x06;
@@ -30,9 +31,12 @@ export const AUDIT_ARCH_X86_64 = 0xc000003e;
 export const X32_SYSCALL_BIT = 0x40000000;
 const SYS_SECCOMP = 317, SECCOMP_SET_MODE_FILTER = 1, SECCOMP_FILTER_FLAG_TSYNC = 1;
 const EPERM = 1;
+/** The kernel's limit on one filter's length (BPF_MAXINSNS). */
+export const MAX_INSTRUCTIONS = 4096;
+export const SYS_IOCTL = 16;
 
-/** x86-64 system call numbers the passive hypervisor has no use for. */
-export const DENIED_SYSCALLS: Readonly<Record<string, number>> = {
+/** x86-64 system calls no hypervisor or card may make, whatever a recording saw. */
+export const MUST_FAIL: Readonly<Record<string, number>> = {
   // the network and programs
   socket: 41, connect: 42, accept: 43, bind: 49, listen: 50, socketpair: 53, execve: 59, accept4: 288, execveat: 322,
   // other processes
@@ -48,41 +52,80 @@ export const DENIED_SYSCALLS: Readonly<Record<string, number>> = {
   swapon: 167, swapoff: 168, acct: 163, syslog: 103, quotactl: 179,
 };
 
+/**
+ * Calls every list allows whatever a recording saw, because a thread cannot do without them in paths a recording
+ * rarely meets: the return from a signal handler and the restart of a call it interrupted (a process-directed
+ * signal may land on any thread), exit (glibc's _exit calls exit_group and exit until one works: refusing both
+ * would spin), futex, getrandom (OpenSSL reseeds from the kernel after an hour, and the rng device serves from it)
+ * writev (libuv writes several buffers to a pipe at once, as write does one), and seccomp itself: a thread may
+ * always narrow what it can do (the vCPU and I/O threads add their lists under the process's).
+ */
+export const ALWAYS_ALLOWED: Readonly<Record<string, number>> = {
+  rt_sigreturn: 15, restart_syscall: 219, exit: 60, exit_group: 231, futex: 202, getrandom: 318, writev: 20, seccomp: 317,
+};
+
+/** What one role may call: system calls by name and number, and if `ioctls` is given, only those ioctl requests. */
+export interface SyscallAllowlist {
+  readonly syscalls: Readonly<Record<string, number>>;
+  readonly ioctls?: Readonly<Record<string, number>>;
+}
+
+/** The calls of MUST_FAIL that `list` holds other than `exceptions`: a list that holds any is refused. */
+export function forbiddenIn(list: SyscallAllowlist, exceptions: readonly string[] = []): string[] {
+  return Object.keys(list.syscalls).filter((name) => name in MUST_FAIL && !exceptions.includes(name));
+}
+
 type Instruction = readonly [code: number, jt: number, jf: number, k: number];
 
-/** The filter program: another architecture is killed, x32 and the denied calls get EPERM, the rest passes. */
-export function denyProgram(numbers: readonly number[]): Instruction[] {
-  const n = numbers.length;
-  return [
+const allow: Instruction = [BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW];
+const refuse: Instruction = [BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM];
+// The low half of ioctl's request: the kernel takes it as an unsigned int and ignores the rest.
+const IOCTL_REQUEST_OFFSET = seccompData.fields.args.offset + 8;
+
+/**
+ * The filter program: another architecture is killed, x32 refused, each listed call and ALWAYS_ALLOWED's allowed (ioctl only with a
+ * listed request when the list restricts it), the rest refused with EPERM. Each test jumps over one instruction at
+ * most, so the program has no jump longer than BPF's 255 whatever the list's length.
+ */
+export function allowProgram(list: SyscallAllowlist): Instruction[] {
+  const numbers = [...new Set([...Object.values(list.syscalls), ...Object.values(ALWAYS_ALLOWED)])];
+  const restricted = list.ioctls !== undefined && numbers.includes(SYS_IOCTL);
+  const program: Instruction[] = [
     [BPF_LD_W_ABS, 0, 0, seccompData.fields.arch.offset],
     [BPF_JMP_JEQ_K, 1, 0, AUDIT_ARCH_X86_64],
     [BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS],
     [BPF_LD_W_ABS, 0, 0, seccompData.fields.nr.offset],
-    [BPF_JMP_JGE_K, n + 1, 0, X32_SYSCALL_BIT],
-    ...numbers.map((nr, i): Instruction => [BPF_JMP_JEQ_K, n - i, 0, nr]),
-    [BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW],
-    [BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM],
+    [BPF_JMP_JGE_K, 0, 1, X32_SYSCALL_BIT],
+    refuse,
+    ...numbers.filter((nr) => !(restricted && nr === SYS_IOCTL)).flatMap((nr): Instruction[] => [[BPF_JMP_JEQ_K, 0, 1, nr], allow]),
   ];
+  if (restricted) {
+    program.push([BPF_JMP_JEQ_K, 1, 0, SYS_IOCTL], refuse, [BPF_LD_W_ABS, 0, 0, IOCTL_REQUEST_OFFSET],
+      ...[...new Set(Object.values(list.ioctls ?? {}))].flatMap((request): Instruction[] => [[BPF_JMP_JEQ_K, 0, 1, request], allow]));
+  }
+  program.push(refuse);
+  if (program.length > MAX_INSTRUCTIONS) throw new Error(`a seccomp program of ${program.length} instructions is longer than the kernel takes`);
+  return program;
 }
 
 /**
- * Installs the filter on every thread of this process. The process must have no_new_privs (or CAP_SYS_ADMIN);
- * a filter cannot be removed, only made stricter.
+ * Installs `list` on every thread of this process, present and future (threads started later inherit it). The
+ * process must have no_new_privs (or CAP_SYS_ADMIN).
  */
-export function denyNetworkAndExec(): void {
-  install(denyProgram(Object.values(DENIED_SYSCALLS)));
+export function restrictProcess(list: SyscallAllowlist): void {
+  // Node makes its stdout and stderr streams on first use, asking the kernel what each descriptor is with calls no
+  // list holds (getsockopt, for a socket): made now, before the filter.
+  void process.stdout;
+  void process.stderr;
+  install(allowProgram(list), SECCOMP_FILTER_FLAG_TSYNC);
 }
 
-/**
- * A card's filter: the hypervisor's, but accept4(2), with which a card takes its frontends' connections on the
- * listening socket the controller made and handed to it. It needs no other call of the list: it opens no socket,
- * binds, listens or connects nowhere, and starts no program.
- */
-export function denyForCards(): void {
-  install(denyProgram(Object.entries(DENIED_SYSCALLS).filter(([name]) => name !== 'accept4').map(([, nr]) => nr)));
+/** Adds `list` on the calling thread only (and threads it starts), on top of the process's filter. */
+export function restrictThisThread(list: SyscallAllowlist): void {
+  install(allowProgram(list), 0);
 }
 
-function install(program: readonly Instruction[]): void {
+function install(program: readonly Instruction[], flags: number): void {
   const code = koffi.alloc('uint8_t', program.length * sockFilter.size);
   const bytes = new Uint8Array(koffi.view(code, program.length * sockFilter.size));
   program.forEach(([op, jt, jf, k], i) => {
@@ -90,7 +133,7 @@ function install(program: readonly Instruction[]): void {
   });
   const prog = new Uint8Array(sockFprog.size);
   new StructView(sockFprog, prog).set('len', program.length).set('filter', koffi.address(code) as bigint);
-  const r = Number(syscall3(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, prog));
+  const r = Number(syscall3(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, prog));
   koffi.free(code);
   if (r < 0) throw new SysError('seccomp', errno());
   // With TSYNC, a positive answer names a thread that could not take the filter.

@@ -1,7 +1,9 @@
 // Run inside a real jail by jail-probe.test.ts: tries what a compromised hypervisor would (widen its cores, leave a
-// SysV segment behind, look for other processes), prints what it got as one JSON line, then waits for its stdin to
-// close so the test can look at it from outside.
+// SysV segment behind, look for other processes, then under the hypervisor's seccomp lists the calls each of its
+// thread roles must not make), prints what it got as one JSON line, then waits for its stdin to close so the test
+// can look at it from outside.
 import koffi from 'koffi';
+import { probeHypervisorRoles } from '../framework/seccomp-probe.js';
 
 const libc = koffi.load('libc.so.6');
 const getaffinity = libc.func('int sched_getaffinity(int pid, size_t size, _Out_ uint8_t *mask)');
@@ -27,6 +29,7 @@ const report = {
   coresAfter: cores(),
   shmid: shmget(0, 4096, IPC_CREAT | 0o666) as number,
   killHostInit: kill(1, 0) === 0 && process.pid !== 1 ? 'reached' : 'not reached',
+  seccomp: await probeHypervisorRoles(),
 };
 process.stdout.write(`${JSON.stringify(report)}\n`);
 process.stdin.resume();

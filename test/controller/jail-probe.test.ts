@@ -12,6 +12,7 @@ import { InstanceCgroup, JAIL_PIDS_MAX } from '../../src/controller/cgroup.js';
 import { componentFiles } from '../../src/controller/components.js';
 import { JAIL_PATH, jailCommand, jailedExit, JAIL_UID_BASE, JailUids, memlockLimit } from '../../src/controller/jail.js';
 import { projectRoot } from '../../src/images/paths.js';
+import { EXPECTED_HYPERVISOR_ROLES, type Role, type RoleReport } from '../framework/seccomp-probe.js';
 import { skipLoudly } from '../framework/kvm.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-jail-probe-'));
@@ -65,12 +66,14 @@ test('a probe in the real jail: its cores cannot widen, its IPC, UTS and pid nam
       const [chunk] = await Promise.race([once(jail.stdout, 'data'), once(jail, 'exit').then(() => assert.fail(`the jail ended: ${err}`))]) as [string];
       out += chunk;
     }
-    const seen = JSON.parse(out) as { pid: number; coresBefore: number[]; setAffinityAll: string; coresAfter: number[]; shmid: number; killHostInit: string };
+    const seen = JSON.parse(out) as { pid: number; coresBefore: number[]; setAffinityAll: string; coresAfter: number[]; shmid: number; killHostInit: string;
+      seccomp: Record<Role, RoleReport> };
     assert.deepEqual(seen.coresBefore, cores);
     assert.deepEqual(seen.coresAfter, cores, `asking for every core (${seen.setAffinityAll}) leaves it on its own`);
     assert.equal(seen.pid, 1, 'the first process of a pid namespace of its own');
     assert.equal(seen.killHostInit, 'not reached');
     assert.ok(seen.shmid >= 0, 'it may make a SysV segment, in its own IPC namespace');
+    assert.deepEqual(seen.seccomp, EXPECTED_HYPERVISOR_ROLES, 'each thread role of the hypervisor refuses what it must');
 
     const inside = jailedPid(jail.pid ?? 0);
     for (const ns of ['ipc', 'uts', 'pid', 'net', 'mnt']) {

@@ -4,6 +4,7 @@
 import { createLogger } from '../../base/log.js';
 import { errorMessage } from '../../base/errors.js';
 import { cardArgs, listenFds, lockDown, sayReady } from '../main-args.js';
+import { BLOCK_CARD_SECCOMP } from './seccomp-profile.js';
 import { serveBlockCard } from './card.js';
 import { parseVolumes } from './volume-spec.js';
 
@@ -11,7 +12,7 @@ const log = createLogger('card-block');
 try {
   const args = cardArgs(process.argv.slice(2), ['socket', 'listen-fd', 'volume']);
   const inherited = listenFds(args);
-  lockDown();
+  lockDown(BLOCK_CARD_SECCOMP.process);
   const socket = args.get('socket')?.[0];
   if (!socket) throw new Error('--socket is required');
   serveBlockCard({ socket, volumes: parseVolumes(args.get('volume') ?? [], true), listenFds: inherited, ready: sayReady }, log);

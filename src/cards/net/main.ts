@@ -5,13 +5,14 @@ import { createLogger } from '../../base/log.js';
 import { errorMessage } from '../../base/errors.js';
 import { parseSubnet } from '../../virtio/net-addressing.js';
 import { cardArgs, listenFds, lockDown, sayReady } from '../main-args.js';
+import { NET_CARD_SECCOMP } from './seccomp-profile.js';
 import { serveNetCard } from './card.js';
 
 const log = createLogger('card-net');
 try {
   const args = cardArgs(process.argv.slice(2), ['socket', 'listen-fd', 'subnet']);
   const [listenFd, ...more] = listenFds(args);
-  lockDown();
+  lockDown(NET_CARD_SECCOMP.process);
   if (more.length > 0) throw new Error('a network card takes one --listen-fd');
   const socket = args.get('socket')?.[0];
   const subnet = parseSubnet(args.get('subnet')?.[0] ?? '');
