@@ -62,7 +62,7 @@ test('switch: unicast to an assigned MAC reaches that port alone; broadcast reac
   assert.deepEqual([a.got.length, b.got.length, c.got.length, up.got.length], [0, 1, 0, 0]);
   sw.forward(b, frame(BROADCAST, mac(3)));
   assert.deepEqual([a.got.length, b.got.length, c.got.length, up.got.length], [1, 1, 1, 1]);
-  assert.deepEqual(sw.counters, { forwarded: 1, flooded: 1, spoofed: 0, spoofedArp: 0, spoofedIp: 0, tagged: 0, otherProtocol: 0, malformed: 0 });
+  assert.deepEqual(sw.counters, { forwarded: 1, flooded: 1, spoofed: 0, spoofedArp: 0, spoofedIp: 0, tagged: 0, otherProtocol: 0, malformed: 0, rogueDhcp: 0, dhcp: 0 });
 });
 
 test('switch: a VM port\'s frames with another source MAC are dropped, as are the uplink\'s with a VM\'s MAC', () => {
@@ -124,7 +124,7 @@ test('switch: IPv4 from a VM with another source is dropped and counted; DHCP di
   sw.forward(a, frame(mac(3), mac(2), 'its own'));
   sw.forward(a, udpFromNowhere(mac(2), 68, 67)); // DHCP discovery
   assert.deepEqual(heard(), [0, 2, 1]);
-  assert.deepEqual(sw.detach(a), { spoofed: 0, spoofedArp: 0, spoofedIp: 8, tagged: 0, otherProtocol: 0, malformed: 0 },
+  assert.deepEqual(sw.detach(a), { spoofed: 0, spoofedArp: 0, spoofedIp: 8, tagged: 0, otherProtocol: 0, malformed: 0, rogueDhcp: 0 },
     'what a port sent that was dropped goes with it (into the card\'s log)');
 });
 

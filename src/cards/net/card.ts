@@ -66,8 +66,12 @@ function openUplink(name: string, subnet: Ipv4Subnet, log: Logger): Uplink {
 
 /** Serves until the process is killed (SIGTERM): this thread sleeps in poll(), with no JavaScript signal handler. */
 export function serveNetCard(o: NetCardOptions, log: Logger): never {
-  const sw = new VirtualSwitch();
   const range = subnetRange(o.subnet);
+  // The DNS server named is the gateway (the host's side of the uplink, where there is one): EC2 names its VPC's
+  // base address + 2, which this subnet gives to a guest until VPC subnets, which reserve it, reach the card.
+  const sw = new VirtualSwitch(Date.now, {
+    prefix: o.subnet.prefix, gateway: range.gateway, gatewayMac: macForAddress(range.gateway, o.subnet.prefix), dns: range.gateway,
+  });
   const listenFd = o.listenFd ?? listenAtPath(o.socket, 'the card socket').fd;
   const uplink = o.uplink === undefined ? undefined : openUplink(o.uplink, o.subnet, log);
   if (uplink) sw.attach(uplink.port);

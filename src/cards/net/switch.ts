@@ -5,7 +5,10 @@
 // what is checked and why). Frames to a port's MAC go to it alone. The uplink (a TAP to the host) may carry any
 // source address but a VM's. Other addresses are learned from the frames' sources and forgotten after AGEING_MS;
 // broadcast, multicast and unknown destinations are flooded to every port but the one the frame came from.
+// On a network with a gateway, DHCP from a VM is the card's to answer (dhcp.ts), never switched: no other guest
+// and not the host sees it, and a VM's datagram from the DHCP server's port (a rogue server) is dropped.
 import { addressFromMac } from '../../virtio/net-addressing.js';
+import { answerDhcp, isFromDhcpServer, isToDhcpServer, type DhcpLease } from './dhcp.js';
 import { checkGuestFrame } from './guest-frame.js';
 
 /** An Ethernet header: destination, source, type. */
@@ -35,14 +38,21 @@ export interface SwitchDrops {
   otherProtocol: number;
   /** Frames too short to be Ethernet (or the ARP or IPv4 they say they carry), or from a multicast source. */
   malformed: number;
+  /** From a VM, UDP from the DHCP server's port: a guest answering others' DHCP. */
+  rogueDhcp: number;
 }
 
 export interface SwitchCounters extends SwitchDrops {
   forwarded: number;
   flooded: number;
+  /** DHCP messages from VMs, answered or not (a malformed one gets no answer). */
+  dhcp: number;
 }
 
-const noDrops = (): SwitchDrops => ({ spoofed: 0, spoofedArp: 0, spoofedIp: 0, tagged: 0, otherProtocol: 0, malformed: 0 });
+const noDrops = (): SwitchDrops => ({ spoofed: 0, spoofedArp: 0, spoofedIp: 0, tagged: 0, otherProtocol: 0, malformed: 0, rogueDhcp: 0 });
+
+/** What the card's DHCP server tells every port, besides the port's own address. */
+export type DhcpNetwork = Omit<DhcpLease, 'ip'>;
 
 /** A MAC as a number (48 bits fit a double exactly). */
 export function macKey(bytes: Uint8Array, offset = 0): number {
@@ -60,14 +70,15 @@ interface Attached {
 }
 
 export class VirtualSwitch {
-  readonly counters: SwitchCounters = { forwarded: 0, flooded: 0, ...noDrops() };
+  readonly counters: SwitchCounters = { forwarded: 0, flooded: 0, dhcp: 0, ...noDrops() };
   private readonly ports = new Map<SwitchPort, Attached>();
   /** VM ports by their assigned MAC. */
   private readonly assigned = new Map<number, SwitchPort>();
   /** Addresses seen behind the uplink (or any port without an assigned MAC). */
   private readonly learned = new Map<number, { port: SwitchPort; at: number }>();
 
-  constructor(private readonly now: () => number = Date.now) {}
+  /** `network`: the gateway, mask and DNS server the card's DHCP gives; without it DHCP is switched as any frame. */
+  constructor(private readonly now: () => number = Date.now, private readonly network?: DhcpNetwork) {}
 
   attach(port: SwitchPort): void {
     if (port.mac) {
@@ -107,6 +118,19 @@ export class VirtualSwitch {
       this.counters[verdict]++;
       state.drops[verdict]++;
       return;
+    }
+    if (from.mac && this.network) {
+      if (isToDhcpServer(frame)) {
+        this.counters.dhcp++;
+        const reply = state.ip === undefined ? undefined : answerDhcp(frame, from.mac, { ...this.network, ip: state.ip });
+        if (reply) from.deliver(reply);
+        return;
+      }
+      if (isFromDhcpServer(frame)) {
+        this.counters.rogueDhcp++;
+        state.drops.rogueDhcp++;
+        return;
+      }
     }
     if (!from.mac) this.learned.set(macKey(frame, 6), { port: from, at: this.now() });
     const to = isGroup(frame, 0) ? undefined : this.lookup(macKey(frame, 0));
