@@ -2,7 +2,7 @@
  * Azote guest init: PID 1 of the initramfs that src/images/initramfs.ts builds, and /sbin/init of the root file
  * system images that src/images/rootfs.ts builds.
  *
- * 1. Tells the hypervisor it started (boot marker port, guest/ABI.md), mounts /dev /proc /sys /tmp /run.
+ * 1. Tells the hypervisor it started (boot marker port, guest/ABI.md), mounts /dev /dev/pts /proc /sys /tmp /run.
  * 2. Reads the run request the host appended as a second cpio archive: /azote/argv (NUL-separated arguments)
  *    and /azote/env (NUL-separated KEY=VALUE). Booted from a disk image (no initramfs), the same two lists come
  *    base64-encoded on the kernel command line as azote.argv= and azote.env= (the kernel keeps parameters with
@@ -544,6 +544,8 @@ int main(void)
 	ensure_stdio();
 	mount_fs("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	mount_fs("sysfs", "/sys", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	/* Terminals for SSH sessions (and anything else that asks for a pty). */
+	mount_fs("devpts", "/dev/pts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666");
 	mount_fs("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777");
 	mount_fs("tmpfs", "/run", MS_NOSUID | MS_NODEV, "mode=0755");
 	if (sethostname("azote", 5) < 0)

@@ -1,9 +1,12 @@
 // Real instances through @aws-sdk/client-ec2, unmodified (its waiters included): two microVMs launched with a key
 // pair, user data and tags, followed through pending -> running -> stopping -> stopped -> pending -> running ->
 // shutting-down -> terminated, with the guest's own console output, idempotent launches, placement refusals,
-// isolation between accounts, pagination, a guest that powers itself off, and a restart of `azote up`.
+// isolation between accounts, pagination, a guest that powers itself off, and a restart of `azote up`. Each
+// instance's SSH host keys are made at its first boot and printed on its console as EC2 prints them; what ssh-keygen
+// computes from the printed keys is the printed fingerprints, and the keys survive a stop and start.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
@@ -32,6 +35,15 @@ async function consoleUntil(ec2: sdk.EC2Client, id: string, re: RegExp): Promise
   }
   assert.match(text, re, `console of ${id}`);
   return text;
+}
+
+/** The SSH host key blocks of a console (the last boot's), as `ssh-keygen -l` lines and OpenSSH public keys. */
+function hostKeys(text: string): { fingerprints: string[]; keys: string[] } {
+  const block = (name: string): string[] => {
+    const all = [...text.matchAll(new RegExp(`-----BEGIN SSH HOST KEY ${name}-----\r?\n([\s\S]*?)-----END SSH HOST KEY ${name}-----`, 'g'))];
+    return (all.at(-1)?.[1] ?? '').split(/\r?\n/).filter(Boolean);
+  };
+  return { fingerprints: block('FINGERPRINTS'), keys: block('KEYS') };
 }
 
 /** Polls until the instance is in `state` (the SDK's waiters count some passing states as failures). */
@@ -95,7 +107,13 @@ test('two instances: launched, running with their console and user data, stopped
       assert.match(text, /Linux version 6\.1/, 'the kernel\'s boot lines');
       assert.match(text, new RegExp(`azote-instance: ${id} \\(t3\\.micro, ${ami()}\\) is up, address 172\\.31\\.`));
       assert.match(text, /azote-instance: key pair installed for root/);
+      assert.match(text, /azote-instance: SSH server listening on port 22 \(keys only\)/);
+      const { fingerprints, keys } = hostKeys(text);
+      assert.deepEqual(fingerprints.map((f) => /^(\d+) SHA256:\S+ \S+ \((\w+)\)$/.exec(f)?.slice(1).join(' ')), ['256 ECDSA', '256 ED25519', '2048 RSA']);
+      const computed = execFileSync('ssh-keygen', ['-l', '-f', '-'], { input: `${keys.join('\n')}\n`, encoding: 'utf8' }).trim().split('\n');
+      assert.deepEqual(computed, fingerprints, 'the printed fingerprints are those of the printed keys');
     }
+    const keysBefore = hostKeys(await consoleUntil(ec2, launched[0] ?? '', /END SSH HOST KEY KEYS/)).keys;
     const status = await ec2.send(new sdk.DescribeInstanceStatusCommand({ InstanceIds: launched }));
     assert.deepEqual(status.InstanceStatuses?.map((s) => [s.InstanceState?.Name, s.InstanceStatus?.Status]), [['running', 'ok'], ['running', 'ok']]);
 
@@ -118,7 +136,8 @@ test('two instances: launched, running with their console and user data, stopped
     await assert.rejects(ec2.send(new sdk.RebootInstancesCommand({ InstanceIds: ['i-0123456789abcdef0'] })), { name: 'InvalidInstanceID.NotFound' });
     await ec2.send(new sdk.StartInstancesCommand({ InstanceIds: [first] }));
     await sdk.waitUntilInstanceRunning({ client: ec2, ...WAIT }, { InstanceIds: [first] });
-    await consoleUntil(ec2, first, /user-data-says-hello/);
+    const restarted = await consoleUntil(ec2, first, /user-data-says-hello/);
+    assert.deepEqual(hostKeys(restarted).keys, keysBefore, 'the host keys are kept on the root disk');
     const hostDisk = path.join(host.dataDir, 'instances', first, 'root.ext4');
     assert.ok(existsSync(hostDisk), 'the root disk survived the stop');
 
