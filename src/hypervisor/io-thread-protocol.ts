@@ -26,10 +26,14 @@ export type IoCommand =
     readonly isr: SharedArrayBuffer;
   }
   | { readonly type: 'stop'; readonly seq: number; readonly device: number }
+  /** The answer to a `connect-host`: a connected socket (now the thread's) or none. */
+  | { readonly type: 'host-connected'; readonly seq: number; readonly device: number; readonly hostPort: number; readonly fd: number | undefined }
   | { readonly type: 'exit'; readonly seq: number };
 
 export type IoEvent =
   /** The guest gave a device something malformed: it needs a reset (the thread stopped serving it). */
   | { readonly type: 'failed'; readonly device: number; readonly why: string }
   /** A data path failed in a way that is not the guest's doing. */
-  | { readonly type: 'crashed'; readonly device: number; readonly why: string };
+  | { readonly type: 'crashed'; readonly device: number; readonly why: string }
+  /** A vsock device asks for a connection to the host program at `hostPort` (answered with `host-connected`). */
+  | { readonly type: 'connect-host'; readonly device: number; readonly hostPort: number };

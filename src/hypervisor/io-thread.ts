@@ -64,7 +64,9 @@ function run(c: IoCommand): boolean {
     case 'start': {
       stopDevice(c.device);
       try {
-        const path = createDataPath(c.spec, mem, buildQueues(mem, c.queues), c.features);
+        const path = createDataPath(c.spec, mem, buildQueues(mem, c.queues), c.features, {
+          connectHost: (hostPort) => post({ type: 'connect-host', device: c.device, hostPort }),
+        });
         devices.set(c.device, { path, irqFd: c.irqFd, isr: new Int32Array(c.isr) });
       } catch (e) {
         post({ type: e instanceof VirtqueueError ? 'failed' : 'crashed', device: c.device, why: errorMessage(e) });
@@ -78,6 +80,13 @@ function run(c: IoCommand): boolean {
     case 'stop':
       stopDevice(c.device);
       return true;
+    case 'host-connected': {
+      const d = devices.get(c.device);
+      // A device reset meanwhile takes no connection.
+      if (d?.path.hostConnected) serve(c.device, 'a host connection', (p) => p.hostConnected?.(c.hostPort, c.fd) ?? false);
+      else if (c.fd !== undefined) libc.close(c.fd);
+      return true;
+    }
     case 'exit':
       return false;
   }

@@ -82,6 +82,15 @@ export function denyForCards(): void {
   install(denyProgram(Object.entries(DENIED_SYSCALLS).filter(([name]) => name !== 'accept4').map(([, nr]) => nr)));
 }
 
+/**
+ * A hypervisor with a vsock device (`azote run --vsock`): the hypervisor's filter, but accept4(2), with which it
+ * takes host programs' connections on the listening socket its parent made and handed to it. Its connections to host
+ * programs are made by its parent too: it still opens no socket and connects nowhere.
+ */
+export function denyForVsock(): void {
+  install(denyProgram(Object.entries(DENIED_SYSCALLS).filter(([name]) => name !== 'accept4').map(([, nr]) => nr)));
+}
+
 function install(program: readonly Instruction[]): void {
   const code = koffi.alloc('uint8_t', program.length * sockFilter.size);
   const bytes = new Uint8Array(koffi.view(code, program.length * sockFilter.size));
