@@ -222,7 +222,7 @@ async function attend(hv: RunHypervisor, shell: boolean, guestConsole: GuestCons
 }
 
 /** azote's exit status for how the hypervisor ended, and what is said about it on stderr. */
-export function exitStatus(outcome: HypervisorOutcome, consoleTail: string): number {
+function exitStatus(outcome: HypervisorOutcome, consoleTail: string): number {
   if (outcome.kind === 'died') {
     process.stderr.write(`azote: the hypervisor ${outcome.how === 'SIGKILL' ? 'was killed (SIGKILL)' : `ended (${outcome.how})`} before its VM did`
       + `${outcome.lastLine ? `: ${outcome.lastLine}` : ''} (the guest is gone; run it again)\n`);

@@ -121,7 +121,7 @@ export function hostAvailableMemoryMiB(): number {
   try {
     meminfo = readFileSync('/proc/meminfo', 'utf8');
   } catch {
-    return Number.MAX_SAFE_INTEGER; // a jailed hypervisor sees no /proc: its controller placed it within the host's memory
+    return Number.MAX_SAFE_INTEGER; // a jailed hypervisor sees no /proc: its parent (the controller, azote run) checked
   }
   const m = /MemAvailable:\s+(\d+) kB/.exec(meminfo);
   return m ? Math.floor(Number(m[1]) / 1024) : Number.MAX_SAFE_INTEGER;
