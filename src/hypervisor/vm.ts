@@ -166,7 +166,6 @@ export class MicroVm {
   readonly flavour: KvmFlavour;
 
   constructor(private readonly cfg: VmConfig) {
-    validateVmShape(cfg.vcpus, cfg.memoryMiB);
     this.log = cfg.log;
     this.flavour = cfg.flavour ?? detectKvmFlavour();
     // Each resource, once acquired, is released in reverse order if a later step fails.
@@ -176,6 +175,7 @@ export class MicroVm {
     if (tap) acquired.push({ close: () => libc.close(tap.fd) });
     if (vsock) acquired.push({ close: () => libc.close(vsock.listenFd) });
     try {
+      validateVmShape(cfg.vcpus, cfg.memoryMiB);
       // Disks first: a wrong path or a disk in use is the user's to fix, whatever the host can do.
       for (const d of cfg.disks ?? []) {
         const disk = d.fd === undefined ? openDisk(d.path, d.readOnly) : adoptDisk(d.fd, d.path, d.readOnly);
@@ -232,12 +232,8 @@ export class MicroVm {
 
   /** A vsock device's connection to a host program, made by the caller and given to the I/O thread. */
   private connectHost(device: number, hostPort: number): void {
-    const connect = this.cfg.vsock?.connect;
-    const refused = (): void => this.io.hostConnected(device, hostPort, undefined);
-    if (!connect) {
-      refused();
-      return;
-    }
+    // Only the vsock device asks, and it exists only with cfg.vsock.
+    const connect = this.cfg.vsock?.connect ?? (() => Promise.resolve(undefined));
     connect(hostPort).then((fd) => {
       if (this.closed) {
         if (fd !== undefined) libc.close(fd);
@@ -246,7 +242,7 @@ export class MicroVm {
       }
     }, (e: unknown) => {
       this.log.warn('a guest connection to the host could not be made', { hostPort, why: errorMessage(e) });
-      if (!this.closed) refused();
+      if (!this.closed) this.io.hostConnected(device, hostPort, undefined);
     });
   }
 

@@ -1,22 +1,23 @@
 // `azote run`'s hypervisor runs in the controller's jail: seen from the host while a VM runs (its uid, seccomp,
-// no_new_privs, namespaces and root), unjailed and silent with --no-jail, and when the jail cannot be made, one line
+// no_new_privs, namespaces and root), as root and in a user namespace without root; unjailed and silent with --no-jail, and when the jail cannot be made, one line
 // says so (the decision tested with its inputs). A hypervisor killed with SIGKILL gives the terminal back and azote
 // exits 125 with one line. The functional tests (test/functional/) run `azote run` jailed by default.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { JAIL_UID_BASE } from '../../src/controller/jail.js';
 import { defaultDataDir } from '../../src/control-plane/up.js';
 import { projectRoot } from '../../src/images/paths.js';
 import { chooseJail } from '../../src/cli/run-jail.js';
-import { requireKvm } from '../framework/kvm.js';
+import { requireKvm, skipLoudly } from '../framework/kvm.js';
 import { testGuest } from '../framework/microvm.js';
 import { nodePidsWith, procStatus, rootTree, until } from '../framework/processes.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-run-jail-'));
+chmodSync(dir, 0o755); // the test without root runs azote as another user, who reads the initramfs here
 const emptyInitrd = path.join(dir, 'empty.cpio');
 writeFileSync(emptyInitrd, '');
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,19 +45,29 @@ test('the jail decision: --no-jail says nothing; root always jails; without root
 });
 
 /** `azote run ARGS` with its output gathered; resolves once `ready` matches its stdout. */
-function start(args: string[]): { child: ChildProcess; out: () => string; err: () => string; ready: (re: RegExp) => Promise<void>; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [AZOTE, 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AZOTE_LOG_LEVEL: 'warn' } });
+function start(args: string[], prefix: string[] = [], env: Record<string, string> = {}): {
+  child: ChildProcess; out: () => string; err: () => string; ready: (re: RegExp) => Promise<void>; exit: Promise<number | null>;
+} {
+  const [command = process.execPath, ...rest] = [...prefix, process.execPath, AZOTE, 'run', ...args];
+  const child = spawn(command, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, AZOTE_LOG_LEVEL: 'warn', ...env } });
   let out = '';
   let err = '';
   child.stdout?.setEncoding('utf8').on('data', (s: string) => { out += s; });
   child.stderr?.setEncoding('utf8').on('data', (s: string) => { err += s; });
-  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  let ended = false;
+  const exit = new Promise<number | null>((resolve) => child.on('close', (code) => {
+    ended = true;
+    resolve(code);
+  }));
   // Only detects a hang: a boot under this nested KVM can take minutes when the host is busy.
   const limit = setTimeout(() => child.kill('SIGKILL'), 300_000);
   void exit.then(() => clearTimeout(limit));
   return {
     child, out: () => out, err: () => err, exit,
-    ready: (re) => until(`azote run's output to match ${re}`, () => (re.test(out) ? true : undefined), { tries: 3000, everyMs: 100 }).then(() => undefined),
+    ready: (re) => until(`azote run's output to match ${re}`, () => {
+      if (re.test(out)) return true;
+      return ended ? assert.fail(`azote run ended first: ${err}`) : undefined;
+    }, { tries: 3000, everyMs: 100 }).then(() => undefined),
   };
 }
 
@@ -66,6 +77,8 @@ function hypervisorOf(azotePid: number): Promise<number> {
 }
 
 const NAMESPACES = ['pid', 'net', 'ipc', 'mnt', 'uts'];
+/** The user without root the test turns into. */
+const NOBODY = 65534;
 
 test('azote run: the hypervisor is jailed: its own uid, seccomp, no_new_privs, namespaces and a root that holds only its code', { timeout: 400_000 }, async (t) => {
   if (!requireKvm(t)) return;
@@ -91,6 +104,33 @@ test('azote run: the hypervisor is jailed: its own uid, seccomp, no_new_privs, n
     run.child.kill('SIGINT');
     assert.equal(await run.exit, 130, run.err());
     assert.ok(!existsSync(staged), 'the copy of its code goes with the run');
+  } finally {
+    run.child.kill('SIGKILL');
+  }
+});
+
+test('azote run without root: the hypervisor is jailed in a user namespace of its own', { timeout: 400_000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  if (process.getuid?.() !== 0) {
+    skipLoudly(t, 'the test turns into another user, which needs root');
+    return;
+  }
+  // Another user, who may open /dev/kvm (CAP_DAC_OVERRIDE, as a member of its group would) and nothing more.
+  const home = path.join(dir, 'home');
+  mkdirSync(home);
+  chownSync(home, NOBODY, NOBODY);
+  const run = start(HALTING, ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--inh-caps=+dac_override',
+    '--ambient-caps=+dac_override', '--'], { HOME: home });
+  try {
+    await run.ready(/halting/);
+    const pid = await hypervisorOf(run.child.pid ?? 0);
+    assert.equal(procStatus(pid, 'Uid').split(/\s+/)[0], String(NOBODY), 'the user\'s own uid, seen from the host');
+    assert.equal(procStatus(pid, 'Seccomp'), '2');
+    assert.equal(procStatus(pid, 'NoNewPrivs'), '1');
+    for (const ns of ['user', ...NAMESPACES]) assert.notEqual(readlinkSync(`/proc/${pid}/ns/${ns}`), readlinkSync(`/proc/self/ns/${ns}`), `its own ${ns} namespace`);
+    run.child.kill('SIGINT');
+    assert.equal(await run.exit, 130, run.err());
+    assert.equal(run.err(), '', 'jailed: nothing to say');
   } finally {
     run.child.kill('SIGKILL');
   }
