@@ -70,41 +70,44 @@ test('after the filter: files and pipes work; sockets, connections, listening, e
   });
 });
 
-test('a card\'s filter: accept4 on the listening socket it was handed works; every other denied call fails with EPERM', () => {
-  const seccomp = fileURLToPath(new URL('../../src/sys/seccomp.js', import.meta.url));
-  const libc = fileURLToPath(new URL('../../src/sys/libc.js', import.meta.url));
-  const script = `
-    import { DENIED_SYSCALLS, denyForCards } from ${JSON.stringify(seccomp)};
-    import koffi from 'koffi';
-    import { mkdtempSync, rmSync } from 'node:fs';
-    import { tmpdir } from 'node:os';
-    import { execFileSync } from 'node:child_process';
-    import * as libc from ${JSON.stringify(libc)};
-    const raw = koffi.load('libc.so.6').func('long syscall(long nr, long a, long b, long c)');
-    const rawErrno = (nr) => (raw(nr, 0, 0, 0) < 0 ? koffi.errno() : 0);
-    const attempt = (f) => { try { f(); return 'allowed'; } catch (e) { return e.code ?? e.message; } };
-    // What the controller does before the card starts: the listening socket, and a frontend's connection waiting on it.
-    const dir = mkdtempSync(tmpdir() + '/azote-seccomp-');
-    const listening = libc.listenUnix(dir + '/card.sock');
-    const frontend = libc.connectUnix(dir + '/card.sock');
-    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
-    denyForCards();
-    const seen = {
-      notRefused: Object.entries(DENIED_SYSCALLS).filter(([name, nr]) => name !== 'accept4' && rawErrno(nr) !== libc.EPERM).map(([name]) => name),
-      accepted: libc.acceptNonBlocking(listening) >= 0,
-      socket: attempt(() => libc.socket(libc.AF_UNIX, libc.SOCK_STREAM)),
-      connect: attempt(() => libc.connectUnix(dir + '/card.sock')),
-      listen: attempt(() => libc.listenUnix(dir + '/other.sock')),
-      exec: attempt(() => execFileSync('/bin/true')),
-    };
-    libc.close(frontend);
-    rmSync(dir, { recursive: true, force: true });
-    console.log(JSON.stringify(seen));
-    process.exit(0);
-  `;
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
-  assert.equal(r.status, 0, r.stderr);
-  assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}'), {
-    notRefused: [], accepted: true, socket: 'EPERM', connect: 'EPERM', listen: 'EPERM', exec: 'EPERM',
+// A card and a hypervisor with a vsock device take connections on a listening socket they were handed, and nothing more.
+for (const [who, filter] of [['a card', 'denyForCards'], ['a hypervisor with vsock', 'denyForVsock']]) {
+  test(`${who}'s filter: accept4 on the listening socket it was handed works; every other denied call fails with EPERM`, () => {
+    const seccomp = fileURLToPath(new URL('../../src/sys/seccomp.js', import.meta.url));
+    const libc = fileURLToPath(new URL('../../src/sys/libc.js', import.meta.url));
+    const script = `
+      import { DENIED_SYSCALLS, ${filter} } from ${JSON.stringify(seccomp)};
+      import koffi from 'koffi';
+      import { mkdtempSync, rmSync } from 'node:fs';
+      import { tmpdir } from 'node:os';
+      import { execFileSync } from 'node:child_process';
+      import * as libc from ${JSON.stringify(libc)};
+      const raw = koffi.load('libc.so.6').func('long syscall(long nr, long a, long b, long c)');
+      const rawErrno = (nr) => (raw(nr, 0, 0, 0) < 0 ? koffi.errno() : 0);
+      const attempt = (f) => { try { f(); return 'allowed'; } catch (e) { return e.code ?? e.message; } };
+      // What the controller does before the card starts: the listening socket, and a frontend's connection waiting on it.
+      const dir = mkdtempSync(tmpdir() + '/azote-seccomp-');
+      const listening = libc.listenUnix(dir + '/card.sock');
+      const frontend = libc.connectUnix(dir + '/card.sock');
+      libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
+      ${filter}();
+      const seen = {
+        notRefused: Object.entries(DENIED_SYSCALLS).filter(([name, nr]) => name !== 'accept4' && rawErrno(nr) !== libc.EPERM).map(([name]) => name),
+        accepted: libc.acceptNonBlocking(listening) >= 0,
+        socket: attempt(() => libc.socket(libc.AF_UNIX, libc.SOCK_STREAM)),
+        connect: attempt(() => libc.connectUnix(dir + '/card.sock')),
+        listen: attempt(() => libc.listenUnix(dir + '/other.sock')),
+        exec: attempt(() => execFileSync('/bin/true')),
+      };
+      libc.close(frontend);
+      rmSync(dir, { recursive: true, force: true });
+      console.log(JSON.stringify(seen));
+      process.exit(0);
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}'), {
+      notRefused: [], accepted: true, socket: 'EPERM', connect: 'EPERM', listen: 'EPERM', exec: 'EPERM',
+    });
   });
-});
+}
