@@ -20,7 +20,8 @@ import { kvmIoctls } from '../dist/src/kvm/ioctls.js';
 // (Not the tests that ptrace a jailed process to show that they cannot: under strace nothing can.)
 const DEFAULT_WORKLOADS = [
   'dist/test/controller/card-jail.test.js', 'dist/test/controller/supervision.test.js', 'dist/test/controller/account-networks.test.js',
-  'dist/test/control-plane/instances.test.js', 'dist/test/control-plane/stop.test.js',
+  'dist/test/control-plane/instances.test.js', 'dist/test/control-plane/stop.test.js', 'dist/test/cli/run.test.js',
+  'dist/test/functional/vsock.test.js', 'dist/test/functional/net.test.js', 'dist/test/functional/disks.test.js',
 ];
 
 /** Each jailed program: how its process is found (its entry in node's arguments), its thread roles and its file. */

@@ -59,6 +59,8 @@ program.command('run')
   .option('--vsock <path>', 'virtio-vsock: host programs reach guest port P by connecting to PATH and sending '
     + '"CONNECT P\\n"; guest connections to CID 2 port P go to PATH_P')
   .option('--no-rng', 'leave out the virtio-rng entropy device')
+  .option('--no-jail', 'run the hypervisor unjailed, as your user in your namespaces (for debugging; by default it runs in '
+    + 'the controller\'s jail: as root, or in a user namespace)')
   .option('-v, --verbose', 'show the guest kernel\'s boot messages', false)
   .option('--boot-time', 'print when the guest\'s init started, in ms after process start', false)
   .argument('[command...]', 'command and arguments to run in the guest (after --)')
@@ -67,6 +69,7 @@ program.command('run')
     process.exitCode = await runCommand(command, {
       vcpus: opts.vcpus, mem: opts.mem, kernel: opts.kernel, initrd: opts.initrd, cmdline: opts.cmdline,
       verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk, image: opts.image, net: opts.net, vsock: opts.vsock, volumes: opts.volume,
+      jail: opts.jail,
     }, log);
   });
 

@@ -1,18 +1,27 @@
 // `azote run`: boot a microVM on our kernel and initramfs (or the user's), run one command or a shell in it,
-// and leave with the command's exit status.
+// and leave with the command's exit status. Everything the VM needs is opened or made here (run-inputs.ts) and
+// handed to a hypervisor process in the controller's jail (run-jail.ts, run-hypervisor.ts): the guest runs the
+// user's code, and its hypervisor, next to it, can open nothing, connect nowhere and start no program.
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
+import { defaultDataDir } from '../control-plane/up.js';
 import { detectKvmFlavour } from '../kvm/kvm.js';
 import { GUEST_SHUTDOWN_GRACE_MS } from '../hypervisor/devices/azote-ports.js';
-import { MicroVm, type DiskSpec, type VmEnd } from '../hypervisor/vm.js';
+import { validateVmShape, type DiskSpec } from '../hypervisor/vm.js';
 import { ensureKernel } from '../images/kernel.js';
 import { ensureBaseInitramfs } from '../images/initramfs.js';
 import { runRequestArchive, runRequestParams } from '../images/run-request.js';
 import { findImage, instanceCopy } from '../images/rootfs.js';
 import { guestCmdline } from '../images/cmdline.js';
+import { addressFromMac } from '../virtio/net-addressing.js';
 import { attachConsole, type ConsoleInput } from './console.js';
+import { stageHypervisor, type StagedHypervisor } from './hypervisor-files.js';
+import { openInputs, type RunInputs } from './run-inputs.js';
+import { RunHypervisor, type HypervisorOutcome } from './run-hypervisor.js';
+import { chooseJail, jailedHypervisor, unjailedHypervisor, userNamespaceProblem, type HypervisorCommand } from './run-jail.js';
 
 export interface RunOptions {
   readonly vcpus: number;
@@ -34,6 +43,8 @@ export interface RunOptions {
   readonly vsock?: string | undefined;
   /** --volume: block cards' vhost-user sockets. */
   readonly volumes: string[];
+  /** False with --no-jail: the hypervisor runs unjailed (for debugging). */
+  readonly jail: boolean;
 }
 
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
@@ -42,12 +53,12 @@ export const EXIT_INTERRUPTED = 130;
 /** How much console output is kept to find a panic message in. */
 const CONSOLE_TAIL_BYTES = 8192;
 
-function readInput(path: string, what: string): Uint8Array {
+function readInput(file: string, what: string): Uint8Array {
   try {
-    return readFileSync(path);
+    return readFileSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new AzoteError('BadPath', `cannot read the ${what} ${path}: ${code === 'ENOENT' ? 'no such file' : code ?? String(e)}`,
+    throw new AzoteError('BadPath', `cannot read the ${what} ${file}: ${code === 'ENOENT' ? 'no such file' : code ?? String(e)}`,
       `check the --${what} path`);
   }
 }
@@ -87,7 +98,9 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   if (o.net !== undefined && o.net !== 'tap' && !/^card:./.test(o.net)) {
     throw new AzoteError('BadNet', `--net ${o.net} is not a kind of network Azote has`, 'use --net tap or --net card:SOCKET');
   }
-  const kernel = o.kernel ? readInput(o.kernel, 'kernel') : readFileSync((await ensureKernel(log)).vmlinux);
+  // Checked here: the jailed hypervisor cannot see how much memory the host has.
+  validateVmShape(o.vcpus, o.mem);
+  const kernel = o.kernel ?? (await ensureKernel(log)).vmlinux;
   const base = guestCmdline({ nestedPvm: flavour === 'nested-pvm', quiet: !o.verbose });
   let initrd: Uint8Array | undefined;
   let cmdline: string;
@@ -106,94 +119,134 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
     initrd = Buffer.concat([initramfs, Buffer.alloc((4 - (initramfs.length % 4)) % 4), request]);
     cmdline = o.cmdline ?? base;
   }
+  let staged: StagedHypervisor | undefined;
+  let inputs: RunInputs | undefined;
+  let handed = false;
   try {
-    return await boot(o, { kernel, initrd, cmdline, disks, shell, flavour }, log);
+    inputs = openInputs({ kernel, initrd, disks, tap: o.net === 'tap', netCard: o.net?.startsWith('card:') ? o.net.slice('card:'.length) : undefined,
+      volumes: o.volumes, vsock: o.vsock });
+    const choice = chooseJail({ noJail: !o.jail, root: process.getuid?.() === 0, userNamespaces: userNamespaceProblem });
+    if (!choice.jail && choice.notice) process.stderr.write(`${choice.notice}\n`);
+    let cmd: HypervisorCommand;
+    if (choice.jail) {
+      const dataDir = defaultDataDir();
+      staged = stageHypervisor(path.join(dataDir, 'run'));
+      cmd = jailedHypervisor({ dataDir, staged, memoryMiB: o.mem, vsock: o.vsock !== undefined });
+    } else {
+      cmd = unjailedHypervisor(o.vsock !== undefined);
+    }
+    log.debug('starting the hypervisor', { jailed: choice.jail, uid: cmd.uid, vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
+    const { handover } = inputs;
+    const guestConsole = new GuestConsole();
+    handed = true; // RunHypervisor.start closes what it was handed, whatever happens
+    const hv = RunHypervisor.start(cmd, { ...handover, launch: { flavour, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, rng: o.rng } }, {
+      output: (bytes) => guestConsole.output(bytes),
+      inputReady: () => guestConsole.input?.resume(),
+      created: (mac) => sayNetwork(handover, o, mac),
+      booted: () => {
+        if (o.bootTime) process.stderr.write(`azote: init reached ${performance.now().toFixed(1)} ms after process start\n`);
+      },
+    });
+    return exitStatus(await attend(hv, shell, guestConsole), guestConsole.tail());
   } finally {
+    if (!handed) inputs?.discard();
+    inputs?.release();
+    staged?.remove();
     if (root) rmSync(root.dir, { recursive: true, force: true });
   }
 }
 
-interface BootInputs {
-  readonly kernel: Uint8Array;
-  readonly initrd: Uint8Array | undefined;
-  readonly cmdline: string;
-  readonly disks: DiskSpec[];
-  readonly shell: boolean;
-  readonly flavour: ReturnType<typeof detectKvmFlavour>;
+/** Where to reach the guest: the user needs it, so it is said whatever the log level. */
+function sayNetwork(handover: RunInputs['handover'], o: RunOptions, mac: string | undefined): void {
+  const tap = handover.tap;
+  if (tap) {
+    process.stderr.write(`azote: network: TAP ${tap.name}, host ${tap.hostIp}, guest ${tap.guestIp}/${tap.prefix}\n`);
+    return;
+  }
+  const address = mac === undefined ? undefined : addressFromMac(Uint8Array.from(mac.split(':').map((h) => parseInt(h, 16))));
+  if (handover.netCard && address) {
+    process.stderr.write(`azote: network: card ${o.net?.slice('card:'.length) ?? ''}, guest ${address.ip}/${address.prefix} `
+      + `(MAC ${mac ?? ''}), gateway ${address.gateway}\n`);
+  }
 }
 
-async function boot(o: RunOptions, { kernel, initrd, cmdline, disks, shell, flavour }: BootInputs, log: Logger): Promise<number> {
-  log.debug('starting VM', { vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
+/** The guest's console here: its output to stdout, the newest kept to find a panic in; the terminal's input, if attached. */
+class GuestConsole {
+  input: ConsoleInput | undefined;
+  // Kept as it came (a byte per chunk, often) and decoded only if the VM fails.
+  private readonly chunks: Uint8Array[] = [];
+  private bytes = 0;
 
-  // The newest console output, kept as it came (a byte per chunk, often) and decoded only if the VM fails.
-  const tail: Uint8Array[] = [];
-  let tailBytes = 0;
-  // The console is attached once the VM exists; the VM wakes it when the guest has taken queued input.
-  const host: { console?: ConsoleInput | undefined } = {};
-  const vm = new MicroVm({
-    kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, log, flavour, rng: o.rng, disks, net: o.net === 'tap', volumes: o.volumes,
-    ...(o.net?.startsWith('card:') ? { netCard: o.net.slice('card:'.length) } : {}),
-    ...(o.vsock !== undefined ? { vsock: o.vsock } : {}),
-    output: (bytes) => {
-      process.stdout.write(bytes);
-      tail.push(bytes);
-      tailBytes += bytes.length;
-      for (let first = tail[0]; first && tailBytes - first.length >= CONSOLE_TAIL_BYTES; first = tail[0]) {
-        tail.shift();
-        tailBytes -= first.length;
-      }
-    },
-    inputReady: () => host.console?.resume(),
-    onMarker: (v) => {
-      if (o.bootTime && v === 1) process.stderr.write(`azote: init reached ${performance.now().toFixed(1)} ms after process start\n`);
-    },
-  });
-  // Where to reach the guest: the user needs it, so it is said whatever the log level.
-  if (vm.tap) process.stderr.write(`azote: network: TAP ${vm.tap.name}, host ${vm.tap.hostIp}, guest ${vm.tap.guestIp}/${vm.tap.prefix}\n`);
-  else if (vm.network) {
-    process.stderr.write(`azote: network: card ${o.net?.slice('card:'.length) ?? ''}, guest ${vm.network.ip}/${vm.network.prefix} `
-      + `(MAC ${vm.network.mac}), gateway ${vm.network.gateway}\n`);
+  output(b: Uint8Array): void {
+    process.stdout.write(b);
+    this.chunks.push(b);
+    this.bytes += b.length;
+    for (let first = this.chunks[0]; first && this.bytes - first.length >= CONSOLE_TAIL_BYTES; first = this.chunks[0]) {
+      this.chunks.shift();
+      this.bytes -= first.length;
+    }
   }
-  host.console = shell || process.stdin.isTTY ? attachConsole((b) => vm.input(b), () => vm.stop()) : undefined;
+
+  tail(): string {
+    return Buffer.concat(this.chunks).toString('utf8');
+  }
+}
+
+/** Runs the VM with the terminal attached and the signals handled; its outcome once the hypervisor is gone. */
+async function attend(hv: RunHypervisor, shell: boolean, guestConsole: GuestConsole): Promise<HypervisorOutcome> {
+  if (shell || process.stdin.isTTY) guestConsole.input = attachConsole((b) => hv.input(b), () => hv.stop());
+  else hv.endInput();
   // SIGINT stops the VM at once; SIGTERM asks the guest to shut down (it syncs and unmounts its disks) and stops
   // the VM after the grace time, or at a second SIGTERM.
-  const onInterrupt = (): void => vm.stop();
+  const onInterrupt = (): void => hv.stop();
   let grace: NodeJS.Timeout | undefined;
   const onTerminate = (): void => {
     if (grace) {
-      vm.stop();
+      hv.stop();
       return;
     }
-    vm.requestShutdown();
-    grace = setTimeout(() => vm.stop(), GUEST_SHUTDOWN_GRACE_MS);
+    hv.requestShutdown();
+    grace = setTimeout(() => hv.stop(), GUEST_SHUTDOWN_GRACE_MS);
   };
   process.on('SIGINT', onInterrupt);
   process.on('SIGTERM', onTerminate);
-  let end: VmEnd;
   try {
-    end = await vm.run();
+    return await hv.outcome;
   } finally {
     clearTimeout(grace);
-    host.console?.close();
+    // The terminal is given back however the hypervisor ended, killed included.
+    guestConsole.input?.close();
     process.off('SIGINT', onInterrupt);
     process.off('SIGTERM', onTerminate);
   }
-  log.debug('VM ended', { end, stats: vm.stats() });
-  switch (end.kind) {
+}
+
+/** azote's exit status for how the hypervisor ended, and what is said about it on stderr. */
+function exitStatus(outcome: HypervisorOutcome, consoleTail: string): number {
+  if (outcome.kind === 'died') {
+    process.stderr.write(`azote: the hypervisor ${outcome.how === 'SIGKILL' ? 'was killed (SIGKILL)' : `ended (${outcome.how})`} before its VM did`
+      + `${outcome.lastLine ? `: ${outcome.lastLine}` : ''} (the guest is gone; run it again)\n`);
+    return EXIT_VM_FAILED;
+  }
+  const end = outcome.end;
+  switch (end.end) {
     case 'exit-status':
-      return end.status;
+      return end.status ?? EXIT_VM_FAILED;
     case 'stopped':
       return EXIT_INTERRUPTED;
+    case 'failed':
+      process.stderr.write(`azote: ${end.detail}\n`);
+      return EXIT_VM_FAILED;
     case 'reset': {
-      const panic = panicLine(Buffer.concat(tail).toString('utf8'));
+      const panic = panicLine(consoleTail);
       process.stderr.write(panic
         ? `azote: the guest kernel panicked: ${panic}\n`
         : 'azote: the guest rebooted without reporting an exit status\n');
       return EXIT_VM_FAILED;
     }
     case 'crashed': {
-      const panic = panicLine(Buffer.concat(tail).toString('utf8'));
-      process.stderr.write(`azote: the VM crashed: ${end.reason}${panic ? ` (${panic})` : ''}\n`);
+      const panic = panicLine(consoleTail);
+      process.stderr.write(`azote: the VM crashed: ${end.detail}${panic ? ` (${panic})` : ''}\n`);
       return EXIT_VM_FAILED;
     }
   }

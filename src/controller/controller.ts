@@ -32,7 +32,7 @@ import { coreGroups } from './cores.js';
 import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
-import { JAIL_PATH, jailCommand, jailedExit, jailToolPaths, JailUids, memlockLimit } from './jail.js';
+import { JAIL_PATH, jailCommand, jailedExit, jailToolPaths, JailUids, MEMLOCK_OVERHEAD_MIB, memlockLimit } from './jail.js';
 import { PidFiles } from './pid-files.js';
 import { sha384 } from '../security-chip/manifest.js';
 import { parseSubnet } from '../virtio/net-addressing.js';
@@ -48,8 +48,6 @@ const CARD_OWN_MIB = 256;
 const NET_CARD_MIB = 1024;
 /** How long a hypervisor told to stop its VM gets before it is killed. */
 const STOP_GRACE_MS = 10_000;
-/** Locked memory a hypervisor may have beyond its guest's (the guest's memory may be secret memory, which counts). */
-const MEMLOCK_OVERHEAD_MIB = 64;
 /**
  * How often the logs of running instances are capped: a guest that floods its console can outgrow the cap by what
  * it writes in this time (the UART it writes through is slow).
@@ -349,7 +347,8 @@ export class Controller {
             return;
           }
           handOver(channel, m.card, fd);
-        } else if (m.kind === 'created') events.created(m.privateIp, m.mac);
+        } else if (m.kind === 'connect-vsock') channel.send({ kind: 'vsock-refused', port: m.port }); // an instance has no vsock
+        else if (m.kind === 'created') events.created(m.privateIp, m.mac);
         else if (m.kind === 'booted') events.booted();
         else {
           ended = m.end === 'exit-status' ? { kind: 'shutdown', detail: `the guest powered off (status ${m.detail})` }
@@ -393,7 +392,7 @@ export class Controller {
     const launch: ControllerMessage = {
       kind: 'launch', kvmFd: INHERITED_FDS.kvm, kernelFd: INHERITED_FDS.kernel, flavour: detectKvmFlavour(), cmdline, vcpus: req.vcpus, memoryMiB: req.memoryMiB,
       disks: [{ fd: INHERITED_FDS.firstDisk, name: 'root', readOnly: false }, { fd: INHERITED_FDS.firstDisk + 1, name: 'metadata', readOnly: true }],
-      netCard: NET_CARD, volumes: req.volumes.map((v) => `volume ${v}`),
+      netCard: NET_CARD, volumes: req.volumes.map((v) => `volume ${v}`), rng: true,
     };
     this.o.log.info('instance hypervisor started', {
       instance: req.instanceId, pid: child.pid, uid: jailUid ?? process.getuid?.(), vcpus: req.vcpus, memoryMiB: req.memoryMiB, cores: req.cores.join(','), build: hypervisor.build,

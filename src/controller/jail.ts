@@ -9,8 +9,9 @@
 // disks come as inherited descriptors and the cards' connections on its channel. The old root is detached before
 // the hypervisor starts, so nothing of the host's file system can be reached again from inside.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import * as libc from '../sys/libc.js';
 
 /** Uids the jails run as: JAIL_UID_BASE and up, each given once (no account is needed). */
 export const JAIL_UID_BASE = 0x40000;
@@ -20,12 +21,24 @@ export const JAIL_UID_COUNT = 0x1000000;
 /**
  * Hands out jail uids in order, never the same twice until the range wraps, remembered in `file` across restarts:
  * what one jail leaves behind under its uid (a keyring, a file owned by it) is never readable by the next jail,
- * which may serve another account. After a wrap, uids still in use are skipped.
+ * which may serve another account. After a wrap, uids still in use are skipped. The controller and each `azote run`
+ * of a data directory share the file: a lock beside it makes each taking whole.
  */
 export class JailUids {
   constructor(private readonly file: string) {}
 
   next(inUse: ReadonlySet<number>): number {
+    mkdirSync(path.dirname(this.file), { recursive: true });
+    const lock = openSync(`${this.file}.lock`, 'a', 0o600);
+    try {
+      libc.flock(lock, libc.LOCK_EX);
+      return this.take(inUse);
+    } finally {
+      closeSync(lock); // and with it the lock
+    }
+  }
+
+  private take(inUse: ReadonlySet<number>): number {
     let n = 0;
     try {
       n = Number(readFileSync(this.file, 'utf8').trim());
@@ -39,7 +52,6 @@ export class JailUids {
       n = (n + 1) % JAIL_UID_COUNT;
       uid = JAIL_UID_BASE + n;
     }
-    mkdirSync(path.dirname(this.file), { recursive: true });
     const tmp = `${this.file}.tmp`;
     writeFileSync(tmp, String((n + 1) % JAIL_UID_COUNT));
     renameSync(tmp, this.file);
@@ -112,8 +124,10 @@ export function jailContents(componentDir: string, node: string, setpriv: string
 // then the command. The root is made read-only before the pivot; after it, the host's umount (run from the old root,
 // which is still attached) detaches the old root and the proc it needs to find mounts, and the two mount points
 // stay behind, empty and read-only. The entry gets the environment the jail was given (PATH), not the shell's PWD
-// and OLDPWD (which named the mount point on the host).
+// and OLDPWD (which named the mount point on the host). The directories made on the way to each bound path must let
+// the jail's uid through whatever umask the starting process had.
 const ROOT_SCRIPT = `set -eu
+umask 022
 r=$1 umount=$2 libs=$3; shift 3
 mount -t tmpfs -o mode=0755,size=1m,nosuid,nodev azote-jail "$r"
 while [ "$1" != -- ]; do
@@ -153,6 +167,8 @@ export interface JailSpec {
 }
 
 const CAP_SYS_RESOURCE = 24;
+/** Locked memory a hypervisor may have beyond its guest's (the guest's memory may be secret memory, which counts). */
+export const MEMLOCK_OVERHEAD_MIB = 64;
 
 /**
  * The RLIMIT_MEMLOCK a jail gets for `wanted` bytes: `wanted` where this process may raise limits

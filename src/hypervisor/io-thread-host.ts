@@ -1,6 +1,7 @@
 // The main thread's side of the VM's I/O thread: starts it, hands it devices to serve, and is told of failures.
 // Each virtio device gets a ThreadedRunner whose queue notifications are bound to eventfds with KVM_IOEVENTFD and
 // whose interrupt is bound to an eventfd with KVM_IRQFD at creation.
+import type { SyscallAllowlist } from '../sys/seccomp.js';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
@@ -24,7 +25,12 @@ export class IoThread {
   private exited = false;
   private readonly exitWaiters: Array<() => void> = [];
 
-  constructor(mem: GuestMemory, private readonly log: Logger, confine: boolean, onCrash: (why: string) => void) {
+  /**
+   * `confine`: the list the thread narrows its system calls to (the I/O role's), if any. `connectHost` is asked for a connection
+   * to the host program at a vsock device's `hostPort`; its answer goes to hostConnected.
+   */
+  constructor(mem: GuestMemory, private readonly log: Logger, confine: SyscallAllowlist | undefined, onCrash: (why: string) => void,
+    connectHost: (device: number, hostPort: number) => void) {
     this.wakeFd = libc.eventfd(0, libc.EFD_NONBLOCK);
     const channel = new MessageChannel();
     this.port = channel.port1;
@@ -35,6 +41,7 @@ export class IoThread {
     this.worker = new Worker(new URL('./io-thread.js', import.meta.url), { workerData: init, transferList: [channel.port2] });
     this.worker.on('message', (e: IoEvent) => {
       if (e.type === 'failed') this.listeners.get(e.device)?.failed(e.why);
+      else if (e.type === 'connect-host') connectHost(e.device, e.hostPort);
       else onCrash(`virtio device ${e.device}: ${e.why}`);
     });
     this.worker.on('error', (e) => onCrash(`I/O thread failed: ${e.message}`));
@@ -70,6 +77,15 @@ export class IoThread {
   stop(device: number): void {
     this.listeners.delete(device);
     this.command({ type: 'stop', device } as IoCommand, STOP_WAIT_MS);
+  }
+
+  /** Gives the thread the answer to a device's connect-host: a connected socket (the thread's from now on) or none. */
+  hostConnected(device: number, hostPort: number, fd: number | undefined): void {
+    if (this.exited) {
+      if (fd !== undefined) libc.close(fd);
+      return;
+    }
+    this.command({ type: 'host-connected', device, hostPort, fd } as IoCommand, STOP_WAIT_MS);
   }
 
   /** Ends the thread; resolves once it is gone (guest memory may be unmapped after that). */

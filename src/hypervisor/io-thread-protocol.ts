@@ -1,6 +1,7 @@
 // What the VM's main thread and its I/O thread say to each other. The I/O thread runs the virtio data paths: it
 // waits on the queues' ioeventfds, serves them, and raises interrupts through irqfds, so a guest's notification and
 // its completion interrupt never pass through the main thread or a vCPU's exit to userspace.
+import type { SyscallAllowlist } from '../sys/seccomp.js';
 import type { MessagePort } from 'node:worker_threads';
 import type { DataPathSpec } from '../virtio/device.js';
 import type { QueueConfig } from '../virtio/split-queue.js';
@@ -13,8 +14,8 @@ export interface IoThreadInit {
   /** The thread stores the number of the last command it finished here (Int32 slot 0) and notifies. */
   readonly ack: SharedArrayBuffer;
   readonly commands: MessagePort;
-  /** Whether the thread narrows its system calls to the I/O role's list before it serves anything. */
-  readonly confine: boolean;
+  /** The list the thread narrows its system calls to (the I/O role's) before it serves anything, if any. */
+  readonly confine: SyscallAllowlist | undefined;
 }
 
 export type IoCommand =
@@ -28,10 +29,14 @@ export type IoCommand =
     readonly isr: SharedArrayBuffer;
   }
   | { readonly type: 'stop'; readonly seq: number; readonly device: number }
+  /** The answer to a `connect-host`: a connected socket (now the thread's) or none. */
+  | { readonly type: 'host-connected'; readonly seq: number; readonly device: number; readonly hostPort: number; readonly fd: number | undefined }
   | { readonly type: 'exit'; readonly seq: number };
 
 export type IoEvent =
   /** The guest gave a device something malformed: it needs a reset (the thread stopped serving it). */
   | { readonly type: 'failed'; readonly device: number; readonly why: string }
   /** A data path failed in a way that is not the guest's doing. */
-  | { readonly type: 'crashed'; readonly device: number; readonly why: string };
+  | { readonly type: 'crashed'; readonly device: number; readonly why: string }
+  /** A vsock device asks for a connection to the host program at `hostPort` (answered with `host-connected`). */
+  | { readonly type: 'connect-host'; readonly device: number; readonly hostPort: number };

@@ -5,7 +5,6 @@ import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_thread
 import { errorMessage } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
 import { restrictThisThread } from '../sys/seccomp.js';
-import { HYPERVISOR_SECCOMP } from './seccomp-profile.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { VirtqueueError } from '../virtio/split-queue.js';
 import { buildQueues, createDataPath } from '../virtio/data-paths.js';
@@ -66,7 +65,9 @@ function run(c: IoCommand): boolean {
     case 'start': {
       stopDevice(c.device);
       try {
-        const path = createDataPath(c.spec, mem, buildQueues(mem, c.queues), c.features);
+        const path = createDataPath(c.spec, mem, buildQueues(mem, c.queues), c.features, {
+          connectHost: (hostPort) => post({ type: 'connect-host', device: c.device, hostPort }),
+        });
         devices.set(c.device, { path, irqFd: c.irqFd, isr: new Int32Array(c.isr) });
       } catch (e) {
         post({ type: e instanceof VirtqueueError ? 'failed' : 'crashed', device: c.device, why: errorMessage(e) });
@@ -80,6 +81,13 @@ function run(c: IoCommand): boolean {
     case 'stop':
       stopDevice(c.device);
       return true;
+    case 'host-connected': {
+      const d = devices.get(c.device);
+      // A device reset meanwhile takes no connection.
+      if (d?.path.hostConnected) serve(c.device, 'a host connection', (p) => p.hostConnected?.(c.hostPort, c.fd) ?? false);
+      else if (c.fd !== undefined) libc.close(c.fd);
+      return true;
+    }
     case 'exit':
       return false;
   }
@@ -98,7 +106,7 @@ function drainCommands(): boolean {
 
 function main(): void {
   libc.setThreadName('azote-io');
-  if (init.confine) restrictThisThread(HYPERVISOR_SECCOMP.io);
+  if (init.confine) restrictThisThread(init.confine);
   for (;;) {
     // The devices' own fds (a TAP...), as each data path wants them now.
     const hostFds = new Map<number, number>();

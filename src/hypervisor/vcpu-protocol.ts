@@ -1,6 +1,7 @@
 // What the VM's main thread and its vCPU threads say to each other.
 // Device emulation runs on the main thread; a vCPU thread that exits on a port or MMIO access writes the request
 // into its control words (a SharedArrayBuffer), wakes the main thread, and waits for the answer.
+import type { SyscallAllowlist } from '../sys/seccomp.js';
 import type { CpuidEntry, KvmFlavour } from '../kvm/kvm.js';
 import type { SharedGuestMemory } from '../memory/guest-memory.js';
 import type { BootPlan } from '../boot/loader.js';
@@ -26,8 +27,8 @@ export interface VcpuThreadInit {
   /** One Int32 counting the vCPUs created and set up: none runs before all exist (see vcpu-thread.ts). */
   readonly startGate: SharedArrayBuffer;
   readonly flavour: KvmFlavour;
-  /** Whether the thread narrows its system calls to the vCPU role's list once its vCPU is set up. */
-  readonly confine: boolean;
+  /** The list the thread narrows its system calls to (the vCPU role's) once its vCPU is set up, if any. */
+  readonly confine: SyscallAllowlist | undefined;
 }
 
 export type VcpuStop =

@@ -4,7 +4,6 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { errorMessage } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
 import { restrictThisThread } from '../sys/seccomp.js';
-import { HYPERVISOR_SECCOMP } from './seccomp-profile.js';
 import { Kvm, Vm, type Vcpu } from '../kvm/kvm.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { setupVcpu } from '../boot/vcpu-setup.js';
@@ -135,7 +134,7 @@ function main(): void {
       runSize: vcpu.runMapping.length, msrsRefused,
     });
     // Set up: from here it needs little more than KVM_RUN and the futex it waits on.
-    if (init.confine) restrictThisThread(HYPERVISOR_SECCOMP.vcpu);
+    if (init.confine) restrictThisThread(init.confine);
     stop = waitForAllVcpus() ? runLoop(vcpu) : { kind: 'stopped' };
   } catch (e) {
     stop = e instanceof Stopped ? { kind: 'stopped' } : { kind: 'error', detail: errorMessage(e) };

@@ -1,5 +1,6 @@
 // One microVM: its KVM VM, guest memory, boot image, legacy devices and vCPU threads, from start to end.
 // Devices run on this (main) thread; vCPUs run on worker threads and ask for device accesses (vcpu-protocol.ts).
+import type { SyscallAllowlist } from '../sys/seccomp.js';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { AzoteError, errorMessage } from '../base/errors.js';
@@ -22,12 +23,11 @@ import { BLK_QUEUE_SIZE, VIRTIO_ID_BLOCK, VirtioBlock, type BlockDiskInfo } from
 import { adoptDisk, closeDisk, openDisk } from '../virtio/raw-file.js';
 import { IoThread, ThreadedRunner } from './io-thread-host.js';
 import { CardDevice, VhostUserRunner } from './vhost-user-device.js';
-import { cardAtPath, type CardLink } from './card-link.js';
+import type { CardLink } from './card-link.js';
 import { NET_QUEUE_SIZE, VIRTIO_ID_NET, VirtioNet } from '../virtio/net.js';
 import { addressFromMac, formatMac } from '../virtio/net-addressing.js';
-import { createTap, type Tap } from './tap.js';
+import type { Tap } from './tap.js';
 import { VirtioVsock } from '../virtio/vsock.js';
-import { listenAtPath } from '../sys/unix-listen.js';
 import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
@@ -59,23 +59,33 @@ export interface VmConfig {
   /** A virtio-rng device (entropy from the host's CSPRNG). */
   readonly rng?: boolean;
   /**
-   * Set by a hypervisor that took its process's seccomp filter (instance-main.ts): each vCPU thread and the I/O
-   * thread then add their role's narrower list (seccomp-profile.ts) once set up.
+   * Given by a hypervisor that took its process's seccomp filter (instance-main.ts): each vCPU thread and the I/O
+   * thread add their role's narrower list (seccomp-roles.ts) once set up.
    */
-  readonly confineThreads?: boolean;
+  readonly confineThreads?: { readonly vcpu: SyscallAllowlist; readonly io: SyscallAllowlist };
   /** Disks, in order: the first is /dev/vda in a Linux guest. Each is locked while the VM runs. */
   readonly disks?: readonly DiskSpec[];
-  /** A virtio-net device on a new TAP device (needs CAP_NET_ADMIN); the guest's init configures eth0. */
-  readonly net?: boolean;
-  /** Volumes served by block cards (their vhost-user sockets, or links to them), attached after the disks. */
-  readonly volumes?: ReadonlyArray<string | CardLink>;
-  /** A virtio-net device attached to the network card at this vhost-user socket or link (instead of a TAP). */
-  readonly netCard?: string | CardLink;
-  /** A virtio-vsock device whose host end is a Unix socket at this path (Firecracker's hybrid form). */
-  readonly vsock?: string;
+  /**
+   * A virtio-net device on this TAP (made by the caller: creating one needs CAP_NET_ADMIN), whose fd the VM owns
+   * from now on; the guest's init configures eth0 with its addresses.
+   */
+  readonly tap?: TapAttachment;
+  /** Volumes served by block cards (links to their vhost-user sockets), attached after the disks. */
+  readonly volumes?: readonly CardLink[];
+  /** A virtio-net device attached to the network card at this link to its vhost-user socket (instead of a TAP). */
+  readonly netCard?: CardLink;
+  /**
+   * A virtio-vsock device (Firecracker's hybrid form) whose host programs connect to the listening Unix socket
+   * `listenFd` (the VM owns it from now on); `connect` makes the guest's connections to host port P, resolving to a
+   * connected socket (the VM's) or undefined when nobody listens there.
+   */
+  readonly vsock?: { readonly listenFd: number; readonly connect: (hostPort: number) => Promise<number | undefined> };
   /** After input() returned false (too much queued), called once the guest has taken all of it. */
   readonly inputReady?: () => void;
 }
+
+/** A TAP device as the VM uses it (its name is the host's business). */
+export type TapAttachment = Pick<Tap, 'fd' | 'mac' | 'hostIp' | 'guestIp' | 'prefix'>;
 
 /** A disk file to open, or one opened already (`fd`, named by `path` in messages). */
 export interface DiskSpec {
@@ -117,7 +127,7 @@ export function hostAvailableMemoryMiB(): number {
   try {
     meminfo = readFileSync('/proc/meminfo', 'utf8');
   } catch {
-    return Number.MAX_SAFE_INTEGER; // a jailed hypervisor sees no /proc: its controller placed it within the host's memory
+    return Number.MAX_SAFE_INTEGER; // a jailed hypervisor sees no /proc: its parent (the controller, azote run) checked
   }
   const m = /MemAvailable:\s+(\d+) kB/.exec(meminfo);
   return m ? Math.floor(Number(m[1]) / 1024) : Number.MAX_SAFE_INTEGER;
@@ -157,37 +167,28 @@ export class MicroVm {
   private ioThread: IoThread | undefined;
   private readonly runners: Array<{ close(): void }> = [];
   private readonly openDisks: BlockDiskInfo[] = [];
-  /** The VM's TAP device, with --net. */
-  readonly tap: Tap | undefined;
   /** The guest's address and gateway on its network (a TAP or a network card); its init configures eth0 so. */
   network: GuestNetwork | undefined;
-  private vsockListen: { fd: number; release(): void } | undefined;
   readonly flavour: KvmFlavour;
 
   constructor(private readonly cfg: VmConfig) {
-    validateVmShape(cfg.vcpus, cfg.memoryMiB);
     this.log = cfg.log;
     this.flavour = cfg.flavour ?? detectKvmFlavour();
     // Each resource, once acquired, is released in reverse order if a later step fails.
     const acquired: Array<{ close(): void }> = [];
+    // What the caller handed over is the VM's from the start, released with the rest.
+    const { tap, vsock } = cfg;
+    if (tap) acquired.push({ close: () => libc.close(tap.fd) });
+    if (vsock) acquired.push({ close: () => libc.close(vsock.listenFd) });
     try {
+      validateVmShape(cfg.vcpus, cfg.memoryMiB);
       // Disks first: a wrong path or a disk in use is the user's to fix, whatever the host can do.
       for (const d of cfg.disks ?? []) {
         const disk = d.fd === undefined ? openDisk(d.path, d.readOnly) : adoptDisk(d.fd, d.path, d.readOnly);
         this.openDisks.push(disk);
         acquired.push({ close: () => closeDisk(disk) });
       }
-      if (cfg.net) {
-        const tap = createTap();
-        this.tap = tap;
-        this.network = { ip: tap.guestIp, prefix: tap.prefix, gateway: tap.hostIp, mac: formatMac(tap.mac) };
-        acquired.push({ close: () => libc.close(tap.fd) });
-      }
-      if (cfg.vsock !== undefined) {
-        const listening = listenAtPath(cfg.vsock, 'the vsock path');
-        this.vsockListen = listening;
-        acquired.push({ close: () => listening.release() });
-      }
+      if (tap) this.network = { ip: tap.guestIp, prefix: tap.prefix, gateway: tap.hostIp, mac: formatMac(tap.mac) };
       this.kvm = cfg.kvmFd === undefined ? Kvm.open(cfg.kvmDevice) : Kvm.adopt(cfg.kvmFd);
       acquired.push(this.kvm);
       this.vm = this.kvm.createVm();
@@ -230,8 +231,25 @@ export class MicroVm {
    * exits), queues on the I/O thread (ioeventfd in, irqfd out). Returns their slots for the kernel command line.
    */
   private get io(): IoThread {
-    this.ioThread ??= new IoThread(this.mem, this.log, this.cfg.confineThreads ?? false, (why) => this.finish({ kind: 'crashed', reason: why }));
+    this.ioThread ??= new IoThread(this.mem, this.log, this.cfg.confineThreads?.io, (why) => this.finish({ kind: 'crashed', reason: why }),
+      (device, hostPort) => this.connectHost(device, hostPort));
     return this.ioThread;
+  }
+
+  /** A vsock device's connection to a host program, made by the caller and given to the I/O thread. */
+  private connectHost(device: number, hostPort: number): void {
+    // Only the vsock device asks, and it exists only with cfg.vsock.
+    const connect = this.cfg.vsock?.connect ?? (() => Promise.resolve(undefined));
+    connect(hostPort).then((fd) => {
+      if (this.closed) {
+        if (fd !== undefined) libc.close(fd);
+      } else {
+        this.io.hostConnected(device, hostPort, fd);
+      }
+    }, (e: unknown) => {
+      this.log.warn('a guest connection to the host could not be made', { hostPort, why: errorMessage(e) });
+      if (!this.closed) this.io.hostConnected(device, hostPort, undefined);
+    });
   }
 
   /** The address a network card assigned (as the MAC), kept across the card's restarts. */
@@ -260,9 +278,8 @@ export class MicroVm {
     const local = (device: VirtioDevice): Make => (index, slot, isr) => ({
       device, runner: new ThreadedRunner(this.vm, this.io, index, device.dataPath, device.queueSizes.length, slot.base, slot.irq, isr),
     });
-    const card = (what: string, to: string | CardLink, deviceId: number, queueSizes: readonly number[], fix: string): Make => (index, slot, isr) => {
+    const card = (what: string, link: CardLink, deviceId: number, queueSizes: readonly number[]): Make => (index, slot, isr) => {
       const runner = new VhostUserRunner(this.vm, this.mem, this.io, index, queueSizes.length, slot.base, slot.irq, isr, this.log);
-      const link = typeof to === 'string' ? cardAtPath(to) : to;
       const socket = link.name;
       try {
         const device = new CardDevice(deviceId, queueSizes, runner.connect(link), runner.callFds);
@@ -271,25 +288,19 @@ export class MicroVm {
       } catch (e) {
         runner.close();
         if (e instanceof AzoteError && e.code === 'CardUnavailable') throw e;
-        throw new AzoteError('CardUnavailable', `${what} at ${socket} cannot be used: ${errorMessage(e)}`, fix);
+        throw new AzoteError('CardUnavailable', `${what} at ${socket} cannot be used: ${errorMessage(e)}`, 'see the card\'s log');
       }
     };
     const devices: Array<[string, Make]> = [];
     if (this.cfg.rng) devices.push(['virtio-rng', local(new VirtioRng())]);
     this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, local(new VirtioBlock(d))]));
-    (this.cfg.volumes ?? []).forEach((to, i) => devices.push([`vhost-user-blk${i}`,
-      card('the volume\'s card', to, VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE], typeof to === 'string'
-        ? `start it first: azote card block --socket ${to.replace(/:[^:/]*$/, '')} --volume FILE` : 'see the controller\'s log for the card')]));
-    if (this.tap) devices.push(['virtio-net0', local(new VirtioNet(this.tap.mac, { kind: 'net', tapFd: this.tap.fd }))]);
+    (this.cfg.volumes ?? []).forEach((link, i) => devices.push([`vhost-user-blk${i}`, card('the volume\'s card', link, VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE])]));
+    const tap = this.cfg.tap;
+    if (tap) devices.push(['virtio-net0', local(new VirtioNet(tap.mac, { kind: 'net', tapFd: tap.fd }))]);
     const netCard = this.cfg.netCard;
-    if (netCard !== undefined) {
-      devices.push(['vhost-user-net0', card('the network card', netCard, VIRTIO_ID_NET, [NET_QUEUE_SIZE, NET_QUEUE_SIZE],
-        typeof netCard === 'string' ? `start it first: azote card net --socket ${netCard}` : 'see the controller\'s log for the card')]);
-    }
-    if (this.vsockListen !== undefined && this.cfg.vsock !== undefined) {
-      devices.push(['virtio-vsock0', local(new VirtioVsock(GUEST_VSOCK_CID,
-        { kind: 'vsock', guestCid: GUEST_VSOCK_CID, listenFd: this.vsockListen.fd, path: this.cfg.vsock }))]);
-    }
+    if (netCard) devices.push(['vhost-user-net0', card('the network card', netCard, VIRTIO_ID_NET, [NET_QUEUE_SIZE, NET_QUEUE_SIZE])]);
+    const vsock = this.cfg.vsock;
+    if (vsock) devices.push(['virtio-vsock0', local(new VirtioVsock(GUEST_VSOCK_CID, { kind: 'vsock', guestCid: GUEST_VSOCK_CID, listenFd: vsock.listenFd }))]);
     if (devices.length > MAX_VIRTIO_DEVICES) {
       throw new AzoteError('TooManyDevices', `${devices.length} virtio devices do not fit in ${MAX_VIRTIO_DEVICES} slots`, 'attach fewer disks');
     }
@@ -331,7 +342,7 @@ export class MicroVm {
     for (let index = 0; index < this.cfg.vcpus; index++) {
       const init: VcpuThreadInit = {
         index, vcpus: this.cfg.vcpus, kvmFd: this.kvm.fd, vmFd: this.vm.fd, memory: this.mem.share(),
-        plan: this.plan, cpuid, control: this.control, startGate, flavour: this.flavour, confine: this.cfg.confineThreads ?? false,
+        plan: this.plan, cpuid, control: this.control, startGate, flavour: this.flavour, confine: this.cfg.confineThreads?.vcpu,
       };
       const worker = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: init });
       const handle: VcpuHandle = { worker, control: new Int32Array(this.control, index * CTL_WORDS * 4, CTL_WORDS), exited: false };
@@ -474,8 +485,8 @@ export class MicroVm {
     // The I/O thread goes first: it may be inside a disk write into guest memory.
     void (this.ioThread?.close() ?? Promise.resolve()).then(() => {
       for (const d of this.openDisks) closeDisk(d);
-      if (this.tap) libc.close(this.tap.fd);
-      this.vsockListen?.release();
+      if (this.cfg.tap) libc.close(this.cfg.tap.fd);
+      if (this.cfg.vsock) libc.close(this.cfg.vsock.listenFd);
       // vCPU threads still inside the kernel keep their own references; closing our fds is safe either way, but
       // their memory mapping must stay.
       if (this.vcpus.every((h) => h.exited)) {

@@ -14,7 +14,7 @@ export type DataPathSpec =
   | { readonly kind: 'rng' }
   | { readonly kind: 'blk'; readonly fd: number; readonly readOnly: boolean; readonly sectors: number; readonly serial: string }
   | { readonly kind: 'net'; readonly tapFd: number }
-  | { readonly kind: 'vsock'; readonly guestCid: number; readonly listenFd: number; readonly path: string }
+  | { readonly kind: 'vsock'; readonly guestCid: number; readonly listenFd: number }
   | { readonly kind: 'relay'; readonly callFds: readonly number[] };
 
 /** A device as its driver sees it: identity, features, queues and configuration space. */
@@ -59,8 +59,16 @@ export interface DataPath {
   /** Host fds the data path waits to write to (output it could not place yet). */
   watchedWritable?(): readonly number[];
   writable?(fd: number): boolean;
+  /** vsock: the answer to a DataPathRequests.connectHost (VsockDataPath.hostConnected). */
+  hostConnected?(hostPort: number, fd: number | undefined): boolean;
   /** Releases what the data path opened itself (connections); its queues are no longer served. */
   close?(): void;
+}
+
+/** What a data path asks of whoever runs it, answered later through the data path. */
+export interface DataPathRequests {
+  /** vsock: a connection to the host program at `hostPort` (answered with hostConnected). */
+  connectHost(hostPort: number): void;
 }
 
 /** What the transport hears back from a running data path. */

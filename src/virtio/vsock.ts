@@ -2,7 +2,9 @@
 // "hybrid" form so that tools written for it work:
 //   host -> guest: a program connects to the VM's socket path and writes "CONNECT <port>\n"; once the guest accepts,
 //                  it reads "OK <host port>\n" and the connection carries the stream.
-//   guest -> host: a guest connection to CID 2, port P, is connected to the Unix socket "<path>_<P>".
+//   guest -> host: a guest connection to CID 2, port P, is connected to the Unix socket "<path>_<P>" by whoever runs
+//                  the device (a jailed hypervisor can connect nowhere: its parent makes the connection): the data
+//                  path asks with `connectHost` and is answered, in order, through `hostConnected`.
 // Queue 0 takes packets to the guest, queue 1 brings the guest's, queue 2 (events) is never used. Every packet
 // carries the sender's buffer space and bytes consumed; neither side sends more than the other has room for.
 import { defineStruct, StructView } from '../base/struct.js';
@@ -26,6 +28,8 @@ export const HOST_BUF_ALLOC = 256 * 1024;
 /** Host ports of host-initiated connections start here (as Firecracker's do). */
 const FIRST_HOST_PORT = 1 << 30;
 const CONNECT_LINE_MAX = 32;
+/** Guest connections to the host waiting for their answer at once; more are refused (a guest cannot flood the asker). */
+const MAX_PENDING_CONNECTS = 64;
 
 // Layouts from section 5.10.4 and 5.10.6; test/virtio/vsock.test.ts checks them against <linux/virtio_vsock.h>.
 export const virtioVsockConfig = defineStruct('virtio_vsock_config', 'struct virtio_vsock_config', 8, {
@@ -82,6 +86,16 @@ interface Connection {
   hostDoneSending: boolean;
 }
 
+/** A guest's connection to a host port, waiting for its answer. */
+interface PendingConnect {
+  readonly hostPort: number;
+  readonly guestPort: number;
+  readonly bufAlloc: number;
+  readonly fwdCnt: number;
+  /** The guest reset it meanwhile: the connection that comes is closed. */
+  abandoned: boolean;
+}
+
 interface Packet {
   readonly hdr: Uint8Array;
   readonly payload?: Uint8Array;
@@ -100,13 +114,16 @@ export class VsockDataPath implements DataPath {
   private nextHostPort = FIRST_HOST_PORT;
   private readonly backlog = new Backlog();
   private readonly scratch = new Uint8Array(64 * 1024);
+  /** Guest connections to the host asked for with connectHost, in the order they were asked. */
+  private readonly pending: PendingConnect[] = [];
 
   constructor(
     private readonly mem: DeviceMemory,
     private readonly queues: readonly (SplitQueue | undefined)[],
     private readonly guestCid: number,
     private readonly listenFd: number,
-    private readonly path: string,
+    /** Asks for a connection to the host program at `hostPort`; the answer comes through hostConnected. */
+    private readonly connectHost: (hostPort: number) => void,
   ) {}
 
   watched(): readonly number[] {
@@ -308,6 +325,7 @@ export class VsockDataPath implements DataPath {
         return;
       case OP.RST:
         if (c) this.drop(c);
+        for (const p of this.pending) if (p.hostPort === hostPort && p.guestPort === guestPort) p.abandoned = true;
         return;
       default:
         this.reset(hostPort, guestPort);
@@ -315,15 +333,34 @@ export class VsockDataPath implements DataPath {
   }
 
   private guestConnects(hostPort: number, guestPort: number, bufAlloc: number, fwdCnt: number): void {
-    let fd: number;
-    try {
-      fd = libc.connectUnix(`${this.path}_${hostPort}`);
-    } catch {
-      this.reset(hostPort, guestPort); // nobody listens there: the guest's connect() fails with ECONNRESET
+    if (this.pending.length >= MAX_PENDING_CONNECTS) {
+      this.reset(hostPort, guestPort);
       return;
     }
-    const c = this.add(fd, hostPort, guestPort, false, bufAlloc, fwdCnt);
-    this.queue({ hdr: this.header(c, OP.RESPONSE) }, c);
+    this.pending.push({ hostPort, guestPort, bufAlloc, fwdCnt, abandoned: false });
+    this.connectHost(hostPort);
+  }
+
+  /**
+   * The answer to the oldest connectHost(hostPort): a connected socket (now the data path's), or undefined when
+   * nobody listens there (the guest's connect() fails with ECONNRESET). Returns whether to interrupt the guest.
+   */
+  hostConnected(hostPort: number, fd: number | undefined): boolean {
+    const i = this.pending.findIndex((p) => p.hostPort === hostPort);
+    const p = this.pending[i];
+    if (!p || p.abandoned || this.conns.has(this.key(p.hostPort, p.guestPort))) {
+      if (i >= 0) this.pending.splice(i, 1);
+      if (fd !== undefined) libc.close(fd);
+      return false;
+    }
+    this.pending.splice(i, 1);
+    if (fd === undefined) {
+      this.reset(p.hostPort, p.guestPort);
+    } else {
+      const c = this.add(fd, p.hostPort, p.guestPort, false, p.bufAlloc, p.fwdCnt);
+      this.queue({ hdr: this.header(c, OP.RESPONSE) }, c);
+    }
+    return this.flushControl();
   }
 
   /** Guest bytes for the Unix socket: written now as far as it takes them, the rest when it is writable. */
@@ -437,6 +474,7 @@ export class VsockDataPath implements DataPath {
 
   /** Closes every connection and pending client (the device was reset or the VM ends). */
   close(): void {
+    this.pending.length = 0;
     for (const c of [...this.conns.values()]) this.drop(c);
     for (const fd of this.handshakes.keys()) libc.close(fd);
     this.handshakes.clear();

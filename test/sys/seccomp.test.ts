@@ -4,6 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ALWAYS_ALLOWED, AUDIT_ARCH_X86_64, BPF_JMP_JEQ_K, BPF_JMP_JGE_K, BPF_LD_W_ABS, BPF_RET_K, MUST_FAIL, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO,
@@ -14,6 +17,7 @@ import { BLOCK_CARD_SECCOMP, BLOCK_CARD_SECCOMP_EXCEPTIONS } from '../../src/car
 import { NET_CARD_SECCOMP, NET_CARD_SECCOMP_EXCEPTIONS } from '../../src/cards/net/seccomp-profile.js';
 import { layoutMismatches, readCFacts } from '../framework/c-layout.js';
 import { EXPECTED_HYPERVISOR_ROLES } from '../framework/seccomp-probe.js';
+import { hypervisorAllowlists } from '../../src/hypervisor/seccomp-roles.js';
 
 const PROFILES: Array<[string, Record<string, SyscallAllowlist>, readonly string[]]> = [
   ['hypervisor', HYPERVISOR_SECCOMP, HYPERVISOR_SECCOMP_EXCEPTIONS],
@@ -134,3 +138,48 @@ test('the hypervisor\'s lists, probed as root (where only the filter can say EPE
   assert.equal(r.status, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}'), EXPECTED_HYPERVISOR_ROLES);
 });
+
+// Cards and a hypervisor with a vsock device take connections on a listening socket they were handed, and nothing more.
+for (const [who, list] of [['the block card', BLOCK_CARD_SECCOMP.process], ['the network card', NET_CARD_SECCOMP.process],
+  ['a hypervisor with vsock', hypervisorAllowlists({ vsock: true }).process]] as const) {
+  test(`${who}'s list: accept4 on the listening socket it was handed works; every other MUST_FAIL call fails with EPERM`, () => {
+    // Made and removed here: the list refuses reading directories and unlinking.
+    const dir = mkdtempSync(path.join(tmpdir(), 'azote-seccomp-'));
+    const seccomp = fileURLToPath(new URL('../../src/sys/seccomp.js', import.meta.url));
+    const libc = fileURLToPath(new URL('../../src/sys/libc.js', import.meta.url));
+    const script = `
+      import { MUST_FAIL, restrictProcess } from ${JSON.stringify(seccomp)};
+      import koffi from 'koffi';
+      import { execFileSync } from 'node:child_process';
+      import * as libc from ${JSON.stringify(libc)};
+      const raw = koffi.load('libc.so.6').func('long syscall(long nr, long a, long b, long c)');
+      const rawErrno = (nr) => (raw(nr, 0, 0, 0) < 0 ? koffi.errno() : 0);
+      const attempt = (f) => { try { f(); return 'allowed'; } catch (e) { return e.code ?? e.message; } };
+      // What the parent does before the process starts: the listening socket, and a peer's connection waiting on it.
+      const dir = ${JSON.stringify(dir)};
+      const listening = libc.listenUnix(dir + '/card.sock');
+      const frontend = libc.connectUnix(dir + '/card.sock');
+      libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1);
+      restrictProcess(${JSON.stringify(list)});
+      const seen = {
+        notRefused: Object.entries(MUST_FAIL).filter(([name, nr]) => name !== 'accept4' && rawErrno(nr) !== libc.EPERM).map(([name]) => name),
+        accepted: libc.acceptNonBlocking(listening) >= 0,
+        socket: attempt(() => libc.socket(libc.AF_UNIX, libc.SOCK_STREAM)),
+        connect: attempt(() => libc.connectUnix(dir + '/card.sock')),
+        listen: attempt(() => libc.listenUnix(dir + '/other.sock')),
+        exec: attempt(() => execFileSync('/bin/true')),
+      };
+      libc.close(frontend);
+      console.log(JSON.stringify(seen));
+      // Straight out (exit_group), as these processes end: by a signal, never through Node's teardown, which the
+      // lists need not hold.
+      raw(231, 0, 0, 0);
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    rmSync(dir, { recursive: true, force: true });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}'), {
+      notRefused: [], accepted: true, socket: 'EPERM', connect: 'EPERM', listen: 'EPERM', exec: 'EPERM',
+    });
+  });
+}

@@ -142,7 +142,7 @@ test('virtio-blk, virtio-rng and virtio-vsock: 200 chains at once are served a b
     const vsMem = new PlainMemory(0x40000);
     const vs = new Driver(vsMem, Q1);
     vs.desc(Q1.descAddr, 0, BigInt(BUF), 44, 0);
-    const vsPath = new VsockDataPath(vsMem, [new SplitQueue(vsMem, Q0), new SplitQueue(vsMem, Q1), undefined], 3, listenFd, sock);
+    const vsPath = new VsockDataPath(vsMem, [new SplitQueue(vsMem, Q0), new SplitQueue(vsMem, Q1), undefined], 3, listenFd, () => undefined);
     assert.deepEqual(turns(vsPath, VSOCK_TX, vs, 200), SPLIT, 'virtio-vsock');
     vsPath.close();
   } finally {

@@ -42,14 +42,18 @@ const RX_BUF = 0x10000, TX_BUF = 0x20000;
 
 interface Rig {
   mem: PlainMemory; path: VsockDataPath; rx: Driver; tx: Driver; listenFd: number; sock: string; rxTaken: number;
+  /** Host ports the guest asked to connect to, not answered yet; answered after each send() unless `hold`. */
+  asks: number[];
+  hold: boolean;
 }
 
 function rig(name: string): Rig {
   const mem = new PlainMemory(0x40000);
   const sock = path.join(dir, name);
   const listenFd = libc.listenUnix(sock);
-  const p = new VsockDataPath(mem, [new SplitQueue(mem, RXQ), new SplitQueue(mem, TXQ), undefined], GUEST_CID, listenFd, sock);
-  const r: Rig = { mem, path: p, rx: new Driver(mem, RXQ), tx: new Driver(mem, TXQ), listenFd, sock, rxTaken: 0 };
+  const asks: number[] = [];
+  const p = new VsockDataPath(mem, [new SplitQueue(mem, RXQ), new SplitQueue(mem, TXQ), undefined], GUEST_CID, listenFd, (port) => asks.push(port));
+  const r: Rig = { mem, path: p, rx: new Driver(mem, RXQ), tx: new Driver(mem, TXQ), listenFd, sock, rxTaken: 0, asks, hold: false };
   // Receive buffers as Linux posts them: a header buffer and a 4 KiB payload buffer.
   for (let i = 0; i < 4; i++) offerRx(r, i);
   return r;
@@ -81,7 +85,19 @@ function send(r: Rig, h: Uint8Array, payload?: Uint8Array): boolean {
     r.tx.desc(TXQ.descAddr, slot, BigInt(TX_BUF + slot * 0x1000), 44, 0);
   }
   r.tx.offer(slot);
-  return r.path.process(TX_QUEUE);
+  let interrupt = r.path.process(TX_QUEUE);
+  if (r.hold) return interrupt;
+  // The runner's part: each connection the guest asked for, made as `azote run` makes it (PATH_PORT), in order.
+  for (const port of r.asks.splice(0)) {
+    let fd: number | undefined;
+    try {
+      fd = libc.connectUnix(`${r.sock}_${port}`);
+    } catch {
+      fd = undefined;
+    }
+    interrupt = r.path.hostConnected(port, fd) || interrupt;
+  }
+  return interrupt;
 }
 
 /** Packets the device placed in receive buffers since the last call, refilling each buffer it used. */
@@ -132,6 +148,36 @@ test('vsock: a guest connection reaches PATH_PORT; data flows both ways; the hos
   assert.equal(libc.readSome(host, new Uint8Array(8)), 0, 'the host program sees the end');
   libc.close(host);
   libc.close(server);
+  libc.close(r.listenFd);
+});
+
+test('vsock: a guest connection waits for its runner\'s answer; one the guest reset meanwhile is closed; at most 64 wait', () => {
+  const r = rig('p.sock');
+  r.hold = true;
+  send(r, hdr({ op: OP.REQUEST, src: 1, dst: 6000 }));
+  assert.deepEqual(r.asks, [6000], 'the runner is asked for the connection');
+  assert.deepEqual(received(r), [], 'the guest waits for the answer');
+  const [ours, theirs] = libc.socketpair();
+  r.path.hostConnected(6000, theirs);
+  assert.deepEqual(received(r).map((p) => [p.op, p.src, p.dst]), [[OP.RESPONSE, 6000, 1]]);
+  // Reset before the answer: the socket that comes is closed, the guest hears nothing more.
+  send(r, hdr({ op: OP.REQUEST, src: 2, dst: 6000 }));
+  send(r, hdr({ op: OP.RST, src: 2, dst: 6000 }));
+  const [ours2, theirs2] = libc.socketpair();
+  r.path.hostConnected(6000, theirs2);
+  assert.deepEqual(received(r), []);
+  assert.equal(libc.readSome(ours2, new Uint8Array(8)), 0, 'the abandoned connection was closed');
+  // Nobody listens: a reset.
+  send(r, hdr({ op: OP.REQUEST, src: 3, dst: 7000 }));
+  r.path.hostConnected(7000, undefined);
+  assert.deepEqual(received(r).map((p) => p.op), [OP.RST]);
+  // A guest cannot queue requests without bound: past 64 waiting, the next is refused at once.
+  r.asks.length = 0;
+  for (let i = 0; i < 65; i++) send(r, hdr({ op: OP.REQUEST, src: 100 + i, dst: 6000 }));
+  assert.equal(r.asks.length, 64);
+  assert.deepEqual(received(r).map((p) => [p.op, p.src, p.dst]), [[OP.RST, 6000, 164]]);
+  for (const fd of [ours, ours2]) libc.close(fd);
+  r.path.close();
   libc.close(r.listenFd);
 });
 
