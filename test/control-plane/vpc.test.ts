@@ -10,6 +10,7 @@ import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { createAccount } from '../../src/control-plane/accounts.js';
 import { Store } from '../../src/control-plane/store.js';
 import { assertEc2Error, assertMatchesModel, rawCall, startEc2, type Ec2Host } from '../framework/ec2.js';
+import { requireKvm } from '../framework/kvm.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
 
 useOwnNetworkNamespace();
@@ -341,4 +342,49 @@ test('accounts and instances from before VPCs get the default VPC, and an interf
   } finally {
     await old.dispose();
   }
+});
+
+test('an instance launched in a subnet with a group: its interface, groups and filters; the address shown is the guest\'s', { timeout: 600_000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const dev = host.account('launch');
+  const ec2 = host.client(dev);
+  const image = images().find((i) => i.name === 'default');
+  assert.ok(image, 'the default image (azote image build)');
+  const vpc = (await ec2.send(new sdk.CreateVpcCommand({ CidrBlock: '10.0.0.0/16' }))).Vpc?.VpcId ?? '';
+  const subnet = (await ec2.send(new sdk.CreateSubnetCommand({ VpcId: vpc, CidrBlock: '10.0.1.0/28' }))).Subnet?.SubnetId ?? '';
+  const group = (await ec2.send(new sdk.CreateSecurityGroupCommand({ GroupName: 'app', Description: 'app', VpcId: vpc }))).GroupId ?? '';
+  const run = await ec2.send(new sdk.RunInstancesCommand({ ImageId: amiId(image), InstanceType: 't3.nano', MinCount: 1, MaxCount: 1,
+    NetworkInterfaces: [{ DeviceIndex: 0, SubnetId: subnet, Groups: [group] }],
+    TagSpecifications: [{ ResourceType: 'network-interface', Tags: [{ Key: 'nic', Value: 'primary' }] }] }));
+  const launched = run.Instances?.[0];
+  const id = launched?.InstanceId ?? '';
+  assert.deepEqual([launched?.VpcId, launched?.SubnetId, launched?.SecurityGroups], [vpc, subnet, [{ GroupId: group, GroupName: 'app' }]]);
+  const nicId = launched?.NetworkInterfaces?.[0]?.NetworkInterfaceId ?? '';
+  assert.match(nicId, /^eni-[0-9a-f]{17}$/);
+  assert.equal((await ec2.send(new sdk.DescribeSubnetsCommand({ SubnetIds: [subnet] }))).Subnets?.[0]?.AvailableIpAddressCount, 10, 'its address is taken from the subnet');
+  for (const [name, value] of [['vpc-id', vpc], ['subnet-id', subnet], ['instance.group-id', group], ['network-interface.network-interface-id', nicId]] as const) {
+    const r = await ec2.send(new sdk.DescribeInstancesCommand({ Filters: [{ Name: name, Values: [value] }] }));
+    assert.deepEqual(r.Reservations?.flatMap((x) => x.Instances ?? []).map((i) => i.InstanceId), [id], name);
+  }
+  await assert.rejects(ec2.send(new sdk.DeleteSecurityGroupCommand({ GroupId: group })), { name: 'DependencyViolation' });
+  await assert.rejects(ec2.send(new sdk.DeleteSubnetCommand({ SubnetId: subnet })), { name: 'DependencyViolation' });
+  // Until the card takes the subnet's addresses, the address shown is the one the guest has: its card's, once reported.
+  let nic: sdk.NetworkInterface | undefined;
+  for (let i = 0; i < 600 && !nic?.PrivateIpAddress; i++) {
+    nic = (await ec2.send(new sdk.DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [nicId] }))).NetworkInterfaces?.[0];
+    if (!nic?.PrivateIpAddress) await new Promise((r) => setTimeout(r, 500));
+  }
+  const instance = (await ec2.send(new sdk.DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations?.[0]?.Instances?.[0];
+  assert.deepEqual([nic?.Attachment?.InstanceId, nic?.Attachment?.DeviceIndex, nic?.Groups?.map((g) => g.GroupId), nic?.TagSet],
+    [id, 0, [group], [{ Key: 'nic', Value: 'primary' }]]);
+  assert.equal(nic?.PrivateIpAddress, instance?.PrivateIpAddress);
+  assert.equal(nic?.MacAddress, instance?.NetworkInterfaces?.[0]?.MacAddress);
+  assertMatchesModel('DescribeInstances', (await rawCall(host.endpoint, dev, { Action: 'DescribeInstances', 'InstanceId.1': id })).body);
+  assertMatchesModel('DescribeNetworkInterfaces', (await rawCall(host.endpoint, dev, { Action: 'DescribeNetworkInterfaces' })).body);
+  await ec2.send(new sdk.TerminateInstancesCommand({ InstanceIds: [id] }));
+  await sdk.waitUntilInstanceTerminated({ client: ec2, maxWaitTime: 300, minDelay: 1, maxDelay: 2 }, { InstanceIds: [id] });
+  assert.deepEqual((await ec2.send(new sdk.DescribeNetworkInterfacesCommand({}))).NetworkInterfaces, []);
+  await ec2.send(new sdk.DeleteSecurityGroupCommand({ GroupId: group }));
+  await ec2.send(new sdk.DeleteSubnetCommand({ SubnetId: subnet }));
+  await ec2.send(new sdk.DeleteVpcCommand({ VpcId: vpc }));
 });
