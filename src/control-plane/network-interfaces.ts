@@ -99,8 +99,8 @@ export function launchNetwork(ctx: NetworkContext, zone: string): LaunchNetwork 
 export function attachInterface(store: Store, account: string, instanceId: string, net: LaunchNetwork): NetworkInterfaceRow {
   const cidr = parseCidr(net.subnet.cidr);
   const taken = new Set(store.addressesIn(net.subnet.id).map((a) => parseIp(a) ?? -1));
-  const ip = cidr && firstFree(cidr, taken);
-  if (ip === undefined || ip === null) {
+  const ip = cidr ? firstFree(cidr, taken) : undefined;
+  if (ip === undefined) {
     throw new Ec2Error('InsufficientFreeAddressesInSubnet', `There are not enough free addresses in subnet '${net.subnet.id}' to satisfy the requested number of instances.`);
   }
   const row: NetworkInterfaceRow = {
