@@ -2,6 +2,7 @@
 import type { Logger } from '../base/log.js';
 import type { Controller } from '../controller/controller.js';
 import type { Action } from './context.js';
+import { describeAccountAttributes, ensureDefaultNetwork } from './default-vpc.js';
 import { describeAvailabilityZones, describeImages, describeInstanceTypes, describeRegions } from './describe.js';
 import { Ec2Error } from './errors.js';
 import {
@@ -10,11 +11,18 @@ import {
 } from './instances.js';
 import { createKeyPair, deleteKeyPair, describeKeyPairs, importKeyPair } from './keypairs.js';
 import { FORGET_TERMINATED_AFTER_MS, Lifecycle } from './lifecycle.js';
+import { describeNetworkInterfaces } from './network-interfaces.js';
 import type { QueryParams } from './query.js';
 import { DEFAULT_DISK_OVERCOMMIT, defaultLimits, Quotas, type AccountLimits } from './quotas.js';
 import type { AccountRow, Store } from './store.js';
+import {
+  authorizeSecurityGroupEgress, authorizeSecurityGroupIngress, revokeSecurityGroupEgress, revokeSecurityGroupIngress,
+} from './security-group-rules.js';
+import { createSecurityGroup, deleteSecurityGroup, describeSecurityGroups } from './security-groups.js';
+import { createSubnet, deleteSubnet, describeSubnets } from './subnets.js';
 import { createTags, deleteTags, describeTags } from './tags.js';
 import { attachVolume, createVolume, deleteVolume, describeVolumes, detachVolume } from './volumes.js';
+import { createVpc, deleteVpc, describeVpcs } from './vpcs.js';
 import type { XmlNode } from './xml.js';
 
 export const API_VERSION = '2016-11-15';
@@ -29,6 +37,12 @@ const ACTIONS: Readonly<Record<string, Action>> = {
   CreateTags: createTags, DeleteTags: deleteTags, DescribeTags: describeTags,
   CreateVolume: createVolume, AttachVolume: attachVolume, DetachVolume: detachVolume, DeleteVolume: deleteVolume,
   DescribeVolumes: describeVolumes,
+  DescribeAccountAttributes: describeAccountAttributes, CreateVpc: createVpc, DeleteVpc: deleteVpc, DescribeVpcs: describeVpcs,
+  CreateSubnet: createSubnet, DeleteSubnet: deleteSubnet, DescribeSubnets: describeSubnets,
+  CreateSecurityGroup: createSecurityGroup, DeleteSecurityGroup: deleteSecurityGroup, DescribeSecurityGroups: describeSecurityGroups,
+  AuthorizeSecurityGroupIngress: authorizeSecurityGroupIngress, AuthorizeSecurityGroupEgress: authorizeSecurityGroupEgress,
+  RevokeSecurityGroupIngress: revokeSecurityGroupIngress, RevokeSecurityGroupEgress: revokeSecurityGroupEgress,
+  DescribeNetworkInterfaces: describeNetworkInterfaces,
 };
 
 /** The host's settings of accounts' limits and its disk (defaults: defaultLimits, DEFAULT_DISK_OVERCOMMIT). */
@@ -71,6 +85,9 @@ export class Ec2Api {
     const version = params.optional('Version');
     if (version === undefined) throw new Ec2Error('MissingParameter', 'The request must contain the parameter Version');
     if (version !== API_VERSION) throw new Ec2Error('InvalidParameterValue', `Version ${version} is not supported: Azote speaks ${API_VERSION}`);
+    // Every caller may do what it asks of its own account (there are no IAM policies here), so a dry run only says so.
+    if (params.bool('DryRun', false)) throw new Ec2Error('DryRunOperation', 'Request would have succeeded, but DryRun flag is set.', 412);
+    ensureDefaultNetwork(this.store, account.id, this.region);
     const ctx: InstanceActionsContext = {
       store: this.store, controller: this.controller, region: this.region, dataDir: this.dataDir, account, params, lifecycle: this.lifecycle,
       quotas: this.quotas,

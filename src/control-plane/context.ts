@@ -20,6 +20,12 @@ export type Action = (ctx: ApiContext) => Promise<XmlNode> | XmlNode;
 /** The one availability zone of this host. */
 export const zoneOf = (region: string): string => `${region}a`;
 
+/** Its AZ id in EC2's form (use1-az1 for us-east-1). */
+export function zoneIdOf(region: string): string {
+  const [area = 'x', where = 'x', n = '1'] = region.split('-');
+  return `${area}${where[0] ?? 'x'}${n}-az1`;
+}
+
 /** Whether a value matches any of a filter's values (EC2's wildcards, see wildcard.ts). */
 export function filterMatcher(values: readonly string[]): (v: string | undefined) => boolean {
   const patterns = values.map(compileWildcard);

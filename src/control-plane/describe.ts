@@ -1,15 +1,9 @@
 // What the host offers: DescribeRegions, DescribeAvailabilityZones, DescribeImages, DescribeInstanceTypes.
 import { imageGiB, images, INSTANCE_TYPES } from './catalogue.js';
-import { applyFilters, paginate, zoneOf, type Action } from './context.js';
+import { applyFilters, paginate, zoneIdOf, zoneOf, type Action } from './context.js';
 import { Ec2Error } from './errors.js';
 import { wellFormed } from './ids.js';
 import { list } from './xml.js';
-
-/** An AZ id in EC2's form (use1-az1 for us-east-1). */
-function zoneId(region: string): string {
-  const [area = 'x', where = 'x', n = '1'] = region.split('-');
-  return `${area}${where[0] ?? 'x'}${n}-az1`;
-}
 
 export const describeRegions: Action = (ctx) => {
   const names = ctx.params.list('RegionName');
@@ -23,7 +17,7 @@ export const describeAvailabilityZones: Action = (ctx) => {
   for (const n of names) if (n !== zone) throw new Ec2Error('InvalidParameterValue', `Invalid availability zone: [${n}]`);
   return {
     availabilityZoneInfo: list([{
-      optInStatus: 'opt-in-not-required', zoneName: zone, zoneId: zoneId(ctx.region), zoneState: 'available', regionName: ctx.region,
+      optInStatus: 'opt-in-not-required', zoneName: zone, zoneId: zoneIdOf(ctx.region), zoneState: 'available', regionName: ctx.region,
       groupName: ctx.region, networkBorderGroup: ctx.region, zoneType: 'availability-zone', messageSet: list([]),
     }]),
   };

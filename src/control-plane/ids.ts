@@ -2,7 +2,7 @@
 // ids, request ids as UUIDs.
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 
-export type IdPrefix = 'i' | 'r' | 'key' | 'vol' | 'ami';
+export type IdPrefix = 'i' | 'r' | 'key' | 'vol' | 'ami' | 'vpc' | 'subnet' | 'sg' | 'sgr' | 'eni' | 'eni-attach';
 
 export function newId(prefix: IdPrefix): string {
   return `${prefix}-${randomBytes(9).toString('hex').slice(0, 17)}`;

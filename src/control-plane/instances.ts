@@ -6,9 +6,11 @@ import { applyFilters, paginate, tagSet, tagSpecifications, zoneOf, type Action,
 import { Ec2Error, invalid, missing, notFound } from './errors.js';
 import { newId, wellFormed } from './ids.js';
 import type { Lifecycle } from './lifecycle.js';
+import { attachInterface, instanceInterfaceXml, launchNetwork, NetworkView, privateDnsName, shownAddress } from './network-interfaces.js';
 import { checkTag } from './query.js';
 import type { Quotas } from './quotas.js';
 import { STATE_CODES, type InstanceRow, type TagRow, type VolumeRow } from './store.js';
+import { availableAddresses } from './subnets.js';
 import { list, type XmlNode } from './xml.js';
 
 /** EC2's limit on user data (before base64). */
@@ -24,10 +26,11 @@ export interface InstanceActionsContext extends ApiContext {
 
 const state = (name: InstanceRow['state']): XmlNode => ({ code: STATE_CODES[name], name });
 
-/** Tags and volumes of many instances, read once (a DescribeInstances page). */
+/** Tags, volumes and interfaces of many instances, read once (a DescribeInstances page). */
 interface Related {
   readonly tags: ReadonlyMap<string, TagRow[]>;
   readonly volumes: ReadonlyMap<string, VolumeRow[]>;
+  readonly network: NetworkView;
 }
 
 function related(ctx: ApiContext): Related {
@@ -38,19 +41,23 @@ function related(ctx: ApiContext): Related {
     if (v.instance_id) volumes.set(v.instance_id, [...(volumes.get(v.instance_id) ?? []), v]);
   }
   for (const list_ of volumes.values()) list_.sort((a, b) => (a.attach_time ?? '').localeCompare(b.attach_time ?? ''));
-  return { tags, volumes };
+  return { tags, volumes, network: new NetworkView(ctx) };
 }
 
 export function instanceXml(ctx: ApiContext, r: InstanceRow, rel?: Related): XmlNode {
   const tags = rel ? rel.tags.get(r.id) ?? [] : ctx.store.tagsOf(ctx.account.id, r.id);
   const volumes = rel ? rel.volumes.get(r.id) ?? [] : ctx.store.volumesOf(r.id);
+  const network = rel?.network ?? new NetworkView(ctx);
+  // A terminated instance's interface is gone with it, as on EC2.
+  const nic = network.interfaceOf(r.id);
+  const { ip } = shownAddress(r);
   return {
     instanceId: r.id, imageId: r.image_id, instanceState: state(r.state),
-    privateDnsName: r.private_ip ? `ip-${r.private_ip.replace(/\./g, '-')}.${ctx.region}.compute.internal` : '',
+    privateDnsName: privateDnsName(ctx.region, ip),
     dnsName: '', reason: r.transition_reason, keyName: r.key_name ?? undefined, amiLaunchIndex: r.launch_index,
     productCodes: list([]), instanceType: r.instance_type, launchTime: new Date(r.launch_time),
     placement: { availabilityZone: zoneOf(ctx.region), groupName: '', tenancy: 'default' },
-    monitoring: { state: 'disabled' }, privateIpAddress: r.private_ip ?? undefined,
+    monitoring: { state: 'disabled' }, subnetId: nic?.subnet_id, vpcId: nic?.vpc_id, privateIpAddress: ip,
     stateReason: r.state_reason_code ? { code: r.state_reason_code, message: r.state_reason_message ?? '' } : undefined,
     architecture: 'x86_64', rootDeviceType: 'ebs', rootDeviceName: ROOT_DEVICE,
     blockDeviceMapping: list(r.state === 'terminated' ? [] : [{
@@ -61,7 +68,8 @@ export function instanceXml(ctx: ApiContext, r: InstanceRow, rel?: Related): Xml
       ebs: { volumeId: v.id, status: 'attached', attachTime: new Date(v.attach_time ?? v.created), deleteOnTermination: false },
     }))]),
     virtualizationType: 'hvm', clientToken: r.client_token ?? '', tagSet: tags.length > 0 ? tagSet(tags) : undefined,
-    hypervisor: 'xen', groupSet: list([]),
+    hypervisor: 'xen', groupSet: network.groupSet(nic),
+    networkInterfaceSet: list(nic ? [instanceInterfaceXml(network, nic, r)] : []), sourceDestCheck: nic ? true : undefined,
     cpuOptions: { coreCount: r.vcpus, threadsPerCore: 1 },
     metadataOptions: { state: 'applied', httpTokens: 'optional', httpPutResponseHopLimit: 1, httpEndpoint: 'disabled' },
     bootMode: 'legacy-bios', currentInstanceBootMode: 'legacy-bios',
@@ -140,7 +148,9 @@ export const runInstances: Action = (c) => {
   const zone = p.optional('Placement.AvailabilityZone');
   if (zone !== undefined && zone !== zoneOf(ctx.region)) throw invalid(`Invalid availability zone: [${zone}]`);
   const tags = tagSpecifications(p, 'instance', ['instance', 'volume', 'network-interface']);
-  for (const t of tags) checkTag(t.key, t.value);
+  const nicTags = tagSpecifications(p, 'network-interface', ['instance', 'volume', 'network-interface']);
+  for (const t of [...tags, ...nicTags]) checkTag(t.key, t.value);
+  const net = launchNetwork(ctx, zone ?? zoneOf(ctx.region));
   const rootGiB = rootSize(ctx, imageGiB(image));
   const token = p.optional('ClientToken');
   if (token !== undefined && token.length > 64) throw invalid('ClientToken must be at most 64 characters');
@@ -161,7 +171,12 @@ export const runInstances: Action = (c) => {
     // The account's limits first (as EC2 checks its quotas before its capacity), then the host's disk and cores.
     const allowed = ctx.quotas.instances(ctx.account.id, type.vcpus, min, max);
     const withDisks = ctx.quotas.disks(ctx.account.id, rootGiB, min, allowed);
-    const placed = ctx.lifecycle.place(ctx.account.id, type.vcpus, type.memoryMiB, min, withDisks);
+    const addresses = availableAddresses(ctx.store, net.subnet);
+    if (addresses < min) {
+      throw new Ec2Error('InsufficientFreeAddressesInSubnet', `There are not enough free addresses in subnet '${net.subnet.id}' to satisfy the `
+        + `requested number of instances: ${addresses} free, ${min} asked`);
+    }
+    const placed = ctx.lifecycle.place(ctx.account.id, type.vcpus, type.memoryMiB, min, Math.min(withDisks, addresses));
     const reservation = newId('r');
     const now = new Date().toISOString();
     const rows: InstanceRow[] = [];
@@ -174,6 +189,8 @@ export const runInstances: Action = (c) => {
         client_token: token ?? null, private_ip: null, mac: null, cores: cores.join(','), terminated_at: null,
       });
       for (const t of tags) ctx.store.setTag(ctx.account.id, { resource_id: id, resource_type: 'instance', key: t.key, value: t.value });
+      const nic = attachInterface(ctx.store, ctx.account.id, id, net);
+      for (const t of nicTags) ctx.store.setTag(ctx.account.id, { resource_id: nic.id, resource_type: 'network-interface', key: t.key, value: t.value });
       rows.push(ctx.store.instance(ctx.account.id, id) as InstanceRow);
     }
     if (token !== undefined) ctx.store.addClientToken(ctx.account.id, token, reservation, request);
@@ -196,15 +213,31 @@ const INSTANCE_FILTERS: Record<string, (r: InstanceRow) => Array<string | undefi
   'client-token': (r) => [r.client_token ?? undefined],
 };
 
+/** The filters on an instance's network, answered from its interface. */
+function networkFilters(view: NetworkView): Record<string, (r: InstanceRow) => Array<string | undefined>> {
+  const nic = (r: InstanceRow) => view.interfaceOf(r.id);
+  const groupIds = (r: InstanceRow): string[] => { const n = nic(r); return n ? view.groupsOf(n).map((g) => g.id) : []; };
+  const groupNames = (r: InstanceRow): string[] => { const n = nic(r); return n ? view.groupsOf(n).map((g) => g.name) : []; };
+  return {
+    'vpc-id': (r) => [nic(r)?.vpc_id], 'subnet-id': (r) => [nic(r)?.subnet_id],
+    'instance.group-id': groupIds, 'instance.group-name': groupNames, 'group-id': groupIds, 'group-name': groupNames,
+    'network-interface.network-interface-id': (r) => [nic(r)?.id], 'network-interface.subnet-id': (r) => [nic(r)?.subnet_id],
+    'network-interface.vpc-id': (r) => [nic(r)?.vpc_id], 'network-interface.group-id': groupIds, 'network-interface.group-name': groupNames,
+    'network-interface.attachment.attachment-id': (r) => [nic(r)?.attachment_id],
+    'network-interface.mac-address': (r) => [nic(r) ? shownAddress(r).mac : undefined],
+    'network-interface.addresses.private-ip-address': (r) => [nic(r) ? shownAddress(r).ip : undefined],
+  };
+}
+
 export const describeInstances: Action = (ctx) => {
   const filters = ctx.params.filters();
   const named_ = named(ctx, false);
   if (named_ && ctx.params.optional('MaxResults') !== undefined) {
     throw new Ec2Error('InvalidParameterCombination', 'The parameter instancesSet cannot be used with the parameter maxResults');
   }
-  const zoneFilter = { ...INSTANCE_FILTERS, 'availability-zone': () => [zoneOf(ctx.region)] };
   const rel = filters.length > 0 ? related(ctx) : undefined;
-  const rows = applyFilters(named_ ?? ctx.store.instances(ctx.account.id), filters, zoneFilter, (r) => rel?.tags.get(r.id) ?? []);
+  const fields = { ...INSTANCE_FILTERS, 'availability-zone': () => [zoneOf(ctx.region)], ...(rel ? networkFilters(rel.network) : {}) };
+  const rows = applyFilters(named_ ?? ctx.store.instances(ctx.account.id), filters, fields, (r) => rel?.tags.get(r.id) ?? []);
   const { page, next } = paginate(ctx.params, rows, 5, 1000);
   return { reservationSet: list(reservationsXml(ctx, page)), nextToken: next };
 };

@@ -203,6 +203,8 @@ export class Lifecycle {
   private finishTermination(id: string): void {
     // Volumes outlive the instance (they are not deleted on termination): detached, available again.
     for (const v of this.store.volumesOf(id)) this.store.updateVolume(v.id, { state: 'available', instance_id: null, device: null, attach_time: null });
+    // Its interface goes with it (DeleteOnTermination), giving its address back to the subnet.
+    this.store.deleteNetworkInterfaceOf(id);
     this.controller.remove(id);
     this.store.updateInstance(id, { state: 'terminated', cores: '', terminated_at: new Date().toISOString() });
   }

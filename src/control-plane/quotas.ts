@@ -15,7 +15,20 @@ export interface AccountLimits {
   readonly vcpus: number;
   /** GiB of volumes and root disks (a root counts until its instance is terminated, as EBS counts root volumes). */
   readonly volumeGiB: number;
+  /** VPCs in the region, the default one included (VpcLimitExceeded). */
+  readonly vpcs: number;
+  /** Subnets in one VPC (SubnetLimitExceeded). */
+  readonly subnetsPerVpc: number;
+  /** Security groups in the region, default groups included (SecurityGroupLimitExceeded). */
+  readonly securityGroups: number;
+  /** Rules of one group in one direction (RulesPerSecurityGroupLimitExceeded). */
+  readonly rulesPerGroup: number;
+  /** Security groups of one network interface (SecurityGroupsPerInterfaceLimitExceeded). */
+  readonly groupsPerInterface: number;
 }
+
+/** EC2's default VPC quotas. */
+export const VPC_LIMITS = { vpcs: 5, subnetsPerVpc: 200, securityGroups: 2500, rulesPerGroup: 60, groupsPerInterface: 5 } as const;
 
 /** EC2's long-standing default On-Demand instance limit, and its vCPU limit for standard instances of new accounts. */
 const DEFAULT_INSTANCES = 20;
@@ -32,7 +45,7 @@ const GIB = 2 ** 30;
 export function defaultLimits(capacity: HostCapacity): AccountLimits {
   return {
     instances: Math.max(DEFAULT_INSTANCES, 2 * capacity.cores), vcpus: Math.max(DEFAULT_VCPUS, 2 * capacity.cores),
-    volumeGiB: DEFAULT_VOLUME_GIB,
+    volumeGiB: DEFAULT_VOLUME_GIB, ...VPC_LIMITS,
   };
 }
 

@@ -1,6 +1,6 @@
 // The control plane's state in SQLite (better-sqlite3, WAL, synchronous=FULL: a change the API acknowledged survives
-// a power loss): accounts, instances, key pairs, tags and client
-// tokens. One `azote up` owns a data directory at a time (the lock is taken by the server); `azote account create`
+// a power loss): accounts, instances, key pairs, volumes, tags, client tokens, and each account's VPCs, subnets,
+// security groups with their rules, and network interfaces. One `azote up` owns a data directory at a time (the lock is taken by the server); `azote account create`
 // may write beside it. Every query is scoped by account: a resource of another account is never found.
 import Database from 'better-sqlite3';
 import path from 'node:path';
@@ -78,6 +78,61 @@ export interface DiskRow {
   readonly size_gib: number;
 }
 
+export interface VpcRow {
+  readonly id: string;
+  readonly account: string;
+  readonly cidr: string;
+  readonly is_default: number;
+  readonly created: string;
+}
+
+export interface SubnetRow {
+  readonly id: string;
+  readonly account: string;
+  readonly vpc_id: string;
+  readonly cidr: string;
+  readonly zone: string;
+  readonly default_for_az: number;
+  readonly created: string;
+}
+
+export interface SecurityGroupRow {
+  readonly id: string;
+  readonly account: string;
+  readonly vpc_id: string;
+  readonly name: string;
+  readonly description: string;
+  readonly created: string;
+}
+
+/** One rule: a protocol and port range, and one peer (a CIDR block or a security group). */
+export interface SecurityGroupRuleRow {
+  readonly id: string;
+  readonly account: string;
+  readonly group_id: string;
+  readonly egress: number;
+  /** "tcp", "udp", "icmp", "icmpv6", "-1" (all) or another protocol's number. */
+  readonly protocol: string;
+  /** The port range (ICMP: type and code); null where the protocol has none. */
+  readonly from_port: number | null;
+  readonly to_port: number | null;
+  readonly cidr: string | null;
+  readonly ref_group: string | null;
+  readonly description: string;
+}
+
+export interface NetworkInterfaceRow {
+  readonly id: string;
+  readonly account: string;
+  readonly vpc_id: string;
+  readonly subnet_id: string;
+  /** The address the control plane allocated in the subnet (see network-interfaces.ts for what the guest has). */
+  readonly private_ip: string;
+  readonly instance_id: string;
+  readonly attachment_id: string;
+  readonly created: string;
+}
+
 export interface TagRow {
   readonly resource_id: string;
   readonly resource_type: string;
@@ -105,6 +160,31 @@ CREATE TABLE IF NOT EXISTS tags (
 CREATE TABLE IF NOT EXISTS volumes (
   id TEXT PRIMARY KEY, account TEXT NOT NULL, size_gib INTEGER NOT NULL, volume_type TEXT NOT NULL, state TEXT NOT NULL,
   created TEXT NOT NULL, instance_id TEXT, device TEXT, attach_time TEXT);
+CREATE TABLE IF NOT EXISTS vpcs (
+  id TEXT PRIMARY KEY, account TEXT NOT NULL, cidr TEXT NOT NULL, is_default INTEGER NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS vpcs_by_account ON vpcs (account);
+CREATE TABLE IF NOT EXISTS subnets (
+  id TEXT PRIMARY KEY, account TEXT NOT NULL, vpc_id TEXT NOT NULL, cidr TEXT NOT NULL, zone TEXT NOT NULL,
+  default_for_az INTEGER NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS subnets_by_account ON subnets (account, vpc_id);
+CREATE TABLE IF NOT EXISTS security_groups (
+  id TEXT PRIMARY KEY, account TEXT NOT NULL, vpc_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+  created TEXT NOT NULL, UNIQUE (vpc_id, name));
+CREATE INDEX IF NOT EXISTS security_groups_by_account ON security_groups (account);
+CREATE TABLE IF NOT EXISTS security_group_rules (
+  id TEXT PRIMARY KEY, account TEXT NOT NULL, group_id TEXT NOT NULL, egress INTEGER NOT NULL, protocol TEXT NOT NULL,
+  from_port INTEGER, to_port INTEGER, cidr TEXT, ref_group TEXT, description TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS security_group_rules_by_group ON security_group_rules (group_id);
+CREATE INDEX IF NOT EXISTS security_group_rules_by_peer ON security_group_rules (ref_group);
+CREATE TABLE IF NOT EXISTS network_interfaces (
+  id TEXT PRIMARY KEY, account TEXT NOT NULL, vpc_id TEXT NOT NULL, subnet_id TEXT NOT NULL, private_ip TEXT NOT NULL,
+  instance_id TEXT NOT NULL, attachment_id TEXT NOT NULL, created TEXT NOT NULL, UNIQUE (subnet_id, private_ip));
+CREATE INDEX IF NOT EXISTS network_interfaces_by_account ON network_interfaces (account);
+CREATE TABLE IF NOT EXISTS network_interface_groups (
+  interface_id TEXT NOT NULL, group_id TEXT NOT NULL, position INTEGER NOT NULL, PRIMARY KEY (interface_id, group_id));
+CREATE INDEX IF NOT EXISTS network_interface_groups_by_group ON network_interface_groups (group_id);
+-- Accounts whose default VPC was made (once: an account may delete it afterwards, as on AWS).
+CREATE TABLE IF NOT EXISTS default_networks (account TEXT PRIMARY KEY, created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS client_tokens (
   account TEXT NOT NULL, token TEXT NOT NULL, reservation TEXT NOT NULL, request TEXT NOT NULL,
   PRIMARY KEY (account, token));
@@ -274,6 +354,154 @@ export class Store {
   deleteVolume(account: string, id: string): void {
     this.db.prepare('DELETE FROM volumes WHERE account = ? AND id = ?').run(account, id);
     this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(account, id);
+  }
+
+  // The default VPC's one-time creation.
+  hasDefaultNetwork(account: string): boolean {
+    return this.db.prepare('SELECT 1 FROM default_networks WHERE account = ?').get(account) !== undefined;
+  }
+
+  markDefaultNetwork(account: string): void {
+    this.db.prepare('INSERT INTO default_networks (account, created) VALUES (?, ?)').run(account, new Date().toISOString());
+  }
+
+  // VPCs.
+  addVpc(v: VpcRow): void {
+    this.db.prepare('INSERT INTO vpcs (id, account, cidr, is_default, created) VALUES (@id, @account, @cidr, @is_default, @created)').run(v);
+  }
+
+  vpc(account: string, id: string): VpcRow | undefined {
+    return this.db.prepare('SELECT * FROM vpcs WHERE account = ? AND id = ?').get(account, id) as VpcRow | undefined;
+  }
+
+  vpcs(account: string): VpcRow[] {
+    return this.db.prepare('SELECT * FROM vpcs WHERE account = ? ORDER BY created, id').all(account) as VpcRow[];
+  }
+
+  defaultVpc(account: string): VpcRow | undefined {
+    return this.db.prepare('SELECT * FROM vpcs WHERE account = ? AND is_default = 1').get(account) as VpcRow | undefined;
+  }
+
+  /** Deletes a VPC with its security groups (the caller checked that only its default group is left). */
+  deleteVpc(account: string, id: string): void {
+    for (const g of this.securityGroups(account).filter((x) => x.vpc_id === id)) this.deleteSecurityGroup(account, g.id);
+    this.db.prepare('DELETE FROM vpcs WHERE account = ? AND id = ?').run(account, id);
+    this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(account, id);
+  }
+
+  // Subnets.
+  addSubnet(s: SubnetRow): void {
+    this.db.prepare(`INSERT INTO subnets (id, account, vpc_id, cidr, zone, default_for_az, created)
+      VALUES (@id, @account, @vpc_id, @cidr, @zone, @default_for_az, @created)`).run(s);
+  }
+
+  subnet(account: string, id: string): SubnetRow | undefined {
+    return this.db.prepare('SELECT * FROM subnets WHERE account = ? AND id = ?').get(account, id) as SubnetRow | undefined;
+  }
+
+  subnets(account: string): SubnetRow[] {
+    return this.db.prepare('SELECT * FROM subnets WHERE account = ? ORDER BY created, id').all(account) as SubnetRow[];
+  }
+
+  deleteSubnet(account: string, id: string): void {
+    this.db.prepare('DELETE FROM subnets WHERE account = ? AND id = ?').run(account, id);
+    this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(account, id);
+  }
+
+  // Security groups and their rules.
+  addSecurityGroup(g: SecurityGroupRow): void {
+    this.db.prepare(`INSERT INTO security_groups (id, account, vpc_id, name, description, created)
+      VALUES (@id, @account, @vpc_id, @name, @description, @created)`).run(g);
+  }
+
+  securityGroup(account: string, id: string): SecurityGroupRow | undefined {
+    return this.db.prepare('SELECT * FROM security_groups WHERE account = ? AND id = ?').get(account, id) as SecurityGroupRow | undefined;
+  }
+
+  securityGroupByName(account: string, vpcId: string, name: string): SecurityGroupRow | undefined {
+    return this.db.prepare('SELECT * FROM security_groups WHERE account = ? AND vpc_id = ? AND name = ?').get(account, vpcId, name) as
+      SecurityGroupRow | undefined;
+  }
+
+  securityGroups(account: string): SecurityGroupRow[] {
+    return this.db.prepare('SELECT * FROM security_groups WHERE account = ? ORDER BY created, id').all(account) as SecurityGroupRow[];
+  }
+
+  /** Deletes a group, its rules and its tags. */
+  deleteSecurityGroup(account: string, id: string): void {
+    for (const r of this.rulesOf(account, id)) this.deleteRule(account, r.id);
+    this.db.prepare('DELETE FROM security_groups WHERE account = ? AND id = ?').run(account, id);
+    this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(account, id);
+  }
+
+  addRule(r: SecurityGroupRuleRow): void {
+    this.db.prepare(`INSERT INTO security_group_rules (id, account, group_id, egress, protocol, from_port, to_port, cidr, ref_group, description)
+      VALUES (@id, @account, @group_id, @egress, @protocol, @from_port, @to_port, @cidr, @ref_group, @description)`).run(r);
+  }
+
+  /** A group's rules, both directions, in the order they were added. */
+  rulesOf(account: string, groupId: string): SecurityGroupRuleRow[] {
+    return this.db.prepare('SELECT * FROM security_group_rules WHERE account = ? AND group_id = ? ORDER BY rowid').all(account, groupId) as
+      SecurityGroupRuleRow[];
+  }
+
+  rules(account: string): SecurityGroupRuleRow[] {
+    return this.db.prepare('SELECT * FROM security_group_rules WHERE account = ? ORDER BY rowid').all(account) as SecurityGroupRuleRow[];
+  }
+
+  /** Rules of groups other than `groupId` that name it as their peer. */
+  rulesReferring(account: string, groupId: string): SecurityGroupRuleRow[] {
+    return this.db.prepare('SELECT * FROM security_group_rules WHERE account = ? AND ref_group = ? AND group_id != ?').all(account, groupId, groupId) as
+      SecurityGroupRuleRow[];
+  }
+
+  deleteRule(account: string, id: string): void {
+    this.db.prepare('DELETE FROM security_group_rules WHERE account = ? AND id = ?').run(account, id);
+    this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(account, id);
+  }
+
+  // Network interfaces.
+  addNetworkInterface(n: NetworkInterfaceRow, groups: readonly string[]): void {
+    this.db.prepare(`INSERT INTO network_interfaces (id, account, vpc_id, subnet_id, private_ip, instance_id, attachment_id, created)
+      VALUES (@id, @account, @vpc_id, @subnet_id, @private_ip, @instance_id, @attachment_id, @created)`).run(n);
+    groups.forEach((g, i) => this.db.prepare('INSERT INTO network_interface_groups (interface_id, group_id, position) VALUES (?, ?, ?)').run(n.id, g, i));
+  }
+
+  networkInterfaces(account: string): NetworkInterfaceRow[] {
+    return this.db.prepare('SELECT * FROM network_interfaces WHERE account = ? ORDER BY created, id').all(account) as NetworkInterfaceRow[];
+  }
+
+  networkInterfaceOf(instanceId: string): NetworkInterfaceRow | undefined {
+    return this.db.prepare('SELECT * FROM network_interfaces WHERE instance_id = ?').get(instanceId) as NetworkInterfaceRow | undefined;
+  }
+
+  /** The addresses allocated in a subnet. */
+  addressesIn(subnetId: string): string[] {
+    return (this.db.prepare('SELECT private_ip FROM network_interfaces WHERE subnet_id = ?').all(subnetId) as Array<{ private_ip: string }>)
+      .map((r) => r.private_ip);
+  }
+
+  /** Each interface's security groups, in the order they were given. */
+  interfaceGroups(account: string): Map<string, string[]> {
+    const rows = this.db.prepare(`SELECT g.interface_id, g.group_id FROM network_interface_groups g
+      JOIN network_interfaces n ON n.id = g.interface_id WHERE n.account = ? ORDER BY g.interface_id, g.position`).all(account) as
+      Array<{ interface_id: string; group_id: string }>;
+    const out = new Map<string, string[]>();
+    for (const r of rows) out.set(r.interface_id, [...(out.get(r.interface_id) ?? []), r.group_id]);
+    return out;
+  }
+
+  /** Whether any interface has this group. */
+  groupInUse(groupId: string): boolean {
+    return this.db.prepare('SELECT 1 FROM network_interface_groups WHERE group_id = ? LIMIT 1').get(groupId) !== undefined;
+  }
+
+  deleteNetworkInterfaceOf(instanceId: string): void {
+    const n = this.networkInterfaceOf(instanceId);
+    if (!n) return;
+    this.db.prepare('DELETE FROM network_interface_groups WHERE interface_id = ?').run(n.id);
+    this.db.prepare('DELETE FROM network_interfaces WHERE id = ?').run(n.id);
+    this.db.prepare('DELETE FROM tags WHERE account = ? AND resource_id = ?').run(n.account, n.id);
   }
 
   // Tags.

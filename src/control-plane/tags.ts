@@ -1,6 +1,7 @@
-// Tags on this account's resources: CreateTags, DeleteTags, DescribeTags.
+// Tags on this account's resources (instances, key pairs, volumes, VPCs, subnets, security groups and their rules,
+// network interfaces): CreateTags, DeleteTags, DescribeTags.
 import { applyFilters, paginate, type Action, type ApiContext } from './context.js';
-import { Ec2Error, missing } from './errors.js';
+import { Ec2Error, missing, notFound } from './errors.js';
 import { wellFormed } from './ids.js';
 import { checkTag } from './query.js';
 import { list } from './xml.js';
@@ -20,6 +21,26 @@ function resourceType(ctx: ApiContext, id: string): string {
   if (wellFormed('vol', id)) {
     if (!ctx.store.volume(ctx.account.id, id)) throw new Ec2Error('InvalidVolume.NotFound', `The volume '${id}' does not exist.`);
     return 'volume';
+  }
+  if (wellFormed('vpc', id)) {
+    if (!ctx.store.vpc(ctx.account.id, id)) throw notFound('InvalidVpcID.NotFound', 'vpc ID', id);
+    return 'vpc';
+  }
+  if (wellFormed('subnet', id)) {
+    if (!ctx.store.subnet(ctx.account.id, id)) throw notFound('InvalidSubnetID.NotFound', 'subnet ID', id);
+    return 'subnet';
+  }
+  if (wellFormed('sg', id)) {
+    if (!ctx.store.securityGroup(ctx.account.id, id)) throw notFound('InvalidGroup.NotFound', 'security group', id);
+    return 'security-group';
+  }
+  if (wellFormed('sgr', id)) {
+    if (!ctx.store.rules(ctx.account.id).some((r) => r.id === id)) throw notFound('InvalidSecurityGroupRuleId.NotFound', 'security group rule ID', id);
+    return 'security-group-rule';
+  }
+  if (wellFormed('eni', id)) {
+    if (!ctx.store.networkInterfaces(ctx.account.id).some((n) => n.id === id)) throw notFound('InvalidNetworkInterfaceID.NotFound', 'networkInterface ID', id);
+    return 'network-interface';
   }
   throw new Ec2Error('InvalidID', `The ID '${id}' is not valid`);
 }

@@ -110,3 +110,58 @@ test('aws ec2: run-instances, wait, describe with filters, get-console-output, s
     await host.dispose();
   }
 });
+
+test('aws ec2: the default VPC, VPCs, subnets, security groups and their rules, and the errors it prints', async () => {
+  requireAwsCli();
+  const host = await startEc2();
+  try {
+    const aws = cli(host, host.account('cli-vpc'));
+    const ok = async (...args: string[]): Promise<string> => {
+      const r = await aws(...args);
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    const refused = async (code: string, ...args: string[]): Promise<void> => {
+      const r = await aws(...args);
+      assert.notEqual(r.code, 0, args.join(' '));
+      assert.match(r.stderr, new RegExp(`\\(${code.replace(/\./g, '\\.')}\\)`), args.join(' '));
+    };
+    const vpc = await ok('describe-vpcs', '--filters', 'Name=isDefault,Values=true', '--query', 'Vpcs[0].VpcId');
+    assert.equal(await ok('describe-account-attributes', '--attribute-names', 'default-vpc', '--query', 'AccountAttributes[0].AttributeValues[0].AttributeValue'), vpc);
+    assert.equal(await ok('describe-account-attributes', '--attribute-names', 'supported-platforms', '--query', 'AccountAttributes[0].AttributeValues[].AttributeValue'), 'VPC');
+    assert.equal(await ok('describe-subnets', '--filters', `Name=vpc-id,Values=${vpc}`, 'Name=default-for-az,Values=true', '--query', 'Subnets[].[CidrBlock,AvailabilityZone]'),
+      '172.31.0.0/20\tus-east-1a');
+    const dflt = await ok('describe-security-groups', '--filters', `Name=vpc-id,Values=${vpc}`, 'Name=group-name,Values=default', '--query', 'SecurityGroups[0].GroupId');
+    assert.match(dflt, /^sg-[0-9a-f]{17}$/);
+
+    const mine = await ok('create-vpc', '--cidr-block', '10.20.0.0/16', '--tag-specifications', 'ResourceType=vpc,Tags=[{Key=Name,Value=cli}]', '--query', 'Vpc.VpcId');
+    await refused('InvalidVpc.Range', 'create-vpc', '--cidr-block', '10.0.0.0/8');
+    const subnet = await ok('create-subnet', '--vpc-id', mine, '--cidr-block', '10.20.1.0/24', '--availability-zone', 'us-east-1a', '--query', 'Subnet.SubnetId');
+    await refused('InvalidSubnet.Conflict', 'create-subnet', '--vpc-id', mine, '--cidr-block', '10.20.1.0/25');
+    await refused('InvalidSubnet.Range', 'create-subnet', '--vpc-id', mine, '--cidr-block', '10.21.0.0/24');
+    assert.equal(await ok('describe-subnets', '--subnet-ids', subnet, '--query', 'Subnets[0].AvailableIpAddressCount'), '251');
+    const sg = await ok('create-security-group', '--group-name', 'web', '--description', 'web servers', '--vpc-id', mine, '--query', 'GroupId');
+    await refused('InvalidGroup.Duplicate', 'create-security-group', '--group-name', 'web', '--description', 'again', '--vpc-id', mine);
+    await refused('InvalidGroup.Reserved', 'create-security-group', '--group-name', 'default', '--description', 'x', '--vpc-id', mine);
+    await ok('authorize-security-group-ingress', '--group-id', sg, '--protocol', 'tcp', '--port', '22', '--cidr', '203.0.113.0/24');
+    await ok('authorize-security-group-ingress', '--group-id', sg, '--ip-permissions', 'IpProtocol=tcp,FromPort=443,ToPort=443,IpRanges=[{CidrIp=0.0.0.0/0,Description=https}]');
+    await refused('InvalidPermission.Duplicate', 'authorize-security-group-ingress', '--group-id', sg, '--protocol', 'tcp', '--port', '22', '--cidr', '203.0.113.0/24');
+    await refused('InvalidParameterValue', 'authorize-security-group-ingress', '--group-id', sg, '--protocol', 'tcp', '--port', '22', '--cidr', '203.0.113.7/33');
+    await ok('authorize-security-group-egress', '--group-id', sg, '--ip-permissions', 'IpProtocol=udp,FromPort=53,ToPort=53,IpRanges=[{CidrIp=10.20.0.2/32}]');
+    assert.equal(await ok('describe-security-groups', '--group-ids', sg, '--query', 'SecurityGroups[0].IpPermissions[].[IpProtocol,FromPort,IpRanges[0].CidrIp]'),
+      'tcp\t22\t203.0.113.0/24\ntcp\t443\t0.0.0.0/0');
+    await ok('revoke-security-group-ingress', '--group-id', sg, '--protocol', 'tcp', '--port', '22', '--cidr', '203.0.113.0/24');
+    await refused('InvalidPermission.NotFound', 'revoke-security-group-ingress', '--group-id', sg, '--protocol', 'tcp', '--port', '22', '--cidr', '203.0.113.0/24');
+    await ok('revoke-security-group-egress', '--group-id', sg, '--ip-permissions', 'IpProtocol=udp,FromPort=53,ToPort=53,IpRanges=[{CidrIp=10.20.0.2/32}]');
+    await refused('CannotDelete', 'delete-security-group', '--group-id', dflt);
+    await refused('DependencyViolation', 'delete-vpc', '--vpc-id', mine);
+    assert.equal(await ok('describe-network-interfaces', '--query', 'length(NetworkInterfaces)'), '0');
+    await refused('DryRunOperation', 'create-vpc', '--cidr-block', '10.30.0.0/16', '--dry-run');
+    await ok('delete-security-group', '--group-id', sg);
+    await ok('delete-subnet', '--subnet-id', subnet);
+    await ok('delete-vpc', '--vpc-id', mine);
+    await refused('InvalidVpcID.NotFound', 'describe-vpcs', '--vpc-ids', mine);
+  } finally {
+    await host.dispose();
+  }
+});
