@@ -40,7 +40,7 @@ async function consoleUntil(ec2: sdk.EC2Client, id: string, re: RegExp): Promise
 /** The SSH host key blocks of a console (the last boot's), as `ssh-keygen -l` lines and OpenSSH public keys. */
 function hostKeys(text: string): { fingerprints: string[]; keys: string[] } {
   const block = (name: string): string[] => {
-    const all = [...text.matchAll(new RegExp(`-----BEGIN SSH HOST KEY ${name}-----\r?\n([\s\S]*?)-----END SSH HOST KEY ${name}-----`, 'g'))];
+    const all = [...text.matchAll(new RegExp(`-----BEGIN SSH HOST KEY ${name}-----\\r?\\n([\\s\\S]*?)-----END SSH HOST KEY ${name}-----`, 'g'))];
     return (all.at(-1)?.[1] ?? '').split(/\r?\n/).filter(Boolean);
   };
   return { fingerprints: block('FINGERPRINTS'), keys: block('KEYS') };
