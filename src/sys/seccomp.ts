@@ -57,11 +57,14 @@ export const MUST_FAIL: Readonly<Record<string, number>> = {
  * rarely meets: the return from a signal handler and the restart of a call it interrupted (a process-directed
  * signal may land on any thread), exit (glibc's _exit calls exit_group and exit until one works: refusing both
  * would spin), futex, getrandom (OpenSSL reseeds from the kernel after an hour, and the rng device serves from it)
- * writev (libuv writes several buffers to a pipe at once, as write does one), and seccomp itself: a thread may
- * always narrow what it can do (the vCPU and I/O threads add their lists under the process's).
+ * writev (libuv writes several buffers to a pipe at once, as write does one), seccomp itself (a thread may always
+ * narrow what it can do: the vCPU and I/O threads add their lists under the process's), and the harmless calls a
+ * runtime makes now and then, which one recording sees and the next does not (yielding the CPU, sleeping, reading
+ * the clock where the vDSO cannot).
  */
 export const ALWAYS_ALLOWED: Readonly<Record<string, number>> = {
   rt_sigreturn: 15, restart_syscall: 219, exit: 60, exit_group: 231, futex: 202, getrandom: 318, writev: 20, seccomp: 317,
+  sched_yield: 24, nanosleep: 35, clock_nanosleep: 230, clock_gettime: 228, gettimeofday: 96,
 };
 
 /** What one role may call: system calls by name and number, and if `ioctls` is given, only those ioctl requests. */
