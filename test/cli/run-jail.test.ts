@@ -12,6 +12,7 @@ import { JAIL_UID_BASE } from '../../src/controller/jail.js';
 import { defaultDataDir } from '../../src/control-plane/up.js';
 import { projectRoot } from '../../src/images/paths.js';
 import { chooseJail } from '../../src/cli/run-jail.js';
+import { searchableByOthers } from '../framework/other-user.js';
 import { requireKvm, skipLoudly } from '../framework/kvm.js';
 import { testGuest } from '../framework/microvm.js';
 import { nodePidsWith, procStatus, rootTree, until } from '../framework/processes.js';
@@ -119,6 +120,7 @@ test('azote run without root: the hypervisor is jailed in a user namespace of it
   const home = path.join(dir, 'home');
   mkdirSync(home);
   chownSync(home, NOBODY, NOBODY);
+  const restore = searchableByOthers(AZOTE, home);
   const run = start(HALTING, ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--inh-caps=+dac_override',
     '--ambient-caps=+dac_override', '--'], { HOME: home });
   try {
@@ -132,6 +134,7 @@ test('azote run without root: the hypervisor is jailed in a user namespace of it
     assert.equal(await run.exit, 130, run.err());
     assert.equal(run.err(), '', 'jailed: nothing to say');
   } finally {
+    restore();
     run.child.kill('SIGKILL');
   }
 });
