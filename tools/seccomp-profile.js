@@ -19,7 +19,7 @@ import { kvmIoctls } from '../dist/src/kvm/ioctls.js';
 /** Test files whose runs start hypervisors and cards doing what they do for users. */
 // (Not the tests that ptrace a jailed process to show that they cannot: under strace nothing can.)
 const DEFAULT_WORKLOADS = [
-  'dist/test/controller/card-jail.test.js', 'dist/test/controller/supervision.test.js', 'dist/test/controller/account-networks.test.js',
+  'dist/test/controller/card-jail.test.js', 'dist/test/controller/supervision.test.js', 'dist/test/controller/vpc-networks.test.js',
   'dist/test/control-plane/instances.test.js', 'dist/test/control-plane/stop.test.js', 'dist/test/cli/run.test.js',
   'dist/test/functional/vsock.test.js', 'dist/test/functional/net.test.js', 'dist/test/functional/disks.test.js',
 ];

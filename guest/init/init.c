@@ -8,7 +8,8 @@
  *    base64-encoded on the kernel command line as azote.argv= and azote.env= (the kernel keeps parameters with
  *    a dot away from init's own arguments and environment). With arguments it runs that command on the serial
  *    console, output bytes unmodified (no "\n" -> "\r\n") and no echo; without any it runs an interactive /bin/sh.
- *    With azote.net= on the command line it first configures eth0 (setup_network).
+ *    With azote.net= on the command line it first configures eth0 (setup_network): with the address given, or, with
+ *    azote.net=dhcp, through busybox's udhcpc and its event script (/etc/udhcpc/default.script).
  * 3. Reports the program's exit status (or 128 + signal) on the exit-status port, then restarts the machine
  *    through the keyboard controller (the kernel runs with reboot=k), which the hypervisor treats as a clean stop.
  *    Without port access (a kernel without CONFIG_X86_IOPL_IOPERM) init says so; the host then sees a plain reset.
@@ -293,9 +294,70 @@ static int link_up(int s, const char *name)
 	return ioctl(s, SIOCSIFFLAGS, &r);
 }
 
+/* eth0's IPv4 address and default gateway as the kernel has them now, for the command's environment. */
+static void export_network(int s)
+{
+	struct ifreq r;
+	interface_request(&r, "eth0");
+	char text[INET_ADDRSTRLEN];
+	if (ioctl(s, SIOCGIFADDR, &r) == 0 &&
+	    inet_ntop(AF_INET, &((struct sockaddr_in *)&r.ifr_addr)->sin_addr, text, sizeof(text)))
+		setenv("AZOTE_GUEST_IP", text, 1);
+	/* /proc/net/route: "Iface Destination Gateway ..." in hexadecimal, network byte order as stored. */
+	FILE *routes = fopen("/proc/net/route", "r");
+	char line[256], iface[32];
+	unsigned int destination, gateway;
+	while (routes && fgets(line, sizeof(line), routes)) {
+		if (sscanf(line, "%31s %x %x", iface, &destination, &gateway) == 3 && destination == 0 && gateway != 0) {
+			struct in_addr g = { .s_addr = gateway };
+			if (inet_ntop(AF_INET, &g, text, sizeof(text)))
+				setenv("AZOTE_HOST_IP", text, 1);
+			break;
+		}
+	}
+	if (routes)
+		fclose(routes);
+}
+
 /*
- * Brings lo up and, with azote.net=GUEST/PREFIX,HOST on the command line, gives eth0 that address and a default
- * route through the host's end of the link; the command gets AZOTE_GUEST_IP and AZOTE_HOST_IP.
+ * azote.net=dhcp: busybox's udhcpc asks the network's DHCP server and configures eth0 through its event script. It
+ * runs in the foreground until it has a lease, then goes on in the background to renew it; init waits for the first
+ * part (or its failure: -n, after -t discoveries -T seconds apart). Its chatter stays off the console, which is the
+ * command's.
+ */
+static void run_dhcp(int s)
+{
+	if (link_up(s, "eth0") < 0) {
+		say_errno("bringing eth0 up");
+		return;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		say_errno("fork");
+		return;
+	}
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, 1);
+			dup2(null, 2);
+		}
+		execl("/bin/busybox", "udhcpc", "-i", "eth0", "-n", "-t", "20", "-T", "1", (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		say("azote.net=dhcp", "udhcpc got no lease for eth0");
+	else
+		export_network(s);
+}
+
+/*
+ * Brings lo up and configures eth0 as azote.net= says: GUEST/PREFIX,HOST gives it that address and a default route
+ * through the host's end of the link; dhcp asks the network (run_dhcp). The command gets AZOTE_GUEST_IP and
+ * AZOTE_HOST_IP (eth0's address and its default gateway).
  */
 static void setup_network(void)
 {
@@ -309,8 +371,10 @@ static void setup_network(void)
 	char *net = cmdline_param("azote.net=");
 	char *slash = net ? strchr(net, '/') : NULL;
 	char *comma = slash ? strchr(slash, ',') : NULL;
-	if (net && (!slash || !comma)) {
-		say("azote.net=", "is not GUEST/PREFIX,HOST");
+	if (net && strcmp(net, "dhcp") == 0) {
+		run_dhcp(s);
+	} else if (net && (!slash || !comma)) {
+		say("azote.net=", "is not GUEST/PREFIX,HOST or dhcp");
 	} else if (net) {
 		*slash = *comma = '\0';
 		int prefix = atoi(slash + 1);

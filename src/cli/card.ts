@@ -16,5 +16,5 @@ export function runNetCard(socket: string, subnet: string, uplink: string | unde
     throw new AzoteError('BadSubnet', `--subnet ${subnet} is not a network address with a prefix from /${MIN_PREFIX} to /${MAX_PREFIX}`,
       'write it as A.B.C.D/P with the host bits zero, e.g. --subnet 10.77.0.0/24');
   }
-  return serveNetCard({ socket, subnet: parsed, uplink }, log);
+  return serveNetCard({ socket, subnet: parsed, uplink, addressing: 'free' }, log);
 }

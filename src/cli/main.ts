@@ -100,7 +100,7 @@ card.command('block')
 
 card.command('net')
   .description('a virtual switch between VMs over vhost-user: each connection to SOCKET is a port with the next '
-    + 'address of the subnet; spoofed source MACs are dropped')
+    + 'address of the subnet, which its guest gets by DHCP; spoofed source MACs are dropped')
   .requiredOption('--socket <path>', 'the vhost-user socket VMs attach to (azote run --net card:PATH)')
   .option('--subnet <cidr>', 'the network: its first address is the gateway (the uplink), the rest go to VMs', '10.77.0.0/24')
   .option('--uplink <tap>', 'switch to the host through this TAP device (created if missing; needs CAP_NET_ADMIN)')
@@ -115,7 +115,8 @@ program.command('up')
   .option('--host <address>', 'address to listen on', '127.0.0.1')
   .option('--data-dir <dir>', 'state, instance disks and console logs (default $AZOTE_DATA_DIR or ~/.local/share/azote)')
   .option('--region <name>', 'the region this host answers as', 'us-east-1')
-  .option('--subnet <cidr>', 'the subnet of each account\'s network (a network card per account)', '172.31.0.0/20')
+  .option('--no-uplink', 'give no VPC an uplink to the host (by default the first VPC of each CIDR the host does not route '
+    + 'gets a TAP device azvpcN holding its first address, so that the host reaches its instances)')
   .option('--share-cores-within-account', 'let one account\'s instances share physical cores (two accounts never share one)', false)
   .option('--max-instances <n>', 'instances one account may have pending or running (InstanceLimitExceeded; default: 20, '
     + 'or twice the host\'s cores if more)', positiveInt)

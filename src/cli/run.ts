@@ -16,7 +16,6 @@ import { ensureBaseInitramfs } from '../images/initramfs.js';
 import { runRequestArchive, runRequestParams } from '../images/run-request.js';
 import { findImage, instanceCopy } from '../images/rootfs.js';
 import { guestCmdline } from '../images/cmdline.js';
-import { addressFromMac } from '../virtio/net-addressing.js';
 import { attachConsole, type ConsoleInput } from './console.js';
 import { stageHypervisor, type StagedHypervisor } from './hypervisor-files.js';
 import { openInputs, type RunInputs } from './run-inputs.js';
@@ -163,10 +162,8 @@ function sayNetwork(handover: RunInputs['handover'], o: RunOptions, mac: string 
     process.stderr.write(`azote: network: TAP ${tap.name}, host ${tap.hostIp}, guest ${tap.guestIp}/${tap.prefix}\n`);
     return;
   }
-  const address = mac === undefined ? undefined : addressFromMac(Uint8Array.from(mac.split(':').map((h) => parseInt(h, 16))));
-  if (handover.netCard && address) {
-    process.stderr.write(`azote: network: card ${o.net?.slice('card:'.length) ?? ''}, guest ${address.ip}/${address.prefix} `
-      + `(MAC ${mac ?? ''}), gateway ${address.gateway}\n`);
+  if (handover.netCard && mac !== undefined) {
+    process.stderr.write(`azote: network: card ${o.net?.slice('card:'.length) ?? ''}, MAC ${mac}, the guest's address by DHCP from the card\n`);
   }
 }
 

@@ -13,7 +13,8 @@ export interface UpCliOptions extends HostPolicy {
   readonly host: string;
   readonly dataDir?: string | undefined;
   readonly region: string;
-  readonly subnet: string;
+  /** commander's --no-uplink: false when given. */
+  readonly uplink: boolean;
   readonly shareCoresWithinAccount?: boolean | undefined;
   readonly apiRateDescribe?: BucketSize | undefined;
   readonly apiRateMutate?: BucketSize | undefined;
@@ -26,7 +27,7 @@ export async function runUp(o: UpCliOptions, log: Logger): Promise<void> {
     ...d, maxConnections: o.apiMaxConnections ?? d.maxConnections,
     throttle: { describe: o.apiRateDescribe ?? d.throttle.describe, mutate: o.apiRateMutate ?? d.throttle.mutate },
   };
-  const running = await up({ ...o, dataDir: o.dataDir ?? defaultDataDir(), apiLimits, log });
+  const running = await up({ ...o, uplinks: o.uplink, dataDir: o.dataDir ?? defaultDataDir(), apiLimits, log });
   process.stdout.write(`azote: EC2 API at ${running.endpoint} (aws ec2 --endpoint-url ${running.endpoint} ...); Ctrl-C stops it and its instances\n`);
   await new Promise<void>((resolve) => {
     const stop = (): void => {

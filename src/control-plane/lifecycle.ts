@@ -5,9 +5,11 @@
 // the host's detail (its paths, its hypervisor's log) goes to the host's log. Placement is here too: cores and memory
 // are counted for every instance that holds a VM, so concurrent RunInstances calls cannot over-commit the host.
 import type { Logger } from '../base/log.js';
-import type { Controller, InstanceEnd } from '../controller/controller.js';
+import type { Controller, InstanceEnd, InstanceInterface } from '../controller/controller.js';
 import { findImage } from '../images/rootfs.js';
 import { imageByAmi } from './catalogue.js';
+import { ipString, parseCidr } from './cidr.js';
+import { interfaceMac } from './network-interfaces.js';
 import { Ec2Error } from './errors.js';
 import type { InstanceRow, InstanceStateName, Store } from './store.js';
 import { userInitiated } from './context.js';
@@ -120,22 +122,39 @@ export class Lifecycle {
       return;
     }
     const userData = row.user_data ? Buffer.from(row.user_data, 'base64') : undefined;
+    const network = this.interfaceOf(row);
+    if (!network) {
+      this.ended(row.id, { kind: 'failed', detail: 'its network interface, subnet or VPC is gone' });
+      return;
+    }
     void this.controller.launch({
-      instanceId: row.id, account: row.account, image: findImage(image.id), vcpus: row.vcpus, memoryMiB: row.memory_mib, rootGiB: row.root_gib,
+      instanceId: row.id, network, image: findImage(image.id), vcpus: row.vcpus, memoryMiB: row.memory_mib, rootGiB: row.root_gib,
       volumes: this.store.volumesOf(row.id).map((v) => v.id),
       cores: row.cores.split(',').filter(Boolean).map(Number),
       metadata: {
         instanceId: row.id, amiId: row.image_id, instanceType: row.instance_type, launchIndex: row.launch_index,
+        hostname: `ip-${network.address.replace(/\./g, '-')}`,
         publicKey, userData,
       },
     }, {
-      created: (ip, mac) => this.store.updateInstance(row.id, { private_ip: ip ?? null, mac: mac ?? null }),
+      created: () => {},
       booted: () => {
         const now = this.store.instanceById(row.id);
         if (now?.state === 'pending') this.store.updateInstance(row.id, { state: 'running', state_reason_code: null, state_reason_message: null });
       },
       ended: (end) => this.ended(row.id, end),
     }).catch((e: unknown) => this.ended(row.id, { kind: 'failed', detail: (e as Error).message }));
+  }
+
+  /** The instance's interface as the controller attaches it: its VPC, subnet, MAC and address. */
+  private interfaceOf(row: InstanceRow): InstanceInterface | undefined {
+    const nic = this.store.networkInterfaceOf(row.id);
+    const subnet = nic && this.store.subnet(row.account, nic.subnet_id);
+    const vpc = nic && this.store.vpc(row.account, nic.vpc_id);
+    const base = vpc && parseCidr(vpc.cidr);
+    if (!nic || !subnet || !vpc || !base) return undefined;
+    // The VPC's DNS server is its base address + 2, as EC2's (Amazon-provided DNS).
+    return { vpc: { id: vpc.id, cidr: vpc.cidr }, mac: interfaceMac(nic.id), address: nic.private_ip, subnet: subnet.cidr, dns: ipString(base.network + 2) };
   }
 
   private ended(id: string, end: InstanceEnd): void {
@@ -206,6 +225,6 @@ export class Lifecycle {
     // Its interface goes with it (DeleteOnTermination), giving its address back to the subnet.
     this.store.deleteNetworkInterfaceOf(id);
     this.controller.remove(id);
-    this.store.updateInstance(id, { state: 'terminated', cores: '', terminated_at: new Date().toISOString() });
+    this.store.updateInstance(id, { state: 'terminated', cores: '', terminated_at: new Date().toISOString(), private_ip: null, mac: null });
   }
 }

@@ -1,7 +1,7 @@
 // Network interfaces: each instance has one (device index 0) in its subnet, with its security groups, made at
 // RunInstances and deleted when the instance is terminated (DeleteOnTermination, as EC2's primary interface).
-// DescribeNetworkInterfaces, and the interface as DescribeInstances shows it. shownAddress below is the seam between
-// the addresses the VPC allocates and the one the guest has.
+// DescribeNetworkInterfaces, and the interface as DescribeInstances shows it.
+import { createHash } from 'node:crypto';
 import { firstFree, ipString, parseCidr, parseIp } from './cidr.js';
 import { applyFilters, paginate, tagSet, zoneIdOf, type Action, type ApiContext } from './context.js';
 import { Ec2Error, invalid, missing } from './errors.js';
@@ -12,17 +12,21 @@ import type { InstanceRow, NetworkInterfaceRow, SecurityGroupRow, Store, SubnetR
 import { list, type XmlNode, type XmlValue } from './xml.js';
 
 /**
- * The address and MAC the API shows for an instance's interface: those its guest has. The control plane allocates
- * every interface an address of its subnet (NetworkInterfaceRow.private_ip), but the guest does not get it yet: the
- * account's network card still gives each VM the next free address of the host's `--subnet` (172.31.0.0/20 by
- * default, from .2 up, in the order the account's VMs attach), which the hypervisor reports when the VM is created
- * (InstanceRow.private_ip and .mac; nothing before). The two differ: the card starts at .2 where AWS keeps the first
- * four addresses, and a subnet other than the default one is another block altogether. Showing the allocated address
- * would tell callers the guest has an address it does not have, so until the launch passes the allocated address to
- * the card (the next part of issue 16), this answers the reported one.
+ * The address and MAC the API shows for an instance's interface: those the control plane allocated it at launch
+ * (copied onto the instance's row, and cleared when it is terminated and its interface deleted). The controller
+ * tells the VPC's network card both, and the guest gets that address by DHCP.
  */
 export function shownAddress(instance: InstanceRow): { ip: string | undefined; mac: string | undefined } {
   return { ip: instance.private_ip ?? undefined, mac: instance.mac ?? undefined };
+}
+
+/**
+ * An interface's MAC: locally administered unicast (02 in its first byte, as EC2's MACs are), the rest from a hash of
+ * the interface's id, so it stays the same for the interface's life without being stored apart.
+ */
+export function interfaceMac(interfaceId: string): string {
+  const h = createHash('sha256').update(interfaceId).digest();
+  return [0x02, ...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
 
 /** Where a launch puts its instances' interfaces. */
@@ -108,6 +112,7 @@ export function attachInterface(store: Store, account: string, instanceId: strin
     attachment_id: newId('eni-attach'), created: new Date().toISOString(),
   };
   store.addNetworkInterface(row, net.groups.map((g) => g.id));
+  store.updateInstance(instanceId, { private_ip: row.private_ip, mac: interfaceMac(row.id) });
   return row;
 }
 

@@ -18,7 +18,8 @@ export interface UpOptions extends HostPolicy {
   readonly host: string;
   readonly port: number;
   readonly region: string;
-  readonly subnet: string;
+  /** Whether VPCs get an uplink to the host (a TAP holding the VPC's first address) where their CIDR allows. */
+  readonly uplinks: boolean;
   /** Let one account's instances share physical cores (two accounts never do). */
   readonly shareCoresWithinAccount?: boolean | undefined;
   /** Throttling, connection cap and timeouts of the API (DEFAULT_SERVER_LIMITS if not given). */
@@ -43,7 +44,7 @@ export async function up(o: UpOptions): Promise<Up> {
     throw new AzoteError('DataDirInUse', `another azote up is using ${o.dataDir}`, 'stop it first, or give another --data-dir');
   }
   const store = new Store(o.dataDir);
-  const controller = await Controller.start({ dataDir: o.dataDir, log: o.log.child('controller'), subnet: o.subnet });
+  const controller = await Controller.start({ dataDir: o.dataDir, log: o.log.child('controller'), uplinks: o.uplinks });
   const api = new Ec2Api(store, controller, o.region, o.dataDir, o.log.child('api'), o.shareCoresWithinAccount ?? false, o);
   const server = createEc2Server({ api, sealingKey: sealingKey(o.dataDir), log: o.log.child('api'), limits: o.apiLimits });
   await new Promise<void>((resolve, reject) => {

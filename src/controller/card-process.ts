@@ -2,7 +2,8 @@
 // from its component's entry, which the security chip verifies and measures before every start, as a uid never given
 // before, in its own control group and namespaces (no network at all), with PATH as its whole environment and nothing
 // of the host but what it is handed: its listening sockets, made here once and kept across its restarts (the VMs
-// using it reconnect to the same path once it serves again), and its volumes' files, opened here at each start. Ready once it says so on its stdout (its volumes open and locked);
+// using it reconnect to the same path once it serves again), its volumes' files, opened here at each start, and
+// what its owner keeps for it (a network card's uplink). Ready once it says so on its stdout (its volumes open and locked);
 // restarted whenever it dies until the controller stops it. A card dies with the controller (the jail's parent-death
 // signals) and is written down in its pid files until it ends.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -42,6 +43,8 @@ export interface CardSpec {
   readonly sockets: readonly string[];
   /** Files opened for it at each start (read-only or not): its descriptors after the sockets', in order. */
   readonly files: readonly { readonly path: string; readonly readOnly: boolean }[];
+  /** Descriptors its owner keeps open and hands it at each start (an uplink TAP): its descriptors after the files'. */
+  readonly inherited?: readonly number[] | undefined;
   /** The entry's arguments, which name those descriptors. */
   readonly args: readonly string[];
   readonly jail: CardJail;
@@ -154,7 +157,7 @@ export class CardProcess {
         mountPoint: spec.jail.mountPoint, componentDir: component.dir, entry: component.entryPath, args: spec.args, cores: spec.jail.cores, uid,
         cgroupProcs: this.cgroup?.procsFiles ?? [], memlockBytes: 0, // a card locks no memory
       });
-      const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe', ...this.listening.map((l) => l.fd), ...opened], env: { PATH: JAIL_PATH } });
+      const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe', ...this.listening.map((l) => l.fd), ...opened, ...spec.inherited ?? []], env: { PATH: JAIL_PATH } });
       if (uid !== undefined) child.once('exit', () => spec.jail.uids.give(uid)).once('error', () => spec.jail.uids.give(uid));
       return child;
     } catch (e) {

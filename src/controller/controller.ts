@@ -5,9 +5,10 @@
 // over on the channel. A hypervisor that breaks the channel's protocol (a message too long, not JSON, not valid) is
 // cut off and killed, and its instance ends failed with the reason: nothing it sends can take the controller down.
 // Its console goes to the instance's console log, its stderr to the instance's hypervisor.log (both capped and rotated
-// here). The controller also runs a network card per account (account-networks.ts), which each of the account's
-// instances' eth0 is attached to, and a block card per attached volume, each in a jail of its own (card-process.ts),
-// and restarts a card that dies (instances ask for a new connection and keep their addresses).
+// here). The controller also runs a network card per VPC (vpc-networks.ts), which each of the VPC's instances' eth0
+// is attached to with the lease the control plane allocated it (its MAC and address, told to the card on each
+// connection made here), and a block card per attached volume, each in a jail of its own (card-process.ts), and
+// restarts a card that dies (instances ask for a new connection and keep their addresses).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { totalmem } from 'node:os';
@@ -24,9 +25,9 @@ import { hypervisorMessage, INHERITED_FDS, type ControllerMessage, type Hypervis
 import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import * as libc from '../sys/libc.js';
-import { AccountNetworks } from './account-networks.js';
 import { CardProcess, FIRST_CARD_FD, type CardJail } from './card-process.js';
 import { CardLinks } from './card-links.js';
+import { VpcNetworks, type VpcNetwork } from './vpc-networks.js';
 import { InstanceCgroup } from './cgroup.js';
 import { coreGroups } from './cores.js';
 import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from './components.js';
@@ -35,14 +36,15 @@ import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 import { JAIL_PATH, jailCommand, jailedExit, jailToolPaths, JailUids, MEMLOCK_OVERHEAD_MIB, memlockLimit } from './jail.js';
 import { PidFiles } from './pid-files.js';
 import { sha384 } from '../security-chip/manifest.js';
-import { parseSubnet } from '../virtio/net-addressing.js';
+import { parseIpv4, parseSubnet, subnetRange } from '../virtio/net-addressing.js';
+import { encodeLease } from '../cards/net/port-lease.js';
 
 /** Host memory kept for the host itself (Node, cards, page cache) when offering memory to instances. */
 const HOST_RESERVED_MIB = 2048;
 /**
  * Memory of a card's control group: Node's own, and the guest pages it is the first to touch (shared memory is
  * charged to whoever faults a page in first): a block card may fill its guest's memory with what it reads, a network
- * card the receive buffers of all its account's guests.
+ * card the receive buffers of all its VPC's guests.
  */
 const CARD_OWN_MIB = 256;
 const NET_CARD_MIB = 1024;
@@ -64,8 +66,8 @@ export interface HostCapacity {
 
 export interface LaunchRequest {
   readonly instanceId: string;
-  /** The instance's account: its eth0 is on that account's network. */
-  readonly account: string;
+  /** The instance's interface: its eth0 is on its VPC's network, with this MAC and address. */
+  readonly network: InstanceInterface;
   readonly image: ImageRecord;
   readonly vcpus: number;
   readonly memoryMiB: number;
@@ -75,6 +77,28 @@ export interface LaunchRequest {
   readonly volumes: readonly string[];
   /** The host CPUs the instance's hypervisor (and so its vCPUs) may run on: its own physical cores. */
   readonly cores: readonly number[];
+}
+
+/** An instance's network interface, as the control plane allocated it. */
+export interface InstanceInterface {
+  readonly vpc: VpcNetwork;
+  /** The MAC, as aa:bb:cc:dd:ee:ff. */
+  readonly mac: string;
+  /** The address, its subnet's CIDR, and the VPC's DNS server. */
+  readonly address: string;
+  readonly subnet: string;
+  readonly dns: string;
+}
+
+/** The bytes that begin each connection to the interface's card: its lease (cards/net/port-lease.ts). */
+function leaseOf(n: InstanceInterface): Uint8Array {
+  const subnet = parseSubnet(n.subnet);
+  const ip = parseIpv4(n.address), dns = parseIpv4(n.dns);
+  const mac = Uint8Array.from(n.mac.split(':').map((h) => parseInt(h, 16)));
+  if (!subnet || ip === undefined || dns === undefined || mac.length !== 6) {
+    throw new Error(`the interface ${n.address} (${n.mac}) in ${n.subnet} is not one a network card can serve`);
+  }
+  return encodeLease({ mac, ip, prefix: subnet.prefix, gateway: subnetRange(subnet).gateway, dns });
 }
 
 export type InstanceEnd =
@@ -94,8 +118,8 @@ export interface InstanceEvents {
 export interface ControllerOptions {
   readonly dataDir: string;
   readonly log: Logger;
-  /** The subnet of every account's network. */
-  readonly subnet: string;
+  /** Whether VPCs get an uplink to the host (a TAP holding the VPC's first address) where their CIDR allows. */
+  readonly uplinks: boolean;
   /** The security chip's directory (keys, component store, registers); default DATA_DIR/host. */
   readonly hostDir?: string | undefined;
 }
@@ -131,7 +155,7 @@ export class Controller {
   private readonly running = new Map<string, Running>();
   /** Instances whose disks are being prepared; a stop before their hypervisor starts cancels the launch. */
   private readonly preparing = new Map<string, { cancelled: boolean; done: Promise<unknown> }>();
-  private readonly networks: AccountNetworks;
+  private readonly networks: VpcNetworks;
   private closing = false;
   /** The hypervisors write the console and their log themselves: the controller rotates them (InstanceFiles.capLogs). */
   private readonly logSweep = setInterval(() => {
@@ -150,9 +174,9 @@ export class Controller {
   private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip,
     private readonly runtime: VerifiedRuntime, private readonly pids: PidFiles) {
     this.jailUids = new JailUids(path.join(o.dataDir, 'jail-uid-next'));
-    // A network card serves one account, whose instances' cores change with them: it may run on any core.
-    this.networks = new AccountNetworks(path.join(o.dataDir, 'cards'), o.subnet, () => this.admit('card-net'),
-      this.cardJail(this.capacity.coreGroups.flat(), NET_CARD_MIB), pids, o.log);
+    // A network card serves one VPC, whose instances' cores change with them: it may run on any core.
+    this.networks = new VpcNetworks(path.join(o.dataDir, 'cards'), () => this.admit('card-net'),
+      this.cardJail(this.capacity.coreGroups.flat(), NET_CARD_MIB), pids, o.uplinks, o.log);
   }
 
   /** A uid for a jail, never given before (undefined where the controller is not root and jails keep its uid). */
@@ -192,13 +216,10 @@ export class Controller {
   /**
    * Starts the host: the development host's components are brought up to date, the security chip's registers
    * begin again (a host start), the controller's own code and Node runtime are verified and measured first, then the
-   * jail's tools measured. Each account's network card is verified, measured and started with its first instance.
+   * jail's tools measured. Each VPC's network card is verified, measured and started with its first instance.
    * Cards and hypervisors a crashed controller left running are killed first.
    */
   static async start(o: ControllerOptions): Promise<Controller> {
-    if (!parseSubnet(o.subnet)) {
-      throw new AzoteError('InvalidSubnet', `the instances' subnet ${o.subnet} is not a network address with a prefix of /8 to /30`, 'e.g. --subnet 172.31.0.0/20');
-    }
     const pids = new PidFiles(path.join(o.dataDir, 'pids'));
     await pids.reapStale(o.log);
     const kernel = (await ensureKernel(o.log)).vmlinux;
@@ -287,7 +308,7 @@ export class Controller {
     const work = (async () => {
       if (!files.hasRoot) await files.createRoot(req.image, req.rootGiB);
       files.writeMetadata(req.metadata);
-      const netCard = await this.networks.cardOf(req.account);
+      const netCard = await this.networks.cardOf(req.network.vpc);
       const cards = await this.volumeCards(req);
       try {
         // Nothing of the hypervisor runs unless the chip verified and measured it just now.
@@ -330,7 +351,7 @@ export class Controller {
     let ended: InstanceEnd | undefined;
     // Each card by its name on the channel (a block card's name is its volume's there, `volume ID`).
     const byName = new Map<string, CardProcess>([[NET_CARD, netCard], ...cards.map((c): [string, CardProcess] => [c.name, c])]);
-    const links = new CardLinks(new Map([...byName].map(([name, c]) => [name, c.socket])));
+    const links = new CardLinks(new Map([...byName].map(([name, c]) => [name, c.socket])), new Map([[NET_CARD, leaseOf(req.network)]]));
     const channel = new Channel<HypervisorMessage, ControllerMessage>(channelFd, hypervisorMessage, {
       message: (m) => {
         if (m.kind === 'connect-card') {

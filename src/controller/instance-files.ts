@@ -21,6 +21,8 @@ export interface InstanceMetadata {
   readonly amiId: string;
   readonly instanceType: string;
   readonly launchIndex: number;
+  /** The guest's host name: ip-A-B-C-D from its private address, as EC2's ip-name host names. */
+  readonly hostname: string;
   /** The OpenSSH public key of the instance's key pair. */
   readonly publicKey?: string | undefined;
   /** User data, decoded. */
@@ -99,7 +101,7 @@ export class InstanceFiles {
       .file('ami-id', Buffer.from(m.amiId))
       .file('instance-type', Buffer.from(m.instanceType))
       .file('ami-launch-index', Buffer.from(String(m.launchIndex)))
-      .file('hostname', Buffer.from(m.instanceId));
+      .file('hostname', Buffer.from(m.hostname));
     if (m.publicKey) w.file('public-key', Buffer.from(`${m.publicKey}\n`));
     if (m.userData) w.file('user-data', m.userData, 0o755);
     const archive = w.finish();

@@ -113,7 +113,7 @@ async function launch(spec: InstanceLaunch): Promise<void> {
     process.exit(1);
   }
   vm = created;
-  say({ kind: 'created', privateIp: created.network?.ip, mac: created.network?.mac });
+  say({ kind: 'created', privateIp: created.network?.fixed?.ip, mac: created.network?.mac });
   attachInput(created);
   const end = await created.run();
   say({

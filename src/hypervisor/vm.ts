@@ -25,7 +25,7 @@ import { IoThread, ThreadedRunner } from './io-thread-host.js';
 import { CardDevice, VhostUserRunner } from './vhost-user-device.js';
 import type { CardLink } from './card-link.js';
 import { NET_QUEUE_SIZE, VIRTIO_ID_NET, VirtioNet } from '../virtio/net.js';
-import { addressFromMac, formatMac } from '../virtio/net-addressing.js';
+import { formatMac } from '../virtio/net-addressing.js';
 import type { Tap } from './tap.js';
 import { VirtioVsock } from '../virtio/vsock.js';
 import {
@@ -33,12 +33,10 @@ import {
 } from './vcpu-protocol.js';
 import { kvmRun } from '../kvm/structs.js';
 
-/** Where the guest is on its network. */
+/** The guest's network: its MAC, and, on a TAP link (where no DHCP server answers), the address its init sets. */
 export interface GuestNetwork {
-  readonly ip: string;
-  readonly prefix: number;
-  readonly gateway: string;
   readonly mac: string;
+  readonly fixed?: { readonly ip: string; readonly prefix: number; readonly gateway: string } | undefined;
 }
 
 export interface VmConfig {
@@ -188,7 +186,7 @@ export class MicroVm {
         this.openDisks.push(disk);
         acquired.push({ close: () => closeDisk(disk) });
       }
-      if (tap) this.network = { ip: tap.guestIp, prefix: tap.prefix, gateway: tap.hostIp, mac: formatMac(tap.mac) };
+      if (tap) this.network = { mac: formatMac(tap.mac), fixed: { ip: tap.guestIp, prefix: tap.prefix, gateway: tap.hostIp } };
       this.kvm = cfg.kvmFd === undefined ? Kvm.open(cfg.kvmDevice) : Kvm.adopt(cfg.kvmFd);
       acquired.push(this.kvm);
       this.vm = this.kvm.createVm();
@@ -204,7 +202,9 @@ export class MicroVm {
       acquired.push({ close: () => this.runners.forEach((r) => r.close()) });
       // Like Firecracker, the hypervisor announces its virtio-mmio devices on the kernel command line itself.
       const slots = this.attachVirtio();
-      const network = this.network ? [`azote.net=${this.network.ip}/${this.network.prefix},${this.network.gateway}`] : [];
+      // A card's guest gets its address by DHCP (the card serves it); a TAP's guest is told it.
+      const fixed = this.network?.fixed;
+      const network = fixed ? [`azote.net=${fixed.ip}/${fixed.prefix},${fixed.gateway}`] : this.network ? ['azote.net=dhcp'] : [];
       const cmdline = [cfg.cmdline, ...network, ...slots.map((slot) => slot.kernelParam)].filter(Boolean).join(' ');
       this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
     } catch (e) {
@@ -252,24 +252,18 @@ export class MicroVm {
     });
   }
 
-  /** The address a network card assigned (as the MAC), kept across the card's restarts. */
-  private cardAddress(device: CardDevice, runner: VhostUserRunner, socket: string): GuestNetwork {
+  /** The MAC a network card gave the port, kept across the card's restarts (the card gives the port's address by DHCP). */
+  private cardMac(device: CardDevice, runner: VhostUserRunner): GuestNetwork {
     const mac = Uint8Array.from({ length: 6 }, (_, i) => device.readConfig(i, 1));
-    const address = addressFromMac(mac);
-    if (!address) {
-      throw new AzoteError('CardUnavailable', `the network card at ${socket} assigned MAC ${formatMac(mac)}, which names no address`,
-        'attach to an Azote network card (azote card net)');
-    }
-    const describe = (m: Uint8Array): string => `${formatMac(m)} (${addressFromMac(m)?.ip ?? 'no address'})`;
     runner.keepConfig = {
-      bytes: mac, describe,
-      // The guest keeps an address its card gave another VM: it is off the network, and its address is not its own.
+      bytes: mac, describe: formatMac,
+      // The guest keeps a MAC its card no longer gives it: it is off the network.
       lost: (given) => this.finish({
         kind: 'crashed',
-        reason: `the network card restarted and gave this VM's address ${address.ip} to another (it offers ${describe(given)}): start it again for a new address`,
+        reason: `the network card restarted and would not give this VM its MAC ${formatMac(mac)} back (it offers ${formatMac(given)}): start it again`,
       }),
     };
-    return { ip: address.ip, prefix: address.prefix, gateway: address.gateway, mac: formatMac(mac) };
+    return { mac: formatMac(mac) };
   }
 
   private attachVirtio(): VirtioSlot[] {
@@ -283,7 +277,7 @@ export class MicroVm {
       const socket = link.name;
       try {
         const device = new CardDevice(deviceId, queueSizes, runner.connect(link), runner.callFds);
-        if (deviceId === VIRTIO_ID_NET) this.network = this.cardAddress(device, runner, socket);
+        if (deviceId === VIRTIO_ID_NET) this.network = this.cardMac(device, runner);
         return { device, runner };
       } catch (e) {
         runner.close();

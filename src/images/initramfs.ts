@@ -15,6 +15,7 @@ import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { cacheDir } from './cache.js';
 import { CpioWriter } from './cpio.js';
+import { DHCP_SCRIPT, DHCP_SCRIPT_PATH } from './dhcp-client.js';
 import { runTool, type ToolRun } from './run-tool.js';
 import { extractDeb, fetchDebianPackage } from './debian.js';
 import { projectRoot } from './paths.js';
@@ -82,13 +83,13 @@ export async function buildGuestInit(log: Logger): Promise<string> {
 
 /**
  * The base initramfs (built once, then reused): /init, /bin/busybox and the links of APPLET_LINKS, /dev/console,
- * /dev/null, /dev/ttyS0, the usual empty directories, /etc/passwd, /etc/group, /etc/hostname.
+ * /dev/null, /dev/ttyS0, the usual empty directories, /etc/passwd, /etc/group, /etc/hostname, udhcpc's script.
  * Returns the path of the uncompressed newc archive.
  */
 export async function ensureBaseInitramfs(log: Logger): Promise<string> {
   const init = readFileSync(await buildGuestInit(log));
   const deb = await fetchDebianPackage(BUSYBOX_PACKAGE, log);
-  const key = sha256hex(init, path.basename(deb), String(INITRAMFS_BUILDER_VERSION)).slice(0, 16);
+  const key = sha256hex(init, path.basename(deb), String(INITRAMFS_BUILDER_VERSION), DHCP_SCRIPT).slice(0, 16);
   const outDir = path.join(cacheDir(), 'initramfs');
   const target = path.join(outDir, `${key}.cpio`);
   if (existsSync(target)) return target;
@@ -130,6 +131,8 @@ export async function ensureBaseInitramfs(log: Logger): Promise<string> {
     w.file('etc/passwd', Buffer.from('root:x:0:0:root:/root:/bin/sh\n'));
     w.file('etc/group', Buffer.from('root:x:0:\n'));
     w.file('etc/hostname', Buffer.from('azote\n'));
+    w.dir(path.dirname(DHCP_SCRIPT_PATH).slice(1));
+    w.file(DHCP_SCRIPT_PATH.slice(1), Buffer.from(DHCP_SCRIPT), 0o755);
     const archive = w.finish();
     log.info(`writing initramfs (${w.count} files, ${Math.ceil(archive.length / 1024)} KiB)`);
     const tmp = `${target}.tmp-${process.pid}`;

@@ -17,6 +17,7 @@ import { cacheDir } from './cache.js';
 import { extractDeb, fetchDebianPackage } from './debian.js';
 import { buildGuestInit } from './initramfs.js';
 import { runTool } from './run-tool.js';
+import { DHCP_SCRIPT, DHCP_SCRIPT_PATH } from './dhcp-client.js';
 import { SSH_SERVER_PATH, SSH_SERVER_SCRIPT } from './ssh-server.js';
 
 /** Bump when what goes into an image changes in a way its inputs do not show. */
@@ -131,6 +132,8 @@ async function stage(root: string, debs: readonly string[], init: Uint8Array, lo
   rmSync(path.join(root, 'sbin', 'init'), { force: true });
   writeFileSync(path.join(root, 'sbin', 'init'), init, { mode: 0o755 });
   writeFileSync(path.join(root, SSH_SERVER_PATH), SSH_SERVER_SCRIPT, { mode: 0o755 });
+  mkdirSync(path.join(root, path.dirname(DHCP_SCRIPT_PATH)), { recursive: true });
+  writeFileSync(path.join(root, DHCP_SCRIPT_PATH), DHCP_SCRIPT, { mode: 0o755 });
   const etc = (name: string, text: string, mode = 0o644): void => writeFileSync(path.join(root, 'etc', name), text, { mode });
   etc('passwd', 'root:x:0:0:root:/root:/bin/sh\n');
   etc('group', 'root:x:0:\n');
@@ -186,7 +189,7 @@ export async function buildImage(name: string, log: Logger): Promise<ImageRecord
   const init = readFileSync(await buildGuestInit(log));
   const debs: string[] = [];
   for (const p of PACKAGES) debs.push(await fetchDebianPackage(p, log));
-  const h = createHash('sha256').update(`azote-image ${IMAGE_BUILDER_VERSION} ${IMAGE_SIZE_MIB}\0`).update(init).update(SSH_SERVER_SCRIPT);
+  const h = createHash('sha256').update(`azote-image ${IMAGE_BUILDER_VERSION} ${IMAGE_SIZE_MIB}\0`).update(init).update(SSH_SERVER_SCRIPT).update(DHCP_SCRIPT);
   for (const d of debs) h.update(`\0${path.basename(d)}`);
   const id = `img-${h.digest('hex').slice(0, 16)}`;
   const dir = imagesDir();

@@ -1,8 +1,9 @@
-// How an Azote network tells a guest its IPv4 address: through the MAC it assigns. A network card gives each
-// attachment the MAC 02:PP:AA:BB:CC:DD, where 02 marks a locally administered unicast address, PP is the subnet's
-// prefix length and AA.BB.CC.DD is the attachment's address; the subnet's first address is its gateway. A frontend
-// reads the MAC from the device's configuration space and tells the guest's init its address (azote.net=).
-// Docker builds MACs from addresses the same way (02:42 + IPv4).
+// IPv4 subnets as the network card and the controller use them, and the MACs a network names its addresses with:
+// 02:PP:AA:BB:CC:DD, where 02 marks a locally administered unicast address, PP is the subnet's prefix length and
+// AA.BB.CC.DD the address (Docker builds MACs from addresses the same way, 02:42 + IPv4). A network's gateway (its
+// first address) has such a MAC, which so stays the same across the card's restarts; a card run by hand offers its
+// ports such MACs, and a frontend reconnecting after a restart claims its port's address back by writing its MAC.
+// Guests never read an address from a MAC: they get it by DHCP.
 
 export interface Ipv4Subnet {
   /** The network address, as a 32-bit number. */
@@ -33,6 +34,14 @@ export function maskBytes(prefix: number): number[] {
   return ipBytes(prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0);
 }
 
+/** Parses "A.B.C.D" into a 32-bit number; undefined for anything else. */
+export function parseIpv4(s: string): number | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  const octets = m?.slice(1, 5).map(Number);
+  if (!octets || octets.some((o) => o > 255)) return undefined;
+  return octets.reduce((a, o) => a * 256 + o, 0);
+}
+
 /** Parses "A.B.C.D/P"; undefined unless it is a network address with a prefix from MIN_PREFIX to MAX_PREFIX. */
 export function parseSubnet(cidr: string): Ipv4Subnet | undefined {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(cidr);
@@ -50,6 +59,11 @@ export function parseSubnet(cidr: string): Ipv4Subnet | undefined {
 export function subnetRange(s: Ipv4Subnet): { gateway: number; first: number; last: number } {
   const size = 2 ** (32 - s.prefix);
   return { gateway: s.network + 1, first: s.network + 2, last: s.network + size - 2 };
+}
+
+/** The MAC of a network's gateway (its first address). */
+export function gatewayMac(s: Ipv4Subnet): Uint8Array {
+  return macForAddress(subnetRange(s).gateway, s.prefix);
 }
 
 export function macForAddress(ip: number, prefix: number): Uint8Array {

@@ -106,9 +106,11 @@ class Recorder implements SwitchPort {
 }
 
 function network(): { sw: VirtualSwitch; a: Recorder; b: Recorder; up: Recorder } {
-  const sw = new VirtualSwitch(Date.now, NETWORK);
+  const sw = new VirtualSwitch(Date.now);
   const a = new Recorder('a', macA), b = new Recorder('b', macB), up = new Recorder('uplink', undefined);
-  for (const p of [a, b, up]) sw.attach(p);
+  sw.attach(a, lease(A));
+  sw.attach(b, lease(B));
+  sw.attach(up);
   return { sw, a, b, up };
 }
 
@@ -149,6 +151,11 @@ test('100,000 malformed and mutated DHCP frames: no exception, no answer but to 
     for (const got of [...b.got.slice(otherBefore[0]), ...up.got.slice(otherBefore[1])]) assert.deepEqual(got, f);
     for (const reply of a.got.slice(before)) {
       answered++;
+      if (u16(reply, 12) === 0x0806) {
+        // A mutation into an ARP request for the gateway: the card's answer names the gateway, to the port alone.
+        assert.deepEqual([u16(reply, 20), u32(reply, 28), [...reply.subarray(22, 28)]], [2, GATEWAY, [...NETWORK.gatewayMac]]);
+        continue;
+      }
       const r = read(reply);
       assert.ok(r.yiaddr === A || r.yiaddr === 0, 'an answer only ever gives the port its own address');
     }

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { checksum } from '../../src/cards/net/dhcp.js';
 import { AGEING_MS, macKey, VirtualSwitch, type SwitchPort } from '../../src/cards/net/switch.js';
 import { PORT_QUEUE_FRAMES, VmPort } from '../../src/cards/net/port.js';
 import { MAX_FRAME } from '../../src/virtio/net.js';
@@ -45,6 +46,11 @@ function udpFromNowhere(from: Uint8Array, sport: number, dport: number, fragment
   return ethernet(BROADCAST, from, 0x0800, ipv4(0, 0xffffffff, 17, udp, fragment));
 }
 
+/** Attaches a port: a VM's (one with a MAC) with the lease its MAC names, as the card run by hand gives it. */
+function plug(sw: VirtualSwitch, p: SwitchPort): void {
+  sw.attach(p, p.mac && { ip: ipOf(p.mac), prefix: 24, gateway: GATEWAY, gatewayMac: macForAddress(GATEWAY, 24), dns: GATEWAY });
+}
+
 class Recorder implements SwitchPort {
   readonly got: Uint8Array[] = [];
   constructor(readonly name: string, readonly mac: Uint8Array | undefined) {}
@@ -57,19 +63,19 @@ test('switch: unicast to an assigned MAC reaches that port alone; broadcast reac
   const sw = new VirtualSwitch();
   const [a, b, c] = [new Recorder('a', mac(2)), new Recorder('b', mac(3)), new Recorder('c', mac(4))];
   const up = new Recorder('uplink', undefined);
-  for (const p of [a, b, c, up]) sw.attach(p);
+  for (const p of [a, b, c, up]) plug(sw, p);
   sw.forward(a, frame(mac(3), mac(2)));
   assert.deepEqual([a.got.length, b.got.length, c.got.length, up.got.length], [0, 1, 0, 0]);
   sw.forward(b, frame(BROADCAST, mac(3)));
   assert.deepEqual([a.got.length, b.got.length, c.got.length, up.got.length], [1, 1, 1, 1]);
-  assert.deepEqual(sw.counters, { forwarded: 1, flooded: 1, spoofed: 0, spoofedArp: 0, spoofedIp: 0, tagged: 0, otherProtocol: 0, malformed: 0, rogueDhcp: 0, dhcp: 0 });
+  assert.deepEqual(sw.counters, { forwarded: 1, flooded: 1, spoofed: 0, spoofedArp: 0, spoofedIp: 0, tagged: 0, otherProtocol: 0, malformed: 0, rogueDhcp: 0, dhcp: 0, gatewayArp: 0, routed: 0, ttlExpired: 0 });
 });
 
 test('switch: a VM port\'s frames with another source MAC are dropped, as are the uplink\'s with a VM\'s MAC', () => {
   const sw = new VirtualSwitch();
   const [a, b] = [new Recorder('a', mac(2)), new Recorder('b', mac(3))];
   const up = new Recorder('uplink', undefined);
-  for (const p of [a, b, up]) sw.attach(p);
+  for (const p of [a, b, up]) plug(sw, p);
   sw.forward(a, frame(BROADCAST, mac(9)));
   sw.forward(a, frame(mac(3), mac(3)));
   sw.forward(up, frame(mac(3), mac(2)));
@@ -85,7 +91,7 @@ function twoVms(): { sw: VirtualSwitch; a: Recorder; b: Recorder; up: Recorder; 
   const sw = new VirtualSwitch();
   const [a, b] = [new Recorder('a', mac(2)), new Recorder('b', mac(3))];
   const up = new Recorder('uplink', undefined);
-  for (const p of [a, b, up]) sw.attach(p);
+  for (const p of [a, b, up]) plug(sw, p);
   return { sw, a, b, up, heard: () => [a.got.length, b.got.length, up.got.length] };
 }
 
@@ -107,7 +113,7 @@ test('switch: ARP from a VM whose sender is not its own MAC and address is dropp
   assert.equal(sw.counters.spoofedArp, 5);
 });
 
-test('switch: IPv4 from a VM with another source is dropped and counted; DHCP discovery from 0.0.0.0 goes through', () => {
+test('switch: IPv4 from a VM with another source is dropped and counted; DHCP discovery from 0.0.0.0 is the card\'s to answer', () => {
   const { sw, a, b, heard } = twoVms();
   sw.forward(a, frame(mac(3), mac(2), 'as .3', ip(3)));
   sw.forward(a, frame(BROADCAST, mac(2), 'as the gateway', GATEWAY));
@@ -122,8 +128,9 @@ test('switch: IPv4 from a VM with another source is dropped and counted; DHCP di
   assert.equal(sw.drops(a)?.spoofedIp, 8);
   assert.equal(sw.drops(b)?.spoofedIp, 0, 'counted on the port that sent them');
   sw.forward(a, frame(mac(3), mac(2), 'its own'));
-  sw.forward(a, udpFromNowhere(mac(2), 68, 67)); // DHCP discovery
-  assert.deepEqual(heard(), [0, 2, 1]);
+  sw.forward(a, udpFromNowhere(mac(2), 68, 67)); // DHCP discovery (not well-formed: no answer), never switched
+  assert.deepEqual(heard(), [0, 1, 0]);
+  assert.equal(sw.counters.dhcp, 1);
   assert.deepEqual(sw.detach(a), { spoofed: 0, spoofedArp: 0, spoofedIp: 8, tagged: 0, otherProtocol: 0, malformed: 0, rogueDhcp: 0 },
     'what a port sent that was dropped goes with it (into the card\'s log)');
 });
@@ -166,7 +173,7 @@ test('switch: addresses behind the uplink are learned, and forgotten after the a
   const sw = new VirtualSwitch(() => now);
   const a = new Recorder('a', mac(2));
   const up = new Recorder('uplink', undefined), other = new Recorder('other uplink', undefined);
-  for (const p of [a, up, other]) sw.attach(p);
+  for (const p of [a, up, other]) plug(sw, p);
   const host = Uint8Array.of(0x0a, 0, 0, 0, 0, 1);
   sw.forward(up, frame(mac(2), host));
   assert.equal(a.got.length, 1);
@@ -191,7 +198,7 @@ test('switch: whatever the frames, no port hears its own, no spoofed frame goes 
       const sw = new VirtualSwitch();
       const ports = [new Recorder('a', mac(2)), new Recorder('b', mac(3)), new Recorder('c', mac(4)),
         new Recorder('up', undefined), new Recorder('up2', undefined)];
-      for (const p of ports) sw.attach(p);
+      for (const p of ports) plug(sw, p);
       const tags = new Map<string, number>();
       sends.forEach((s, i) => {
         const from = ports[s.from] as Recorder;
@@ -229,7 +236,7 @@ test('switch: whatever a guest sends, no frame from a VM leaves with an ARP send
     (sends) => {
       const sw = new VirtualSwitch();
       const ports = [...VMS.map((n) => new Recorder(`vm${n}`, mac(n))), new Recorder('up', undefined)];
-      for (const p of ports) sw.attach(p);
+      for (const p of ports) plug(sw, p);
       const senders = new Map<string, Recorder>();
       sends.forEach((s, i) => {
         const from = ports[s.from] as Recorder;
@@ -246,6 +253,11 @@ test('switch: whatever a guest sends, no frame from a VM leaves with an ARP send
       let delivered = 0;
       for (const p of ports) {
         for (const f of p.got) {
+          // The card's own answers (DHCP, ARP for the gateway) come from the gateway's MAC, which no VM may send from.
+          if (macKey(f, 6) === macKey(macForAddress(GATEWAY, 24))) {
+            assert.ok(p.mac, 'the card answers VMs only');
+            continue;
+          }
           delivered++;
           const from = senders.get(Buffer.from(f).toString('hex'));
           assert.ok(from?.mac, 'only frames the VMs sent');
@@ -268,15 +280,42 @@ test('switch: whatever a guest sends, no frame from a VM leaves with an ARP send
           }
         }
       }
-      // Each frame either went somewhere or was counted, on the switch and on its port.
-      const { forwarded, flooded, ...dropped } = sw.counters;
+      // Each frame either went somewhere, was the card's to answer, or was counted, on the switch and on its port.
+      const { forwarded, flooded, dhcp, gatewayArp, routed, ttlExpired, ...dropped } = sw.counters;
       const drops = Object.values(dropped).reduce((x, y) => x + y, 0);
-      assert.equal(forwarded + flooded + drops, sends.length);
+      assert.equal(forwarded + flooded + dhcp + gatewayArp + routed + ttlExpired + drops, sends.length);
       const perPort = ports.map((p) => Object.values(sw.drops(p) ?? {}).reduce((x, y) => x + y, 0)).reduce((x, y) => x + y, 0);
       assert.equal(perPort, drops);
       assert.ok(delivered <= (forwarded + flooded) * ports.length);
     },
   ), { numRuns: 3000 });
+});
+
+test('switch: IPv4 a VM sends to its gateway for a VM of another subnet is routed to it (TTL one less, checksum right); other destinations go on', () => {
+  const sw = new VirtualSwitch();
+  const gatewayMac = macForAddress(GATEWAY, 24);
+  const [a, b] = [new Recorder('a', mac(2)), new Recorder('b', Uint8Array.of(0x02, 0, 0, 0, 0, 0x10))];
+  const up = new Recorder('uplink', undefined);
+  const other = ((10 << 24) | (77 << 16) | (1 << 8) | 10) >>> 0; // 10.77.1.10, in another /24 of the card's network
+  sw.attach(a, { ip: ip(2), prefix: 24, gateway: GATEWAY, gatewayMac, dns: GATEWAY });
+  sw.attach(b, { ip: other, prefix: 24, gateway: other - 9, gatewayMac, dns: GATEWAY });
+  sw.attach(up);
+  const packet = ethernet(gatewayMac, mac(2), 0x0800, ipv4(ip(2), other, 253, Buffer.from('routed')));
+  sw.forward(a, packet);
+  assert.deepEqual([a.got.length, b.got.length, up.got.length], [0, 1, 0]);
+  const got = b.got[0] ?? assert.fail('routed');
+  assert.deepEqual([...got.subarray(0, 6)], [...(b.mac ?? [])], 'to the VM\'s MAC');
+  assert.deepEqual([...got.subarray(6, 12)], [...gatewayMac], 'from the gateway\'s');
+  assert.equal(got[22], 63, 'one hop less');
+  assert.equal(checksum(got.subarray(14, 34)), 0, 'the header checksum verifies');
+  assert.deepEqual([...got.subarray(34)], [...Buffer.from('routed')]);
+  // A TTL of 1 dies here; a destination no VM holds goes on towards the uplink (the host holds the gateway's MAC).
+  const dying = packet.slice();
+  dying[22] = 1;
+  sw.forward(a, dying);
+  sw.forward(a, ethernet(gatewayMac, mac(2), 0x0800, ipv4(ip(2), 0x08080808, 253, Buffer.from('out'))));
+  assert.deepEqual([a.got.length, b.got.length, up.got.length], [0, 1, 1]);
+  assert.deepEqual([sw.counters.routed, sw.counters.ttlExpired], [1, 1]);
 });
 
 test('a VM port keeps at most PORT_QUEUE_FRAMES frames for its guest, drops larger-than-MTU ones, copies what it keeps', () => {

@@ -96,7 +96,9 @@ test('aws ec2: run-instances, wait, describe with filters, get-console-output, s
       await new Promise((r) => setTimeout(r, 1000));
     }
     const text = (await aws('get-console-output', '--instance-id', ids[0] ?? '', '--query', 'Output')).stdout;
-    assert.match(text, new RegExp(`cli-user-data ran on ${ids[0] ?? ''}`));
+    const address = (await aws('describe-instances', '--instance-ids', ids[0] ?? '', '--query', 'Reservations[0].Instances[0].PrivateIpAddress')).stdout.trim();
+    assert.match(address, /^172\.31\.\d+\.\d+$/);
+    assert.match(text, new RegExp(`cli-user-data ran on ip-${address.replace(/\./g, '-')}\\b`), 'the host name EC2 gives the address');
     assert.match(text, /Run \/sbin\/init as init process/);
     assert.equal((await aws('stop-instances', '--instance-ids', ids[0] ?? '')).code, 0);
     assert.equal((await aws('wait', 'instance-stopped', '--instance-ids', ids[0] ?? '')).code, 0);

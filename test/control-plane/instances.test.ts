@@ -10,8 +10,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as sdk from '@aws-sdk/client-ec2';
-import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { assertMatchesModel, rawCall, startEc2, type Ec2Host } from '../framework/ec2.js';
+import { consoleUntil, defaultAmi, hostKeys } from '../framework/instances.js';
 import { requireKvm } from '../framework/kvm.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
 
@@ -19,32 +19,7 @@ useOwnNetworkNamespace();
 
 const WAIT = { maxWaitTime: 300, minDelay: 1, maxDelay: 2 };
 
-function ami(): string {
-  const image = images().find((i) => i.name === 'default');
-  assert.ok(image, 'the default image (azote image build)');
-  return amiId(image);
-}
-
-async function consoleUntil(ec2: sdk.EC2Client, id: string, re: RegExp): Promise<string> {
-  let text = '';
-  for (let i = 0; i < 300; i++) {
-    const out = await ec2.send(new sdk.GetConsoleOutputCommand({ InstanceId: id }));
-    text = Buffer.from(out.Output ?? '', 'base64').toString('utf8');
-    if (re.test(text)) return text;
-    await new Promise((r) => setTimeout(r, 1000));
-  }
-  assert.match(text, re, `console of ${id}`);
-  return text;
-}
-
-/** The SSH host key blocks of a console (the last boot's), as `ssh-keygen -l` lines and OpenSSH public keys. */
-function hostKeys(text: string): { fingerprints: string[]; keys: string[] } {
-  const block = (name: string): string[] => {
-    const all = [...text.matchAll(new RegExp(`-----BEGIN SSH HOST KEY ${name}-----\\r?\\n([\\s\\S]*?)-----END SSH HOST KEY ${name}-----`, 'g'))];
-    return (all.at(-1)?.[1] ?? '').split(/\r?\n/).filter(Boolean);
-  };
-  return { fingerprints: block('FINGERPRINTS'), keys: block('KEYS') };
-}
+const ami = defaultAmi;
 
 /** Polls until the instance is in `state` (the SDK's waiters count some passing states as failures). */
 async function waitState(ec2: sdk.EC2Client, id: string, state: string): Promise<sdk.Instance> {

@@ -10,6 +10,8 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, r
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../../src/base/log.js';
+import { encodeLease, LEASE_BYTES } from '../../src/cards/net/port-lease.js';
+import { CardLinks } from '../../src/controller/card-links.js';
 import { CardProcess, FIRST_CARD_FD, type CardJail } from '../../src/controller/card-process.js';
 import { provisionDevelopmentHost } from '../../src/controller/components.js';
 import { coreGroups } from '../../src/controller/cores.js';
@@ -155,6 +157,31 @@ test('a block card and a network card in their jails: own uid, no privileges, se
     assert.notEqual(status(blockPid, 'Uid'), status(netPid, 'Uid'), 'each card its own uid');
     checkDescriptors(blockPid, [blockSocket], [volume]);
     checkDescriptors(netPid, [netSocket], []);
+
+    // The controller's connections to a network card begin with the port's lease: the port has the lease's MAC, which
+    // the frontend may not change; a lease for an address or a MAC in use, or bytes that are no lease, get the
+    // connection closed before any vhost-user message is answered.
+    const lease = (macByte: number, host: number): Uint8Array => encodeLease({
+      mac: Uint8Array.of(0x02, 0, 0, 0, 0, macByte), ip: ((10 << 24) | (99 << 16) | host) >>> 0, prefix: 24,
+      gateway: ((10 << 24) | (99 << 16) | 1) >>> 0, dns: ((10 << 24) | (99 << 16) | 2) >>> 0,
+    });
+    const linkWith = (greeting: Uint8Array): CardLinks => new CardLinks(new Map([['network', netSocket]]), new Map([['network', greeting]]));
+    const held = linkWith(lease(1, 10));
+    const port = VhostUserFrontend.over(held.renew('network'));
+    try {
+      assert.deepEqual([...port.getConfig(6)], [0x02, 0, 0, 0, 0, 1], 'the MAC the lease gave');
+      port.setConfig(0, Uint8Array.of(0x02, 0, 0, 0, 0, 1));
+      assert.throws(() => port.setConfig(0, Uint8Array.of(0x02, 0, 0, 0, 0, 9)), /refused/, 'the port\'s MAC is its interface\'s');
+      for (const refused of [lease(2, 10), lease(1, 11), new Uint8Array(LEASE_BYTES), lease(3, 0)]) {
+        const other = linkWith(refused);
+        assert.throws(() => VhostUserFrontend.over(other.renew('network')), /closed|ended|reply/);
+        other.close();
+      }
+      assert.deepEqual([...port.getConfig(6)], [0x02, 0, 0, 0, 0, 1], 'the port held on through the refusals');
+    } finally {
+      port.close();
+      held.close();
+    }
 
     assert.ok((await readSector(blockSocket)).every((b) => b === 0x5a), 'a read through the jailed card returns the volume\'s data');
     // Killed, it is started again with the same listening socket: a frontend connects to the same path and is served.

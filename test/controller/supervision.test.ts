@@ -41,7 +41,7 @@ test('a killed network card is verified and started again; a killed hypervisor l
     const chip = SecurityChip.open(`${host.dataDir}/host`);
     const measured = (): number => chip.eventLog().filter((e) => e.component === 'card-net').length;
     assert.equal(measured(), 1);
-    // The account's network card (the host's first: account-networks.ts numbers their sockets).
+    // The VPC's network card (the host's first: vpc-networks.ts numbers their sockets).
     const socket = `${host.dataDir}/cards/net-1.sock`;
     const [card] = pidsWith('cards/net/main.js', socket);
     assert.ok(card, 'the network card runs from the component store');

@@ -23,8 +23,8 @@ export interface Ec2Host extends Up {
   dispose(): Promise<void>;
 }
 
-export async function startEc2(dataDir = mkdtempSync(path.join(tmpdir(), 'azote-ec2-')), o: Partial<Pick<UpOptions, 'shareCoresWithinAccount' | 'limits' | 'diskOvercommit' | 'forgetTerminatedAfterMs' | 'log' | 'apiLimits'>> = {}): Promise<Ec2Host> {
-  const running = await up({ dataDir, host: '127.0.0.1', port: 0, region: REGION, subnet: '172.31.0.0/20', log: silentLogger, ...o });
+export async function startEc2(dataDir = mkdtempSync(path.join(tmpdir(), 'azote-ec2-')), o: Partial<Pick<UpOptions, 'shareCoresWithinAccount' | 'uplinks' | 'limits' | 'diskOvercommit' | 'forgetTerminatedAfterMs' | 'log' | 'apiLimits'>> = {}): Promise<Ec2Host> {
+  const running = await up({ dataDir, host: '127.0.0.1', port: 0, region: REGION, uplinks: true, log: silentLogger, ...o });
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;

@@ -1,10 +1,15 @@
 // The network card: a process that connects VMs to a virtual switch over vhost-user. Every connection to its socket
-// is a new attachment (a switch port) with the next free address of the card's subnet, told to the frontend as the
-// MAC in the virtio-net configuration space (virtio/net-addressing.ts). A frontend may claim a particular free
-// address by writing that MAC with SET_CONFIG before its rings run (a hypervisor reconnecting after a card restart
-// keeps its guest's address so). With an uplink, the card opens (or creates) that TAP device, gives it the subnet's
-// gateway address, and switches frames between it and the VMs. The card sleeps in poll() on its socket, the uplink,
-// the frontends' connections and the rings' kick fds.
+// is a switch port with a MAC and an address, which the guest learns by DHCP (dhcp.ts). Run by the controller
+// (`leased` addressing), each connection begins with its port's lease (port-lease.ts: MAC, address, subnet, gateway,
+// DNS server, as the control plane allocated them in the VPC this card serves); the frontend reads the MAC from the
+// virtio-net configuration space and may not change it. Run by hand (`free` addressing), the card gives each
+// connection the next free address of its subnet and offers a MAC naming it (virtio/net-addressing.ts); a frontend
+// with a MAC of its own (QEMU's -device virtio-net,mac=...) keeps it: the port takes the source of its first frame
+// as its MAC. A frontend may claim a particular free address by writing the MAC naming it with SET_CONFIG before its
+// rings run (a hypervisor reconnecting after a card restart keeps its guest's address so). With an uplink (a TAP the
+// card opens by name, or one the controller made and handed over), the card switches frames between it and the VMs;
+// the uplink holds the network's gateway address. The card sleeps in poll() on its socket, the uplink, the
+// frontends' connections and the rings' kick fds.
 import type { Logger } from '../../base/log.js';
 import * as libc from '../../sys/libc.js';
 import { openTap, setHardwareAddress, setInterfaceAddress } from '../../sys/tap.js';
@@ -12,8 +17,10 @@ import { listenAtPath } from '../../sys/unix-listen.js';
 import { BackendSession } from '../../vhost-user/backend.js';
 import { MAX_FRAME, NetDataPath, NetModel, RX_QUEUE } from '../../virtio/net.js';
 import {
-  addressFromMac, formatMac, ipBytes, ipToString, macForAddress, maskBytes, subnetRange, type Ipv4Subnet,
+  addressFromMac, formatMac, gatewayMac, ipBytes, ipToString, macForAddress, maskBytes, subnetRange, type Ipv4Subnet,
 } from '../../virtio/net-addressing.js';
+import type { DhcpLease } from './dhcp.js';
+import { decodeLease, LEASE_BYTES, type PortLease } from './port-lease.js';
 import { VmPort } from './port.js';
 import { VirtualSwitch, type SwitchPort } from './switch.js';
 
@@ -23,9 +30,14 @@ export interface NetCardOptions {
   readonly listenFd?: number | undefined;
   /** Called once it takes connections. */
   readonly ready?: (() => void) | undefined;
+  /** The network: every port's address is in it (its first address is the gateway of a card run by hand). */
   readonly subnet: Ipv4Subnet;
-  /** A TAP device to the host. */
+  /** Where ports' addresses come from: each connection's first bytes (the controller's), or the card itself. */
+  readonly addressing: 'leased' | 'free';
+  /** A TAP device to the host, opened and given the gateway's address here. */
   readonly uplink?: string | undefined;
+  /** A TAP device to the host that the controller made and addressed. */
+  readonly uplinkFd?: number | undefined;
 }
 
 /** Frames read from the uplink per wake-up, so that the host cannot starve the VMs' rings. */
@@ -35,7 +47,16 @@ interface Attachment {
   readonly port: VmPort;
   readonly model: NetModel;
   readonly session: BackendSession;
-  ip: number;
+  lease: DhcpLease;
+  /** Free addressing: the port takes its first frame's source as its MAC (a frontend with a MAC of its own). */
+  adoptsMac: boolean;
+}
+
+/** A connection whose lease has not fully arrived yet. */
+interface Pending {
+  readonly fd: number;
+  readonly bytes: Uint8Array;
+  got: number;
 }
 
 interface Uplink {
@@ -45,12 +66,14 @@ interface Uplink {
   readonly counters: { toHost: number; toHostDropped: number; fromHost: number };
 }
 
-function openUplink(name: string, subnet: Ipv4Subnet, log: Logger): Uplink {
-  const tap = openTap(name);
-  const { gateway } = subnetRange(subnet);
-  // The gateway's MAC follows from its address, so that guests' ARP entries stay right across the card's restarts.
-  setHardwareAddress(tap.name, macForAddress(gateway, subnet.prefix));
-  setInterfaceAddress(tap.name, ipBytes(gateway), maskBytes(subnet.prefix));
+function openUplink(o: NetCardOptions, log: Logger): Uplink | undefined {
+  let tap: { fd: number; name: string };
+  if (o.uplinkFd !== undefined) tap = { fd: o.uplinkFd, name: `fd ${o.uplinkFd}` };
+  else if (o.uplink !== undefined) {
+    tap = openTap(o.uplink);
+    setHardwareAddress(tap.name, gatewayMac(o.subnet));
+    setInterfaceAddress(tap.name, ipBytes(subnetRange(o.subnet).gateway), maskBytes(o.subnet.prefix));
+  } else return undefined;
   const counters = { toHost: 0, toHostDropped: 0, fromHost: 0 };
   const port: SwitchPort = {
     name: `uplink ${tap.name}`,
@@ -60,48 +83,47 @@ function openUplink(name: string, subnet: Ipv4Subnet, log: Logger): Uplink {
       else counters.toHostDropped++; // the host's queue is full: dropped, as on a congested link
     },
   };
-  log.info('network card uplink', { tap: tap.name, gateway: ipToString(gateway), prefix: subnet.prefix });
+  log.info('network card uplink', { tap: tap.name, gateway: ipToString(subnetRange(o.subnet).gateway), prefix: o.subnet.prefix });
   return { fd: tap.fd, name: tap.name, port, counters };
 }
 
 /** Serves until the process is killed (SIGTERM): this thread sleeps in poll(), with no JavaScript signal handler. */
 export function serveNetCard(o: NetCardOptions, log: Logger): never {
   const range = subnetRange(o.subnet);
-  // The DNS server named is the gateway (the host's side of the uplink, where there is one): EC2 names its VPC's
-  // base address + 2, which this subnet gives to a guest until VPC subnets, which reserve it, reach the card.
-  const sw = new VirtualSwitch(Date.now, {
-    prefix: o.subnet.prefix, gateway: range.gateway, gatewayMac: macForAddress(range.gateway, o.subnet.prefix), dns: range.gateway,
-  });
+  const routerMac = gatewayMac(o.subnet);
+  const sw = new VirtualSwitch(Date.now);
   const listenFd = o.listenFd ?? listenAtPath(o.socket, 'the card socket').fd;
-  const uplink = o.uplink === undefined ? undefined : openUplink(o.uplink, o.subnet, log);
+  const uplink = openUplink(o, log);
   if (uplink) sw.attach(uplink.port);
   log.info('network card serving', {
-    socket: o.socket, subnet: `${ipToString(o.subnet.network)}/${o.subnet.prefix}`, gateway: ipToString(range.gateway),
+    socket: o.socket, subnet: `${ipToString(o.subnet.network)}/${o.subnet.prefix}`, addressing: o.addressing,
   });
   o.ready?.();
   const attachments = new Set<Attachment>();
+  const pending = new Set<Pending>();
   /** Ports that got frames since their receive ring was last served. */
   const waiting = new Set<VmPort>();
   let attached = 0;
 
-  const taken = (ip: number, except?: Attachment): boolean => [...attachments].some((a) => a !== except && a.ip === ip);
+  const taken = (ip: number, except?: Attachment): boolean => [...attachments].some((a) => a !== except && a.lease.ip === ip);
+  const macTaken = (mac: Uint8Array, except?: Attachment): boolean =>
+    [...attachments].some((a) => a !== except && a.port.mac.every((b, i) => b === mac[i])) || routerMac.every((b, i) => b === mac[i]);
+  const inSubnet = (ip: number): boolean => ip >= o.subnet.network && ip < o.subnet.network + 2 ** (32 - o.subnet.prefix);
   const freeAddress = (): number | undefined => {
     for (let ip = range.first; ip <= range.last; ip++) if (!taken(ip)) return ip;
     return undefined;
   };
+  /** A card run by hand is one subnet: its gateway and DNS server are its first address (the uplink's). */
+  const freeLease = (ip: number): DhcpLease => ({ ip, prefix: o.subnet.prefix, gateway: range.gateway, gatewayMac: routerMac, dns: range.gateway });
 
-  const attach = (fd: number): void => {
-    const ip = freeAddress();
-    if (ip === undefined) {
-      log.warn('an attachment was refused: every address of the subnet is in use', { socket: o.socket });
-      libc.close(fd);
-      return;
-    }
-    const mac = macForAddress(ip, o.subnet.prefix);
+  const attach = (fd: number, lease: DhcpLease, mac: Uint8Array, adoptsMac: boolean): void => {
     const model = new NetModel(mac);
-    const port = new VmPort(`port${++attached}`, mac, (from, frame) => sw.forward(from, frame), (p) => waiting.add(p));
+    const port = new VmPort(`port${++attached}`, mac, (from, frame) => {
+      if (attachment.adoptsMac) adoptMac(attachment, frame);
+      sw.forward(from, frame);
+    }, (p) => waiting.add(p));
     const attachment: Attachment = {
-      port, model, ip,
+      port, model, lease, adoptsMac,
       session: new BackendSession(fd, {
         model,
         dataPath: (mem, queues) => new NetDataPath(mem, queues, port),
@@ -109,32 +131,89 @@ export function serveNetCard(o: NetCardOptions, log: Logger): never {
       }, log),
     };
     attachments.add(attachment);
-    sw.attach(port);
-    log.info('network port attached', { port: port.name, mac: formatMac(mac), ip: ipToString(ip) });
+    sw.attach(port, lease);
+    log.info('network port attached', { port: port.name, mac: formatMac(mac), ip: ipToString(lease.ip), gateway: ipToString(lease.gateway) });
   };
 
-  /** A frontend asks for the address its MAC stands for (its guest had it before the card restarted). */
+  const accept = (fd: number): void => {
+    if (o.addressing === 'leased') {
+      pending.add({ fd, bytes: new Uint8Array(LEASE_BYTES), got: 0 });
+      return;
+    }
+    const ip = freeAddress();
+    if (ip === undefined) {
+      log.warn('an attachment was refused: every address of the subnet is in use', { socket: o.socket });
+      libc.close(fd);
+      return;
+    }
+    attach(fd, freeLease(ip), macForAddress(ip, o.subnet.prefix), true);
+  };
+
+  /** Reads what has come of a connection's lease; attaches it once whole, or closes it if it is none or in use. */
+  const readLease = (p: Pending): void => {
+    let n: number;
+    try {
+      n = libc.readSome(p.fd, p.bytes.subarray(p.got));
+    } catch {
+      n = 0;
+    }
+    if (n < 0) return;
+    p.got += n;
+    if (n > 0 && p.got < LEASE_BYTES) return;
+    pending.delete(p);
+    const lease: PortLease | string = n === 0 ? 'the connection ended before its lease' : decodeLease(p.bytes);
+    const refused = typeof lease === 'string' ? lease
+      : !inSubnet(lease.ip) ? `${ipToString(lease.ip)} is outside this card's network`
+        : taken(lease.ip) ? `${ipToString(lease.ip)} is attached already`
+          : macTaken(lease.mac) ? `MAC ${formatMac(lease.mac)} is attached already` : undefined;
+    if (refused !== undefined || typeof lease === 'string') {
+      log.warn('a connection was refused', { why: refused });
+      libc.close(p.fd);
+      return;
+    }
+    attach(p.fd, { ip: lease.ip, prefix: lease.prefix, gateway: lease.gateway, gatewayMac: routerMac, dns: lease.dns }, lease.mac, false);
+  };
+
+  const reattach = (a: Attachment, mac: Uint8Array, lease: DhcpLease): void => {
+    sw.detach(a.port);
+    a.port.mac = mac;
+    a.model.setMac(mac);
+    a.lease = lease;
+    sw.attach(a.port, lease);
+  };
+
+  /** Free addressing: a port's first frame names the MAC its frontend uses (its own, or the one offered). */
+  const adoptMac = (a: Attachment, frame: Uint8Array): void => {
+    a.adoptsMac = false;
+    if (frame.length < 14) return;
+    const source = frame.slice(6, 12);
+    if (((source[0] ?? 0) & 1) === 1 || source.every((b, i) => b === a.port.mac[i]) || macTaken(source, a)) return;
+    reattach(a, source, a.lease);
+    log.info('network port took its frontend\'s MAC', { port: a.port.name, mac: formatMac(source), ip: ipToString(a.lease.ip) });
+  };
+
+  /** A frontend asks for the MAC it had (its guest's, before the card restarted). */
   const claim = (a: Attachment, offset: number, data: Uint8Array): void => {
     if (offset !== 0 || data.length < 6) throw new Error('only the MAC (offset 0, 6 bytes) may be written');
-    const wanted = addressFromMac(data);
+    const mac = data.slice(0, 6);
+    if (mac.every((b, i) => b === a.port.mac[i])) return;
+    if (o.addressing === 'leased') throw new Error('this port\'s MAC is the one its interface was given: it cannot be changed');
+    const wanted = addressFromMac(mac);
     const ip = wanted?.address ?? -1;
     if (!wanted || wanted.prefix !== o.subnet.prefix || ip < range.first || ip > range.last) {
-      throw new Error(`MAC ${formatMac(data)} is not an address of this card's subnet`);
+      throw new Error(`MAC ${formatMac(mac)} is not an address of this card's subnet`);
     }
     if (taken(ip, a)) throw new Error(`${wanted.ip} is attached already`);
-    sw.detach(a.port);
-    a.port.mac = data.slice(0, 6);
-    a.model.setMac(a.port.mac);
-    a.ip = ip;
-    sw.attach(a.port);
-    log.info('network port claimed its address', { port: a.port.name, mac: formatMac(data), ip: wanted.ip });
+    reattach(a, mac, freeLease(ip));
+    a.adoptsMac = false;
+    log.info('network port claimed its address', { port: a.port.name, mac: formatMac(mac), ip: wanted.ip });
   };
 
   const detach = (a: Attachment): void => {
     attachments.delete(a);
     waiting.delete(a.port);
     const dropped = sw.detach(a.port);
-    log.info('network port detached', { port: a.port.name, ip: ipToString(a.ip), ...a.port.counters, dropped, switch: sw.counters });
+    log.info('network port detached', { port: a.port.name, ip: ipToString(a.lease.ip), ...a.port.counters, dropped, switch: sw.counters });
   };
 
   const frame = new Uint8Array(MAX_FRAME + 64);
@@ -150,7 +229,8 @@ export function serveNetCard(o: NetCardOptions, log: Logger): never {
 
   for (;;) {
     const live = [...attachments];
-    const reads = [listenFd, ...(uplink ? [uplink.fd] : []), ...live.flatMap((a) => a.session.watched())];
+    const leases = [...pending];
+    const reads = [listenFd, ...(uplink ? [uplink.fd] : []), ...leases.map((p) => p.fd), ...live.flatMap((a) => a.session.watched())];
     const writes = live.flatMap((a) => [...a.session.watchedWritable()]);
     // Ports still holding frames after their ring was served, and rings left with work at their budget, get another
     // turn once every ready fd had its own: each port in turn, none for ever.
@@ -158,9 +238,12 @@ export function serveNetCard(o: NetCardOptions, log: Logger): never {
     for (const fd of ready.write) for (const a of live) if (a.session.watchedWritable().includes(fd)) a.session.writable(fd);
     for (const fd of ready.read) {
       if (fd === listenFd) {
-        for (let c = libc.acceptNonBlocking(fd); c >= 0; c = libc.acceptNonBlocking(fd)) attach(c);
+        for (let c = libc.acceptNonBlocking(fd); c >= 0; c = libc.acceptNonBlocking(fd)) accept(c);
       } else if (fd === uplink?.fd) {
         fromHost();
+      } else if (leases.some((p) => p.fd === fd)) {
+        const p = leases.find((x) => x.fd === fd);
+        if (p) readLease(p);
       } else {
         const a = live.find((x) => !x.session.closed && x.session.watched().includes(fd));
         a?.session.readable(fd);
