@@ -7,6 +7,7 @@ import { chmodSync, copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs
 import path from 'node:path';
 import { COMPONENTS, componentFiles } from '../controller/components.js';
 import { projectRoot } from '../images/paths.js';
+import { processAlive } from '../sys/process-alive.js';
 
 export interface StagedHypervisor {
   /** The directory the jail binds, and the entry in it. */
@@ -17,15 +18,6 @@ export interface StagedHypervisor {
 
 const PREFIX = 'hypervisor-';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Copies the hypervisor's files under `runDir` (made if missing) for this process. */
 export function stageHypervisor(runDir: string): StagedHypervisor {
   const hypervisor = COMPONENTS.find((c) => c.name === 'hypervisor');
@@ -33,18 +25,20 @@ export function stageHypervisor(runDir: string): StagedHypervisor {
   mkdirSync(runDir, { recursive: true });
   for (const name of readdirSync(runDir)) {
     const pid = Number(name.startsWith(PREFIX) ? name.slice(PREFIX.length) : NaN);
-    if (Number.isInteger(pid) && (pid === process.pid || !alive(pid))) rmSync(path.join(runDir, name), { recursive: true, force: true });
+    if (Number.isInteger(pid) && (pid === process.pid || !processAlive(pid))) rmSync(path.join(runDir, name), { recursive: true, force: true });
   }
   const dir = path.join(runDir, `${PREFIX}${process.pid}`);
   const remove = (): void => rmSync(dir, { recursive: true, force: true });
   const root = projectRoot();
   try {
+    // Readable by the jail's uid whatever this process's umask: each directory made once, then opened up.
+    const made = new Set<string>();
     for (const file of componentFiles(hypervisor, root)) {
       const to = path.join(dir, file);
-      // Readable by the jail's uid whatever this process's umask.
-      for (let d = path.dirname(to); d.startsWith(dir); d = path.dirname(d)) {
+      for (let d = path.dirname(to); d.startsWith(dir) && !made.has(d); d = path.dirname(d)) {
         mkdirSync(d, { recursive: true });
         chmodSync(d, 0o755);
+        made.add(d);
       }
       copyFileSync(path.join(root, file), to);
       chmodSync(to, 0o644);

@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { cacheDir } from './cache.js';
+import { processAlive } from '../sys/process-alive.js';
 import { projectRoot } from './paths.js';
 
 export interface KernelArtifacts {
@@ -64,15 +65,6 @@ function complete(dir: string): KernelArtifacts | undefined {
   };
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Takes <dir>.lock (holding our pid); false when another live process holds it. A stale lock is broken. */
 function tryLock(lock: string): boolean {
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -87,7 +79,7 @@ function tryLock(lock: string): boolean {
       try {
         holder = Number(readFileSync(lock, 'utf8').trim());
       } catch { /* removed meanwhile: try again */ }
-      if (Number.isInteger(holder) && holder > 0 && pidAlive(holder)) return false;
+      if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) return false;
       rmSync(lock, { force: true });
     }
   }

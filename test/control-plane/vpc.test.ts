@@ -8,8 +8,10 @@ import assert from 'node:assert/strict';
 import * as sdk from '@aws-sdk/client-ec2';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
 import { createAccount } from '../../src/control-plane/accounts.js';
+import { interfaceMac } from '../../src/control-plane/network-interfaces.js';
 import { Store } from '../../src/control-plane/store.js';
 import { assertEc2Error, assertMatchesModel, rawCall, startEc2, type Ec2Host } from '../framework/ec2.js';
+import { consoleUntil } from '../framework/instances.js';
 import { requireKvm } from '../framework/kvm.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
 
@@ -315,9 +317,11 @@ test('accounts and instances from before VPCs get the default VPC, and an interf
       const { vpc, subnet, group } = await defaults(ec2);
       const instance = (await ec2.send(new sdk.DescribeInstancesCommand({}))).Reservations?.[0]?.Instances?.[0];
       assert.deepEqual([instance?.VpcId, instance?.SubnetId, instance?.SecurityGroups, instance?.PrivateIpAddress],
-        [vpc.VpcId, subnet.SubnetId, [{ GroupId: group.GroupId, GroupName: 'default' }], '172.31.0.2']);
+        [vpc.VpcId, subnet.SubnetId, [{ GroupId: group.GroupId, GroupName: 'default' }], '172.31.0.4'],
+        'its interface\'s address, which its guest gets at its next start (the address it had came from the old per-account network)');
       const nic = instance?.NetworkInterfaces?.[0];
-      assert.deepEqual([nic?.Attachment?.DeviceIndex, nic?.Status, nic?.MacAddress, nic?.PrivateIpAddress], [0, 'in-use', '02:14:ac:1f:00:02', '172.31.0.2']);
+      assert.deepEqual([nic?.Attachment?.DeviceIndex, nic?.Status, nic?.MacAddress, nic?.PrivateIpAddress],
+        [0, 'in-use', interfaceMac(nic?.NetworkInterfaceId ?? ''), '172.31.0.4']);
       const nics = await ec2.send(new sdk.DescribeNetworkInterfacesCommand({ Filters: [{ Name: 'attachment.instance-id', Values: ['i-0123456789abcdef0'] }] }));
       assert.deepEqual(nics.NetworkInterfaces?.map((n) => [n.NetworkInterfaceId, n.Attachment?.InstanceId, n.Groups?.[0]?.GroupId]),
         [[nic?.NetworkInterfaceId, 'i-0123456789abcdef0', group.GroupId]]);
@@ -344,7 +348,7 @@ test('accounts and instances from before VPCs get the default VPC, and an interf
   }
 });
 
-test('an instance launched in a subnet with a group: its interface, groups and filters; the address shown is the guest\'s', { timeout: 600_000 }, async (t) => {
+test('an instance launched in a subnet with a group: its interface, groups and filters; its guest has the address shown', { timeout: 600_000 }, async (t) => {
   if (!requireKvm(t)) return;
   const dev = host.account('launch');
   const ec2 = host.client(dev);
@@ -368,12 +372,11 @@ test('an instance launched in a subnet with a group: its interface, groups and f
   }
   await assert.rejects(ec2.send(new sdk.DeleteSecurityGroupCommand({ GroupId: group })), { name: 'DependencyViolation' });
   await assert.rejects(ec2.send(new sdk.DeleteSubnetCommand({ SubnetId: subnet })), { name: 'DependencyViolation' });
-  // Until the card takes the subnet's addresses, the address shown is the one the guest has: its card's, once reported.
-  let nic: sdk.NetworkInterface | undefined;
-  for (let i = 0; i < 600 && !nic?.PrivateIpAddress; i++) {
-    nic = (await ec2.send(new sdk.DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [nicId] }))).NetworkInterfaces?.[0];
-    if (!nic?.PrivateIpAddress) await new Promise((r) => setTimeout(r, 500));
-  }
+  // The interface's address is the subnet's first free one (AWS keeps the first four), shown from launch on; the guest
+  // gets it by DHCP from its VPC's network card.
+  assert.equal(launched?.PrivateIpAddress, '10.0.1.4');
+  const nic = (await ec2.send(new sdk.DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [nicId] }))).NetworkInterfaces?.[0];
+  await consoleUntil(ec2, id, new RegExp(`azote-instance: ${id} .* is up, address 10\\.0\\.1\\.4\\b`));
   const instance = (await ec2.send(new sdk.DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations?.[0]?.Instances?.[0];
   assert.deepEqual([nic?.Attachment?.InstanceId, nic?.Attachment?.DeviceIndex, nic?.Groups?.map((g) => g.GroupId), nic?.TagSet],
     [id, 0, [group], [{ Key: 'nic', Value: 'primary' }]]);
