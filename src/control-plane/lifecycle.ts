@@ -137,7 +137,6 @@ export class Lifecycle {
         publicKey, userData,
       },
     }, {
-      created: () => {},
       booted: () => {
         const now = this.store.instanceById(row.id);
         if (now?.state === 'pending') this.store.updateInstance(row.id, { state: 'running', state_reason_code: null, state_reason_message: null });

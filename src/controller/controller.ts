@@ -110,7 +110,6 @@ export type InstanceEnd =
   | { readonly kind: 'failed'; readonly detail: string };
 
 export interface InstanceEvents {
-  created(privateIp: string | undefined, mac: string | undefined): void;
   booted(): void;
   ended(end: InstanceEnd): void;
 }
@@ -369,7 +368,7 @@ export class Controller {
           }
           handOver(channel, m.card, fd);
         } else if (m.kind === 'connect-vsock') channel.send({ kind: 'vsock-refused', port: m.port }); // an instance has no vsock
-        else if (m.kind === 'created') events.created(m.privateIp, m.mac);
+        else if (m.kind === 'created') return; // the instance's MAC and address are its interface's, known already
         else if (m.kind === 'booted') events.booted();
         else {
           ended = m.end === 'exit-status' ? { kind: 'shutdown', detail: `the guest powered off (status ${m.detail})` }
