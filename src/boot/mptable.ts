@@ -1,5 +1,5 @@
 // An Intel MultiProcessor Specification 1.4 table: how a guest without ACPI learns its CPUs, its IOAPIC and how
-// ISA interrupts reach it. Written at the EBDA start, which the e820 map reserves.
+// interrupts reach the IOAPIC's 24 inputs. Written at the EBDA start, which the e820 map reserves.
 import { AzoteError } from '../base/errors.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { IOAPIC_BASE, LAPIC_BASE, MPTABLE } from './layout.js';
@@ -8,7 +8,8 @@ const FLOATING_SIZE = 16;
 const HEADER_SIZE = 44;
 const PROCESSOR_SIZE = 20;
 const ENTRY_SIZE = 8;
-const ISA_IRQS = 16;
+/** The IOAPIC's inputs: the 16 ISA lines and GSIs 16-23, each routed as an ISA interrupt to the same pin. */
+const IOAPIC_PINS = 24;
 const APIC_VERSION = 0x14;
 const IOAPIC_VERSION = 0x11;
 export const MAX_MPTABLE_CPUS = 32;
@@ -16,7 +17,7 @@ const AREA_END = 0xa0000;
 
 export function mptableSize(cpus: number): number {
   return FLOATING_SIZE + HEADER_SIZE + cpus * PROCESSOR_SIZE + ENTRY_SIZE /* bus */ + ENTRY_SIZE /* ioapic */ +
-    ISA_IRQS * ENTRY_SIZE + 2 * ENTRY_SIZE /* local interrupts */;
+    IOAPIC_PINS * ENTRY_SIZE + 2 * ENTRY_SIZE /* local interrupts */;
 }
 
 function checksum(b: Uint8Array): number {
@@ -65,7 +66,7 @@ export function buildMptable(cpus: number): Uint8Array {
   const ioapicId = cpus;
   b[p] = 2; b[p + 1] = ioapicId; b[p + 2] = IOAPIC_VERSION; b[p + 3] = 1; dv.setUint32(p + 4, IOAPIC_BASE, true);
   p += ENTRY_SIZE; count++;
-  for (let irq = 0; irq < ISA_IRQS; irq++) {
+  for (let irq = 0; irq < IOAPIC_PINS; irq++) {
     b[p] = 3; b[p + 1] = 0; dv.setUint16(p + 2, 0, true); b[p + 4] = busId; b[p + 5] = irq; b[p + 6] = ioapicId; b[p + 7] = irq;
     p += ENTRY_SIZE; count++;
   }

@@ -11,33 +11,20 @@ import { GuestMemory, MiB } from '../memory/guest-memory.js';
 import { loadGuest, type BootPlan } from '../boot/loader.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../boot/layout.js';
 import { MAX_MPTABLE_CPUS } from '../boot/mptable.js';
-import { Bus, type BusCounters } from './bus.js';
+import type { BusCounters } from './bus.js';
 import { withoutPvHypercalls } from './pvm-quirks.js';
-import { COM1_IRQ, type Uart16550 } from './devices/uart.js';
-import { attachLegacyDevices } from './legacy-devices.js';
-import { MAX_VIRTIO_DEVICES, virtioSlot, VIRTIO_MMIO_WINDOW, type VirtioSlot } from './virtio-mmio-slots.js';
-import { MmioTransport } from '../virtio/mmio-transport.js';
-import type { QueueRunner, VirtioDevice } from '../virtio/device.js';
-import { VirtioRng } from '../virtio/rng.js';
-import { BLK_QUEUE_SIZE, VIRTIO_ID_BLOCK, VirtioBlock, type BlockDiskInfo } from '../virtio/blk.js';
+import { COM1_IRQ } from './devices/uart.js';
 import { adoptDisk, closeDisk, openDisk } from '../virtio/raw-file.js';
-import { IoThread, ThreadedRunner } from './io-thread-host.js';
-import { CardDevice, VhostUserRunner } from './vhost-user-device.js';
 import type { CardLink } from './card-link.js';
-import { NET_QUEUE_SIZE, VIRTIO_ID_NET, VirtioNet } from '../virtio/net.js';
-import { formatMac } from '../virtio/net-addressing.js';
 import type { Tap } from './tap.js';
-import { VirtioVsock } from '../virtio/vsock.js';
+import { DeviceManager, type GuestNetwork } from './device-manager.js';
+import { DisposableStore, OwnedFd } from '../base/disposable.js';
 import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
 import { kvmRun } from '../kvm/structs.js';
 
-/** The guest's network: its MAC, and, on a TAP link (where no DHCP server answers), the address its init sets. */
-export interface GuestNetwork {
-  readonly mac: string;
-  readonly fixed?: { readonly ip: string; readonly prefix: number; readonly gateway: string } | undefined;
-}
+export type { GuestNetwork } from './device-manager.js';
 
 export interface VmConfig {
   readonly kernel: Uint8Array;
@@ -113,8 +100,6 @@ interface VcpuHandle {
 }
 
 const MIN_MEMORY_MIB = 16;
-/** The guest's vsock address (2 is the host's; guest/ABI.md). */
-const GUEST_VSOCK_CID = 3;
 const STOP_GRACE_MS = 5000;
 /** Host input queued beyond this makes input() ask the sender to pause. */
 const INPUT_HIGH_WATER = 64 * 1024;
@@ -150,169 +135,83 @@ export class MicroVm {
   private readonly vm: Vm;
   private readonly mem: GuestMemory;
   private readonly plan: BootPlan;
-  private readonly bus = new Bus();
-  private readonly uart: Uart16550;
+  private readonly devices: DeviceManager;
   private readonly vcpus: VcpuHandle[] = [];
   private readonly control: SharedArrayBuffer;
   private readonly log: Logger;
+  /** What the VM was handed or opened that a stuck vCPU does not use: released once the devices stopped. */
+  private readonly handles = new DisposableStore();
+  /** KVM, the VM and guest memory: released only once every vCPU thread is gone (they map the memory). */
+  private readonly core = new DisposableStore();
   private end: VmEnd | undefined;
   private shutdownRequested = false;
   private resolveEnd: ((e: VmEnd) => void) | undefined;
   private ioExits = 0;
   private quirks = 0;
   private closed = false;
-  /** The I/O thread, started only for a VM with virtio devices (it costs a worker: memory and start-up time). */
-  private ioThread: IoThread | undefined;
-  private readonly runners: Array<{ close(): void }> = [];
-  private readonly openDisks: BlockDiskInfo[] = [];
   /** The guest's address and gateway on its network (a TAP or a network card); its init configures eth0 so. */
-  network: GuestNetwork | undefined;
+  readonly network: GuestNetwork | undefined;
   readonly flavour: KvmFlavour;
 
   constructor(private readonly cfg: VmConfig) {
     this.log = cfg.log;
     this.flavour = cfg.flavour ?? detectKvmFlavour();
-    // Each resource, once acquired, is released in reverse order if a later step fails.
-    const acquired: Array<{ close(): void }> = [];
     // What the caller handed over is the VM's from the start, released with the rest.
     const { tap, vsock } = cfg;
-    if (tap) acquired.push({ close: () => libc.close(tap.fd) });
-    if (vsock) acquired.push({ close: () => libc.close(vsock.listenFd) });
+    if (tap) this.handles.add(new OwnedFd(tap.fd, libc.close));
+    if (vsock) this.handles.add(new OwnedFd(vsock.listenFd, libc.close));
+    let devices: DeviceManager | undefined;
     try {
       validateVmShape(cfg.vcpus, cfg.memoryMiB);
       // Disks first: a wrong path or a disk in use is the user's to fix, whatever the host can do.
-      for (const d of cfg.disks ?? []) {
+      const disks = (cfg.disks ?? []).map((d) => {
         const disk = d.fd === undefined ? openDisk(d.path, d.readOnly) : adoptDisk(d.fd, d.path, d.readOnly);
-        this.openDisks.push(disk);
-        acquired.push({ close: () => closeDisk(disk) });
-      }
-      if (tap) this.network = { mac: formatMac(tap.mac), fixed: { ip: tap.guestIp, prefix: tap.prefix, gateway: tap.hostIp } };
+        this.handles.defer(() => closeDisk(disk));
+        return disk;
+      });
       this.kvm = cfg.kvmFd === undefined ? Kvm.open(cfg.kvmDevice) : Kvm.adopt(cfg.kvmFd);
-      acquired.push(this.kvm);
+      this.core.defer(() => this.kvm.close());
       this.vm = this.kvm.createVm();
-      acquired.push(this.vm);
+      this.core.defer(() => this.vm.close());
       this.vm.setTssAddr(KVM_TSS_ADDR);
       this.vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
       this.vm.createIrqchip();
       this.vm.createPit2();
       this.mem = GuestMemory.create(cfg.memoryMiB * MiB);
-      acquired.push(this.mem);
+      this.core.defer(() => this.mem.close());
       this.mem.regions.forEach((r, slot) => this.vm.setUserMemoryRegion(slot, r.gpa, r.size, this.mem.address + BigInt(r.offset)));
-      acquired.push({ close: () => void this.ioThread?.close() });
-      acquired.push({ close: () => this.runners.forEach((r) => r.close()) });
-      // Like Firecracker, the hypervisor announces its virtio-mmio devices on the kernel command line itself.
-      const slots = this.attachVirtio();
+      devices = new DeviceManager(this.vm, this.mem, {
+        rng: cfg.rng ?? false, disks, volumes: cfg.volumes ?? [], tap, netCard: cfg.netCard, vsock,
+      }, {
+        output: cfg.output,
+        serialInterrupt: () => {
+          this.vm.irqLine(COM1_IRQ, true);
+          this.vm.irqLine(COM1_IRQ, false);
+        },
+        serialInputDrained: () => cfg.inputReady?.(),
+        reset: () => this.finish({ kind: 'reset' }),
+        exitStatus: (status) => this.finish({ kind: 'exit-status', status }),
+        marker: (v) => cfg.onMarker?.(v),
+        shutdownRequested: () => this.shutdownRequested,
+      }, {
+        log: this.log, confineIo: cfg.confineThreads?.io, crashed: (why) => this.finish({ kind: 'crashed', reason: why }),
+        connectHost: vsock ? vsock.connect : () => Promise.resolve(undefined),
+      });
+      this.devices = devices;
+      this.network = devices.network;
       // A card's guest gets its address by DHCP (the card serves it); a TAP's guest is told it.
       const fixed = this.network?.fixed;
       const network = fixed ? [`azote.net=${fixed.ip}/${fixed.prefix},${fixed.gateway}`] : this.network ? ['azote.net=dhcp'] : [];
-      const cmdline = [cfg.cmdline, ...network, ...slots.map((slot) => slot.kernelParam)].filter(Boolean).join(' ');
+      const cmdline = [cfg.cmdline, ...network, ...this.devices.kernelParams()].filter(Boolean).join(' ');
       this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
     } catch (e) {
-      for (const r of acquired.reverse()) r.close();
+      // The device manager released its own part if it failed; a later failure leaves it to close here.
+      void devices?.close();
+      this.handles.dispose();
+      this.core.dispose();
       throw e;
     }
-    this.uart = attachLegacyDevices(this.bus, {
-      output: cfg.output,
-      serialInterrupt: () => {
-        this.vm.irqLine(COM1_IRQ, true);
-        this.vm.irqLine(COM1_IRQ, false);
-      },
-      serialInputDrained: () => cfg.inputReady?.(),
-      reset: () => this.finish({ kind: 'reset' }),
-      exitStatus: (status) => this.finish({ kind: 'exit-status', status }),
-      marker: (v) => cfg.onMarker?.(v),
-      shutdownRequested: () => this.shutdownRequested,
-    });
     this.control = new SharedArrayBuffer(cfg.vcpus * CTL_WORDS * 4);
-  }
-
-  /**
-   * Creates the configured virtio devices, each in its virtio-mmio slot: registers on the main thread (through MMIO
-   * exits), queues on the I/O thread (ioeventfd in, irqfd out). Returns their slots for the kernel command line.
-   */
-  private get io(): IoThread {
-    this.ioThread ??= new IoThread(this.mem, this.log, this.cfg.confineThreads?.io, (why) => this.finish({ kind: 'crashed', reason: why }),
-      (device, hostPort) => this.connectHost(device, hostPort));
-    return this.ioThread;
-  }
-
-  /** A vsock device's connection to a host program, made by the caller and given to the I/O thread. */
-  private connectHost(device: number, hostPort: number): void {
-    // Only the vsock device asks, and it exists only with cfg.vsock.
-    const connect = this.cfg.vsock?.connect ?? (() => Promise.resolve(undefined));
-    connect(hostPort).then((fd) => {
-      if (this.closed) {
-        if (fd !== undefined) libc.close(fd);
-      } else {
-        this.io.hostConnected(device, hostPort, fd);
-      }
-    }, (e: unknown) => {
-      this.log.warn('a guest connection to the host could not be made', { hostPort, why: errorMessage(e) });
-      if (!this.closed) this.io.hostConnected(device, hostPort, undefined);
-    });
-  }
-
-  /** The MAC a network card gave the port, kept across the card's restarts (the card gives the port's address by DHCP). */
-  private cardMac(device: CardDevice, runner: VhostUserRunner): GuestNetwork {
-    const mac = Uint8Array.from({ length: 6 }, (_, i) => device.readConfig(i, 1));
-    runner.keepConfig = {
-      bytes: mac, describe: formatMac,
-      // The guest keeps a MAC its card no longer gives it: it is off the network.
-      lost: (given) => this.finish({
-        kind: 'crashed',
-        reason: `the network card restarted and would not give this VM its MAC ${formatMac(mac)} back (it offers ${formatMac(given)}): start it again`,
-      }),
-    };
-    return { mac: formatMac(mac) };
-  }
-
-  private attachVirtio(): VirtioSlot[] {
-    // Each entry makes its device and runner once its slot is known.
-    type Make = (index: number, slot: VirtioSlot, isr: Int32Array) => { device: VirtioDevice; runner: QueueRunner & { close(): void } };
-    const local = (device: VirtioDevice): Make => (index, slot, isr) => ({
-      device, runner: new ThreadedRunner(this.vm, this.io, index, device.dataPath, device.queueSizes.length, slot.base, slot.irq, isr),
-    });
-    const card = (what: string, link: CardLink, deviceId: number, queueSizes: readonly number[]): Make => (index, slot, isr) => {
-      const runner = new VhostUserRunner(this.vm, this.mem, this.io, index, queueSizes.length, slot.base, slot.irq, isr, this.log);
-      const socket = link.name;
-      try {
-        const device = new CardDevice(deviceId, queueSizes, runner.connect(link), runner.callFds);
-        if (deviceId === VIRTIO_ID_NET) this.network = this.cardMac(device, runner);
-        return { device, runner };
-      } catch (e) {
-        runner.close();
-        if (e instanceof AzoteError && e.code === 'CardUnavailable') throw e;
-        throw new AzoteError('CardUnavailable', `${what} at ${socket} cannot be used: ${errorMessage(e)}`, 'see the card\'s log');
-      }
-    };
-    const devices: Array<[string, Make]> = [];
-    if (this.cfg.rng) devices.push(['virtio-rng', local(new VirtioRng())]);
-    this.openDisks.forEach((d, i) => devices.push([`virtio-blk${i}`, local(new VirtioBlock(d))]));
-    (this.cfg.volumes ?? []).forEach((link, i) => devices.push([`vhost-user-blk${i}`, card('the volume\'s card', link, VIRTIO_ID_BLOCK, [BLK_QUEUE_SIZE])]));
-    const tap = this.cfg.tap;
-    if (tap) devices.push(['virtio-net0', local(new VirtioNet(tap.mac, { kind: 'net', tapFd: tap.fd }))]);
-    const netCard = this.cfg.netCard;
-    if (netCard) devices.push(['vhost-user-net0', card('the network card', netCard, VIRTIO_ID_NET, [NET_QUEUE_SIZE, NET_QUEUE_SIZE])]);
-    const vsock = this.cfg.vsock;
-    if (vsock) devices.push(['virtio-vsock0', local(new VirtioVsock(GUEST_VSOCK_CID, { kind: 'vsock', guestCid: GUEST_VSOCK_CID, listenFd: vsock.listenFd }))]);
-    if (devices.length > MAX_VIRTIO_DEVICES) {
-      throw new AzoteError('TooManyDevices', `${devices.length} virtio devices do not fit in ${MAX_VIRTIO_DEVICES} slots`, 'attach fewer disks');
-    }
-    return devices.map(([name, make], index) => {
-      const slot = virtioSlot(index);
-      const isr = new Int32Array(new SharedArrayBuffer(4));
-      const { device, runner } = make(index, slot, isr);
-      this.runners.push(runner);
-      const transport = new MmioTransport(this.mem, device, runner, () => {
-        this.vm.irqLine(slot.irq, true);
-        this.vm.irqLine(slot.irq, false);
-      }, isr, (why) => this.log.warn('virtio device needs a reset (the guest gave it something malformed)', { device: name, why }));
-      this.bus.addMmio(name, slot.base, VIRTIO_MMIO_WINDOW, {
-        read: (offset, size) => BigInt(transport.read(offset, size)),
-        write: (offset, size, value) => transport.write(offset, size, Number(value & 0xffffffffn)),
-      });
-      return slot;
-    });
   }
 
   get bootPlan(): BootPlan {
@@ -320,7 +219,7 @@ export class MicroVm {
   }
 
   stats(): VmStats {
-    return { ioExits: this.ioExits, bus: { ...this.bus.counters }, quirks: this.quirks };
+    return { ioExits: this.ioExits, bus: { ...this.devices.bus.counters }, quirks: this.quirks };
   }
 
   /** Starts every vCPU; resolves when the VM has ended and every resource is released. */
@@ -356,7 +255,7 @@ export class MicroVm {
    * is queued that the sender should pause until inputReady.
    */
   input(bytes: Uint8Array): boolean {
-    return this.end ? true : this.uart.enqueueInput(bytes) < INPUT_HIGH_WATER;
+    return this.end ? true : this.devices.uart.enqueueInput(bytes) < INPUT_HIGH_WATER;
   }
 
   /**
@@ -406,11 +305,11 @@ export class MicroVm {
     let result = 0n;
     try {
       if (pio) {
-        if (write) this.bus.portWrite(addr, size, Number(value & 0xffffffffn));
-        else result = BigInt(this.bus.portRead(addr, size));
+        if (write) this.devices.bus.portWrite(addr, size, Number(value & 0xffffffffn));
+        else result = BigInt(this.devices.bus.portRead(addr, size));
       } else {
-        if (write) this.bus.mmioWrite(addr, size, value);
-        else result = this.bus.mmioRead(addr, size);
+        if (write) this.devices.bus.mmioWrite(addr, size, value);
+        else result = this.devices.bus.mmioRead(addr, size);
       }
     } catch (e) {
       // A device model failed on what the guest did: that VM ends with the reason; the process and the host go on.
@@ -476,19 +375,11 @@ export class MicroVm {
     if (this.closed || !this.end) return;
     this.closed = true;
     const end = this.end;
-    // The I/O thread goes first: it may be inside a disk write into guest memory.
-    void (this.ioThread?.close() ?? Promise.resolve()).then(() => {
-      for (const d of this.openDisks) closeDisk(d);
-      if (this.cfg.tap) libc.close(this.cfg.tap.fd);
-      if (this.cfg.vsock) libc.close(this.cfg.vsock.listenFd);
+    void this.devices.close().then(() => {
+      this.handles.dispose();
       // vCPU threads still inside the kernel keep their own references; closing our fds is safe either way, but
       // their memory mapping must stay.
-      if (this.vcpus.every((h) => h.exited)) {
-        this.mem.close();
-        this.vm.close();
-        for (const r of this.runners) r.close();
-        this.kvm.close();
-      }
+      if (this.vcpus.every((h) => h.exited)) this.core.dispose();
       this.resolveEnd?.(end);
     });
   }

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildMptable, MAX_MPTABLE_CPUS } from '../../src/boot/mptable.js';
 import { MPTABLE } from '../../src/boot/layout.js';
+import { MAX_VIRTIO_DEVICES, virtioSlot } from '../../src/hypervisor/virtio-mmio-slots.js';
 
 function sum(b: Uint8Array): number {
   return b.reduce((a, x) => (a + x) & 0xff, 0);
@@ -39,4 +40,27 @@ test('MP table: floating pointer and config table checksum to zero and list ever
 test('MP table refuses CPU counts it cannot describe', () => {
   assert.throws(() => buildMptable(0), /vCPUs/);
   assert.throws(() => buildMptable(MAX_MPTABLE_CPUS + 1), /vCPUs/);
+});
+
+test('MP table: every virtio-mmio slot\'s interrupt is routed to the IOAPIC input of the same number', () => {
+  const t = buildMptable(1);
+  const dv = new DataView(t.buffer);
+  const count = dv.getUint16(16 + 34, true);
+  const routed = new Map<number, number>();
+  let ioapicId = -1;
+  for (let i = 0, p = 16 + 44; i < count; i++) {
+    const type = t[p] ?? 0;
+    if (type === 2) ioapicId = t[p + 1] ?? -1;
+    // An I/O interrupt entry (type 3), vectored (INT, 0): source bus IRQ -> destination IOAPIC id and pin.
+    if (type === 3 && t[p + 1] === 0) {
+      assert.equal(t[p + 6], ioapicId);
+      routed.set(t[p + 5] ?? -1, t[p + 7] ?? -1);
+    }
+    p += type === 0 ? 20 : 8;
+  }
+  assert.ok(MAX_VIRTIO_DEVICES >= 16, `${MAX_VIRTIO_DEVICES} slots`);
+  for (let i = 0; i < MAX_VIRTIO_DEVICES; i++) {
+    const { irq } = virtioSlot(i);
+    assert.equal(routed.get(irq), irq, `slot ${i}: IRQ ${irq}`);
+  }
 });
