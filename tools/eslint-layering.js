@@ -13,7 +13,8 @@ const below = {
   virtio: ['base', 'sys', 'memory'],
   'vhost-user': ['base', 'sys', 'memory', 'virtio'],
   images: ['base', 'sys'],
-  'security-chip': ['base', 'sys'],
+  // protocols: the snapshot file's layout, which the chip reads to MAC a snapshot the hypervisor wrote.
+  'security-chip': ['base', 'sys', 'protocols'],
   hypervisor: ['base', 'sys', 'kvm', 'memory', 'boot', 'virtio', 'vhost-user', 'isolation', 'protocols'],
   cards: ['base', 'sys', 'memory', 'virtio', 'vhost-user'],
   enclaves: ['base', 'sys', 'security-chip'],

@@ -3,6 +3,7 @@
 // the build number); before every launch it verifies the component in the store again, file by file, and measures
 // it into a PCR-style register of its class (SHA-384 extend) with an entry in the event log; it signs quotes of the
 // registers, the log and a caller's nonce with the host attestation key, which anyone can check by replaying the log.
+// It MACs the snapshots this host makes and refuses those made elsewhere or altered (snapshot-mac.ts).
 import { randomBytes, createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import { AzoteError } from '../base/errors.js';
 import { attestationPrivateKey, attestationPublicKey, initKeys, releasePublicKey } from './keys.js';
 import { COMPONENT_NAME, parseManifest, sha384, type Manifest, type Runtime } from './manifest.js';
 import { signBytes, verifyBytes } from './signing.js';
+import { checkSnapshot, sealSnapshot, snapshotMacKey, type CheckedSnapshot, type SnapshotTarget } from './snapshot-mac.js';
 import { readTgz, writeTgz } from './tar.js';
 
 export const PCR_COUNT = 8;
@@ -110,6 +112,7 @@ export class SecurityChip {
     mkdirSync(path.join(hostDir, 'chip'), { recursive: true, mode: 0o700 });
     const chip = new SecurityChip(hostDir);
     if (!existsSync(chip.file('pcrs.json'))) chip.boot();
+    snapshotMacKey(hostDir);
     return { chip, createdDevKey };
   }
 
@@ -264,5 +267,15 @@ export class SecurityChip {
       ...body, attestationKey: attestationPublicKey(this.hostDir).export({ type: 'spki', format: 'pem' }).toString(),
       signature: signBytes(attestationPrivateKey(this.hostDir), quoted(body)).toString('base64'),
     };
+  }
+
+  /** MACs a snapshot the hypervisor wrote (an fd the caller keeps, or a path), binding it to this host. */
+  sealSnapshot(target: SnapshotTarget): void {
+    sealSnapshot(this.hostDir, target);
+  }
+
+  /** Refuses a snapshot not sealed on this host or altered since (SnapshotForeign); returns the digest to load it against. */
+  checkSnapshot(target: SnapshotTarget): CheckedSnapshot {
+    return checkSnapshot(this.hostDir, target);
   }
 }
