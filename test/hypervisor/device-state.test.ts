@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { Uart16550, UART_RX_FIFO_SIZE } from '../../src/hypervisor/devices/uart.js';
+import { Uart16550, UART_MAX_SAVED_INPUT, UART_RX_FIFO_SIZE } from '../../src/hypervisor/devices/uart.js';
 import { CmosRtc, RTC_INDEX_PORT, RTC_DATA_PORT } from '../../src/hypervisor/devices/rtc.js';
 import { I8042 } from '../../src/hypervisor/devices/i8042.js';
 import { AzotePorts } from '../../src/hypervisor/devices/azote-ports.js';
@@ -66,6 +66,17 @@ test('UART: bytes piped in before a snapshot reach the guest after it, in order'
   while (b.u.read(5) & 1) got.push(b.u.read(0));
   assert.deepEqual(got, [...piped]);
   assert.ok(b.log.some((e) => e[0] === 'drained'), 'the host hears its input was taken');
+});
+
+test('UART: more queued input than a record holds is refused when saving, not cut short', () => {
+  const { u } = loggedUart();
+  u.enqueueInput(new Uint8Array(UART_MAX_SAVED_INPUT));
+  const saved = u.saveState();
+  const b = loggedUart();
+  b.u.restoreState(viaJson(saved));
+  assert.equal(b.u.inputPending(), UART_MAX_SAVED_INPUT, 'the largest record restores');
+  u.enqueueInput(Uint8Array.of(1));
+  assert.throws(() => u.saveState(), /SerialInputTooLarge|console input/);
 });
 
 test('UART: damaged records are refused with BadSnapshotState and change nothing', () => {
