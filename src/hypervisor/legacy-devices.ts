@@ -22,8 +22,22 @@ export interface LegacyDeviceHooks {
   readonly shutdownRequested: () => boolean;
 }
 
+/** The models attached, each of which saves and restores its state. */
+export interface LegacyDevices {
+  /** COM1, which also takes the host's input. */
+  readonly uart: Uart16550;
+  readonly rtc: CmosRtc;
+  readonly i8042: I8042;
+  readonly azote: AzotePorts;
+}
+
 /** Adds the legacy devices to `bus`; returns the UART, which also takes the host's input. */
 export function attachLegacyDevices(bus: Bus, hooks: LegacyDeviceHooks): Uart16550 {
+  return attachLegacyModels(bus, hooks).uart;
+}
+
+/** Adds the legacy devices to `bus`; returns their models, for a caller that saves or restores their state. */
+export function attachLegacyModels(bus: Bus, hooks: LegacyDeviceHooks): LegacyDevices {
   const uart = new Uart16550(hooks.output, hooks.serialInterrupt, hooks.serialInputDrained);
   bus.addPorts('com1', COM1_BASE, 8, { read: (p) => uart.read(p - COM1_BASE), write: (p, _s, v) => uart.write(p - COM1_BASE, v) });
   const rtc = new CmosRtc();
@@ -33,5 +47,5 @@ export function attachLegacyDevices(bus: Bus, hooks: LegacyDeviceHooks): Uart165
   bus.addPorts('i8042-cmd', I8042_COMMAND_PORT, 1, { read: (p) => i8042.read(p), write: (p, _s, v) => i8042.write(p, v) });
   const azote = new AzotePorts(hooks.exitStatus, hooks.marker, hooks.shutdownRequested);
   bus.addPorts('azote', EXIT_STATUS_PORT, AZOTE_PORT_COUNT, { read: (p) => azote.read(p), write: (p, _s, v) => azote.write(p, v) });
-  return uart;
+  return { uart, rtc, i8042, azote };
 }

@@ -5,7 +5,11 @@
 // Pure: the hypervisor maps it at an MMIO window and turns `interrupt` into an IRQ; tests drive it directly. The
 // queues are served by a QueueRunner, which may live on another thread: the interrupt status is then shared memory
 // that the runner's side sets (INT_VRING) while this side reads and acknowledges it.
-import { SplitQueue, VirtqueueError, type QueueConfig, type QueueMemory } from './split-queue.js';
+// Its saved state (MmioTransportState) holds the registers, the interrupt status and where each queue's data path
+// was; a restored transport whose driver had started the device starts its runner from there.
+import { AzoteError } from '../base/errors.js';
+import { parseState, type StateReader } from '../base/state-record.js';
+import { SplitQueue, VirtqueueError, type QueueConfig, type QueueMemory, type QueuePosition } from './split-queue.js';
 import {
   VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, type QueueRunner, type VirtioDevice,
 } from './device.js';
@@ -35,6 +39,39 @@ interface QueueRegs {
   avail: number;
   used: number;
 }
+
+export const MMIO_STATE_KIND = 'virtio-mmio', MMIO_STATE_VERSION = 1;
+/** The longest failure reason a saved state holds. */
+const MAX_FAILURE_LENGTH = 4096;
+
+export interface MmioQueueState {
+  readonly num: number;
+  readonly ready: boolean;
+  /** Guest addresses as decimal strings (a driver may write any 64-bit value to a queue it has not made ready). */
+  readonly desc: string;
+  readonly avail: string;
+  readonly used: string;
+  /** Where the data path was; 0 for a queue nobody was serving. */
+  readonly nextAvail: number;
+  readonly nextUsed: number;
+}
+
+export interface MmioTransportState {
+  readonly kind: typeof MMIO_STATE_KIND;
+  readonly version: typeof MMIO_STATE_VERSION;
+  readonly status: number;
+  readonly deviceFeaturesSel: number;
+  readonly driverFeaturesSel: number;
+  /** A decimal string: 64 feature bits. */
+  readonly driverFeatures: string;
+  readonly queueSel: number;
+  readonly configGeneration: number;
+  readonly interruptStatus: number;
+  readonly failure?: string;
+  readonly queues: readonly MmioQueueState[];
+}
+
+const U32 = 0xffffffff, U16 = 0xffff, U64 = 2n ** 64n - 1n;
 
 const lo = (v: number): number => v % 2 ** 32;
 const withLow = (v: number, low: number): number => Math.floor(v / 2 ** 32) * 2 ** 32 + (low >>> 0);
@@ -156,27 +193,42 @@ export class MmioTransport {
       q.ready = false;
       return;
     }
-    const max = this.device.queueSizes[this.queueSel] ?? 0;
-    if (q.num === 0 || q.num > max) {
-      this.needsReset(`queue ${this.queueSel}: size ${q.num} is not 1 to ${max}`);
-      return;
-    }
+    const fault = this.queueFault(this.queueSel, q);
+    if (fault === undefined) q.ready = true;
+    else this.needsReset(fault);
+  }
+
+  /** Why queue `index` cannot be made ready as the registers describe it; undefined when it can. */
+  private queueFault(index: number, q: QueueRegs): string | undefined {
+    const max = this.device.queueSizes[index] ?? 0;
+    if (q.num === 0 || q.num > max) return `queue ${index}: size ${q.num} is not 1 to ${max}`;
     try {
       // Built now to check the geometry; the runner builds its own with the final features at DRIVER_OK.
-      new SplitQueue(this.mem, this.queueConfig(q));
-      q.ready = true;
+      new SplitQueue(this.mem, this.queueConfig(q, this.driverFeatures));
+      return undefined;
     } catch (e) {
       if (!(e instanceof VirtqueueError)) throw e;
-      this.needsReset(`queue ${this.queueSel}: ${e.message}`);
+      return `queue ${index}: ${e.message}`;
     }
   }
 
-  private queueConfig(q: QueueRegs): QueueConfig {
+  private queueConfig(q: QueueRegs, features: bigint, position?: QueuePosition): QueueConfig {
     return {
       size: q.num, descAddr: q.desc, availAddr: q.avail, usedAddr: q.used,
-      indirect: (this.driverFeatures >> VIRTIO_F_RING_INDIRECT_DESC & 1n) === 1n,
-      eventIdx: (this.driverFeatures >> VIRTIO_F_RING_EVENT_IDX & 1n) === 1n,
+      indirect: (features >> VIRTIO_F_RING_INDIRECT_DESC & 1n) === 1n,
+      eventIdx: (features >> VIRTIO_F_RING_EVENT_IDX & 1n) === 1n,
+      ...(position && { startIndex: position.nextAvail, startUsed: position.nextUsed }),
     };
+  }
+
+  /** Whether the driver may accept `features`: a subset of what was offered that includes VERSION_1 (no legacy interface). */
+  private acceptable(features: bigint): boolean {
+    return (features & ~this.offered) === 0n && (features >> VIRTIO_F_VERSION_1 & 1n) === 1n;
+  }
+
+  /** Whether the driver started the device and it has not failed since: its runner serves the queues. */
+  private get running(): boolean {
+    return (this.status & STATUS.DRIVER_OK) !== 0 && (this.status & STATUS.NEEDS_RESET) === 0;
   }
 
   private setStatus(value: number): void {
@@ -187,28 +239,108 @@ export class MmioTransport {
       return;
     }
     const adding = value & ~this.status;
-    if (adding & STATUS.FEATURES_OK) {
-      // Accepted only for a subset of what was offered that includes VERSION_1 (no legacy interface here).
-      const ok = (this.driverFeatures & ~this.offered) === 0n && (this.driverFeatures >> VIRTIO_F_VERSION_1 & 1n) === 1n;
-      if (!ok) value &= ~STATUS.FEATURES_OK;
-    }
-    this.status = (this.status & STATUS.NEEDS_RESET) | (value & 0xff & ~STATUS.NEEDS_RESET);
+    if (adding & STATUS.FEATURES_OK && !this.acceptable(this.driverFeatures)) value &= ~STATUS.FEATURES_OK;
+    // Bits stay set until a reset (a driver must not clear them, section 2.1.2): features are fixed once FEATURES_OK
+    // is, and a started device cannot be started again, so a saved state describes the running data path.
+    this.status |= value & 0xff & ~STATUS.NEEDS_RESET;
     if (adding & STATUS.DRIVER_OK && !(this.status & STATUS.NEEDS_RESET)) {
       if (!(this.status & STATUS.FEATURES_OK)) {
         this.needsReset('DRIVER_OK without FEATURES_OK');
         return;
       }
-      try {
-        const queues = this.regs.map((q) => (q.ready ? this.queueConfig(q) : undefined));
-        this.runner.start(queues, this.driverFeatures, {
-          usedBuffers: () => this.signal(INT_VRING),
-          failed: (why) => this.needsReset(why),
-        });
-      } catch (e) {
-        if (!(e instanceof VirtqueueError)) throw e;
-        this.needsReset(e.message);
-      }
+      this.startRunner(this.regs.map(() => undefined));
     }
+  }
+
+  private startRunner(positions: readonly (QueuePosition | undefined)[]): void {
+    try {
+      const queues = this.regs.map((q, i) => (q.ready ? this.queueConfig(q, this.driverFeatures, positions[i]) : undefined));
+      this.runner.start(queues, this.driverFeatures, {
+        usedBuffers: () => this.signal(INT_VRING),
+        failed: (why) => this.needsReset(why),
+      });
+    } catch (e) {
+      if (!(e instanceof VirtqueueError)) throw e;
+      this.needsReset(e.message);
+    }
+  }
+
+  /**
+   * The transport's state, with `positions[i]` where queue i's data path is (SplitQueue.position, taken while it is
+   * quiescent); needed for every ready queue of a running device.
+   */
+  saveState(positions: readonly (QueuePosition | undefined)[]): MmioTransportState {
+    const queues = this.regs.map((q, i): MmioQueueState => {
+      const served = this.running && q.ready;
+      const position = positions[i];
+      if (served && !position) {
+        throw new AzoteError('QueuePositionMissing', `the data path's position in queue ${i} is needed to save a running virtio device`,
+          'pass SplitQueue.position of every ready queue to MmioTransport.saveState');
+      }
+      return {
+        num: q.num, ready: q.ready, desc: BigInt(q.desc).toString(), avail: BigInt(q.avail).toString(), used: BigInt(q.used).toString(),
+        nextAvail: served && position ? position.nextAvail & U16 : 0, nextUsed: served && position ? position.nextUsed & U16 : 0,
+      };
+    });
+    return {
+      kind: MMIO_STATE_KIND, version: MMIO_STATE_VERSION, status: this.status, deviceFeaturesSel: this.deviceFeaturesSel,
+      driverFeaturesSel: this.driverFeaturesSel, driverFeatures: this.driverFeatures.toString(), queueSel: this.queueSel,
+      configGeneration: this.configGeneration, interruptStatus: Atomics.load(this.isr, 0),
+      ...(this.failure !== undefined && { failure: this.failure.slice(0, MAX_FAILURE_LENGTH) }), queues,
+    };
+  }
+
+  /**
+   * Takes a saved state, checked first as the registers check a driver (BadSnapshotState, and nothing changed, for a
+   * record this transport would not have reached). A started device starts its runner again, each queue from where
+   * its data path was. Raises no interrupt: a pending one is the interrupt controller's saved state.
+   */
+  restoreState(record: unknown): void {
+    const device = `virtio-mmio device (id ${this.device.deviceId})`;
+    const s = parseState(device, record, MMIO_STATE_KIND, MMIO_STATE_VERSION, (r) => this.readState(r));
+    if (this.running) this.runner.stop();
+    ({ status: this.status, deviceFeaturesSel: this.deviceFeaturesSel, driverFeaturesSel: this.driverFeaturesSel } = s);
+    ({ driverFeatures: this.driverFeatures, queueSel: this.queueSel, configGeneration: this.configGeneration } = s);
+    Atomics.store(this.isr, 0, s.interruptStatus);
+    this.failure = s.failure;
+    this.regs = s.queues.map((q) => q.regs);
+    if (this.running) this.startRunner(s.queues.map((q) => q.position));
+  }
+
+  private readState(r: StateReader) {
+    const status = r.int('status', 0, 0xff);
+    const driverFeatures = r.bigint('driverFeatures', 0n, U64);
+    const address = (q: StateReader, name: string): number => {
+      const v = q.bigint(name, 0n, U64);
+      // The registers hold numbers: only a value one of them can hold is one this transport saved.
+      if (BigInt(Number(v)) !== v) q.fail(`${name} ${v} is not an address the queue registers hold`);
+      return Number(v);
+    };
+    const running = (status & STATUS.DRIVER_OK) !== 0 && (status & STATUS.NEEDS_RESET) === 0;
+    const count = this.device.queueSizes.length;
+    const queues = r.list('queues', count, count, (q, i) => {
+      const regs: QueueRegs = {
+        num: q.int('num', 0, U32), ready: q.bool('ready'), desc: address(q, 'desc'), avail: address(q, 'avail'), used: address(q, 'used'),
+      };
+      const position = { nextAvail: q.int('nextAvail', 0, U16), nextUsed: q.int('nextUsed', 0, U16) };
+      const fault = regs.ready ? this.queueFault(i, regs) : undefined;
+      if (fault !== undefined) q.fail(`${fault}, yet the record says it is ready`);
+      const served = running && regs.ready;
+      if (!served && (position.nextAvail !== 0 || position.nextUsed !== 0)) q.fail('a queue nobody serves has a position');
+      return { regs, position: served ? position : undefined };
+    });
+    const state = {
+      status, driverFeatures, queues,
+      deviceFeaturesSel: r.int('deviceFeaturesSel', 0, U32), driverFeaturesSel: r.int('driverFeaturesSel', 0, U32),
+      queueSel: r.int('queueSel', 0, U32), configGeneration: r.int('configGeneration', 0, U32),
+      interruptStatus: r.int('interruptStatus', 0, INT_VRING | INT_CONFIG),
+      failure: r.optionalString('failure', MAX_FAILURE_LENGTH),
+    };
+    if (status & STATUS.FEATURES_OK && !this.acceptable(driverFeatures)) {
+      r.fail(`FEATURES_OK with features ${driverFeatures} that this device does not offer (or without VERSION_1)`);
+    }
+    if (running && !(status & STATUS.FEATURES_OK)) r.fail('DRIVER_OK without FEATURES_OK and not NEEDS_RESET');
+    return state;
   }
 
   private notify(index: number): void {

@@ -83,6 +83,14 @@ export interface QueueConfig {
   readonly eventIdx: boolean;
   /** Where the device starts in the available ring (vhost-user's SET_VRING_BASE); 0 for a new queue. */
   readonly startIndex?: number;
+  /** Where the device starts in the used ring, when not at startIndex (a restored queue whose chains were in flight). */
+  readonly startUsed?: number;
+}
+
+/** How far a queue's device side has gone: what it pops next from the available ring and where it writes the next used element. */
+export interface QueuePosition {
+  readonly nextAvail: number;
+  readonly nextUsed: number;
 }
 
 /**
@@ -108,8 +116,9 @@ export class SplitQueue {
   /** Checks the geometry the driver wrote to the transport; throws VirtqueueError when it is unusable. */
   constructor(private readonly mem: QueueMemory, readonly cfg: QueueConfig) {
     const { size } = cfg;
-    // Every chain before the start is taken as completed: the used index starts there too.
-    this.lastAvail = this.usedIdx = (cfg.startIndex ?? 0) & 0xffff;
+    // Unless told otherwise, every chain before the start is taken as completed: the used index starts there too.
+    this.lastAvail = (cfg.startIndex ?? 0) & 0xffff;
+    this.usedIdx = (cfg.startUsed ?? this.lastAvail) & 0xffff;
     if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
       fail('BadQueueSize', `queue size ${size} is not a power of two from 1 to ${MAX_QUEUE_SIZE}`);
     }
@@ -127,6 +136,11 @@ export class SplitQueue {
   /** The next available-ring index the device will take (what vhost-user's GET_VRING_BASE returns). */
   get nextAvail(): number {
     return this.lastAvail;
+  }
+
+  /** Where the device side is, for a saved state (equal indices when no chain is in flight). */
+  get position(): QueuePosition {
+    return { nextAvail: this.lastAvail, nextUsed: this.usedIdx };
   }
 
   /** Chains the driver has made available and the device has not taken yet (after checking the index). */

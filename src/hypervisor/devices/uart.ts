@@ -4,6 +4,10 @@
 // stops the port, which would otherwise throw away what a script piped in early. When the driver turns the receiver
 // off, bytes it has not read go back to the front of the host queue.
 // Interrupts are edges on IRQ 4: `interrupt` is called whenever a new enabled condition arises.
+// Its saved state (UartState) holds every register, the FIFO and the host input still queued: bytes a user piped in
+// survive a snapshot.
+import { encodeBytes, parseState } from '../../base/state-record.js';
+import { AzoteError } from '../../base/errors.js';
 
 export const COM1_BASE = 0x3f8;
 export const COM1_IRQ = 4;
@@ -20,6 +24,29 @@ const MSR_CTS = 0x10, MSR_DSR = 0x20, MSR_DCD = 0x80;
 
 /** The receive FIFO of a 16550A. */
 export const UART_RX_FIFO_SIZE = 16;
+/** The most queued host input a saved state holds; the hypervisor pauses its input source far below this. */
+export const UART_MAX_SAVED_INPUT = 16 * 1024 * 1024;
+
+export const UART_STATE_KIND = 'uart16550', UART_STATE_VERSION = 1;
+
+export interface UartState {
+  readonly kind: typeof UART_STATE_KIND;
+  readonly version: typeof UART_STATE_VERSION;
+  readonly ier: number;
+  readonly lcr: number;
+  readonly mcr: number;
+  readonly scr: number;
+  readonly dll: number;
+  readonly dlm: number;
+  /** The last FIFO control byte written (bit 0: FIFOs enabled, as IIR reports). */
+  readonly fcr: number;
+  /** A THR-empty interrupt the guest has not acknowledged by reading IIR. */
+  readonly thrEmptyPending: boolean;
+  /** The receive FIFO, base64. */
+  readonly rx: string;
+  /** Host input not in the FIFO yet, base64. */
+  readonly hostInput: string;
+}
 
 /**
  * Bytes in arrival order, kept as the chunks they came in: taking a few from the front costs the same however much
@@ -43,6 +70,24 @@ class ByteQueue {
     this.offset = 0;
     this.chunks.unshift(bytes);
     this.length += bytes.length;
+  }
+
+  /** Everything queued, oldest first, without taking it. */
+  contents(): Uint8Array {
+    const out = new Uint8Array(this.length);
+    let filled = 0;
+    this.chunks.forEach((c, i) => {
+      const part = i === 0 ? c.subarray(this.offset) : c;
+      out.set(part, filled);
+      filled += part.length;
+    });
+    return out;
+  }
+
+  clear(): void {
+    this.chunks.length = 0;
+    this.offset = 0;
+    this.length = 0;
   }
 
   /** Removes and returns up to `n` bytes from the front. */
@@ -182,5 +227,35 @@ export class Uart16550 {
       case SCR: this.scr = value; return;
       default: return;
     }
+  }
+
+  saveState(): UartState {
+    if (this.hostQueue.length > UART_MAX_SAVED_INPUT) {
+      throw new AzoteError('SerialInputTooLarge', `${this.hostQueue.length} bytes of console input wait for the guest, more than a saved state holds (${UART_MAX_SAVED_INPUT})`,
+        'let the guest read its console input before saving it');
+    }
+    return {
+      kind: UART_STATE_KIND, version: UART_STATE_VERSION, ier: this.ier, lcr: this.lcr, mcr: this.mcr, scr: this.scr,
+      dll: this.dll, dlm: this.dlm, fcr: this.fcr, thrEmptyPending: this.thrEmptyPending,
+      rx: encodeBytes(Uint8Array.from(this.rx)), hostInput: encodeBytes(this.hostQueue.contents()),
+    };
+  }
+
+  /**
+   * Takes the state of a saved record; BadSnapshotState, with nothing changed, for one this version did not write.
+   * Raises no interrupt: whether the guest's IRQ was pending is the interrupt controller's saved state.
+   */
+  restoreState(record: unknown): void {
+    const s = parseState('serial port (COM1)', record, UART_STATE_KIND, UART_STATE_VERSION, (r) => ({
+      ier: r.int('ier', 0, IER_RDI | IER_THRI | IER_RLSI | IER_MSI), lcr: r.int('lcr', 0, 0xff), mcr: r.int('mcr', 0, 0x1f),
+      scr: r.int('scr', 0, 0xff), dll: r.int('dll', 0, 0xff), dlm: r.int('dlm', 0, 0xff), fcr: r.int('fcr', 0, 0xff),
+      thrEmptyPending: r.bool('thrEmptyPending'), rx: r.bytes('rx', { max: UART_RX_FIFO_SIZE }),
+      hostInput: r.bytes('hostInput', { max: UART_MAX_SAVED_INPUT }),
+    }));
+    ({ ier: this.ier, lcr: this.lcr, mcr: this.mcr, scr: this.scr, dll: this.dll, dlm: this.dlm, fcr: this.fcr } = s);
+    this.thrEmptyPending = s.thrEmptyPending;
+    this.rx.splice(0, this.rx.length, ...s.rx);
+    this.hostQueue.clear();
+    this.hostQueue.append(s.hostInput);
   }
 }
