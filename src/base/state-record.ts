@@ -109,6 +109,29 @@ export class StateReader {
     return v;
   }
 
+  /** A nested record as it is, for the parser of its own kind (which checks all of it). */
+  record(name: string): unknown {
+    return this.take(name);
+  }
+
+  /** A list of `min` to `max` nested records as they are, each for the parser of its own kind. */
+  records(name: string, min: number, max: number): unknown[] {
+    const v = this.take(name);
+    if (!Array.isArray(v) || v.length < min || v.length > max) {
+      this.fail(`${this.where(name)} is ${describe(v)}, not a list of ${min === max ? min : `${min} to ${max}`} entries`);
+    }
+    return [...v] as unknown[];
+  }
+
+  /** A list of `min` to `max` strings of at most `maxLength` characters each. */
+  strings(name: string, min: number, max: number, maxLength: number): string[] {
+    const v = this.take(name);
+    if (!Array.isArray(v) || v.length < min || v.length > max || !v.every((x) => typeof x === 'string' && x.length <= maxLength)) {
+      this.fail(`${this.where(name)} is ${describe(v)}, not a list of ${min === max ? min : `${min} to ${max}`} strings`);
+    }
+    return [...v] as string[];
+  }
+
   /** A list of `min` to `max` nested records, each read by `each`, with no field left over. */
   list<T>(name: string, min: number, max: number, each: (r: StateReader, index: number) => T): T[] {
     const v = this.take(name);

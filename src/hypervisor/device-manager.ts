@@ -16,8 +16,9 @@ import { NET_QUEUE_SIZE, VIRTIO_ID_NET, VirtioNet } from '../virtio/net.js';
 import { formatMac } from '../virtio/net-addressing.js';
 import { VirtioVsock } from '../virtio/vsock.js';
 import { Bus } from './bus.js';
-import { attachLegacyDevices, type LegacyDeviceHooks } from './legacy-devices.js';
+import { attachLegacyDevices, type LegacyDeviceHooks, type LegacyDevices } from './legacy-devices.js';
 import type { Uart16550 } from './devices/uart.js';
+import type { MmioTransportState } from '../virtio/mmio-transport.js';
 import { MAX_VIRTIO_DEVICES, virtioSlot, VIRTIO_MMIO_WINDOW, type VirtioSlot } from './virtio-mmio-slots.js';
 import { IoThread, ThreadedRunner } from './io-thread-host.js';
 import { CardDevice, VhostUserRunner } from './vhost-user-device.js';
@@ -62,9 +63,18 @@ interface Slotted {
   readonly runner: Runner;
 }
 
+/** Every device's saved state: the legacy devices', then each virtio transport's in slot order. */
+export interface DevicesState {
+  readonly uart: unknown;
+  readonly rtc: unknown;
+  readonly i8042: unknown;
+  readonly azote: unknown;
+  readonly virtio: readonly unknown[];
+}
+
 export class DeviceManager {
   readonly bus = new Bus();
-  readonly uart: Uart16550;
+  private readonly legacy: LegacyDevices;
   /** The guest's address and gateway on its network (a TAP or a network card). */
   readonly network: GuestNetwork | undefined;
   private readonly slotted: Slotted[] = [];
@@ -74,7 +84,7 @@ export class DeviceManager {
 
   constructor(private readonly vm: Vm, private readonly mem: GuestMemory, devices: DeviceSet, legacy: LegacyDeviceHooks,
     private readonly o: DeviceManagerOptions) {
-    this.uart = attachLegacyDevices(this.bus, legacy);
+    this.legacy = attachLegacyDevices(this.bus, legacy);
     const tap = devices.tap;
     let network: GuestNetwork | undefined = tap
       ? { mac: formatMac(tap.mac), fixed: { ip: tap.guestIp, prefix: tap.prefix, gateway: tap.hostIp } }
@@ -130,6 +140,61 @@ export class DeviceManager {
       read: (offset, size) => BigInt(transport.read(offset, size)),
       write: (offset, size, value) => transport.write(offset, size, Number(value & 0xffffffffn)),
     });
+  }
+
+  /** COM1, which also takes the host's input. */
+  get uart(): Uart16550 {
+    return this.legacy.uart;
+  }
+
+  /** The virtio devices' names in slot order: a snapshot restores only into the same set. */
+  get names(): string[] {
+    return this.slotted.map((s) => s.name);
+  }
+
+  /**
+   * Stops the devices' data paths for a snapshot: once this resolves, nothing of theirs touches guest memory until
+   * resume(). Refused (and resumed) for a device whose state cannot be saved: a card's (its rings are in another
+   * process) or one holding live host connections.
+   */
+  async pause(): Promise<void> {
+    const card = this.slotted.find((s) => s.runner instanceof VhostUserRunner);
+    if (card) {
+      throw new AzoteError('SnapshotUnsupported', `${card.name} is served by a card, whose rings a snapshot cannot take yet`,
+        'snapshot VMs whose disks and network the hypervisor serves itself (--disk, --net tap)');
+    }
+    const blockers = this.ioThread ? await this.ioThread.pause() : [];
+    if (blockers.length > 0) {
+      this.resume();
+      throw new AzoteError('SnapshotUnsupported', `the VM cannot be saved now: ${blockers.join('; ')}`, 'close the connections first, then try again');
+    }
+  }
+
+  resume(): void {
+    this.ioThread?.resume();
+  }
+
+  /** Every device's state; call between pause() and resume(). */
+  saveState(): DevicesState {
+    const { uart, rtc, i8042, azote } = this.legacy;
+    return {
+      uart: uart.saveState(), rtc: rtc.saveState(), i8042: i8042.saveState(), azote: azote.saveState(),
+      virtio: this.slotted.map((s): MmioTransportState => s.transport.saveState(s.transport.restingPositions())),
+    };
+  }
+
+  /**
+   * Takes saved state into devices made for the same set (same names in the same slots, checked by the caller):
+   * started devices start serving again from their queues' saved positions. Each record is checked by its model
+   * before anything of it is applied (BadSnapshotState).
+   */
+  restoreState(s: DevicesState): void {
+    const { uart, rtc, i8042, azote } = this.legacy;
+    uart.restoreState(s.uart);
+    rtc.restoreState(s.rtc);
+    i8042.restoreState(s.i8042);
+    azote.restoreState(s.azote);
+    this.slotted.forEach((slotted, i) => slotted.transport.restoreState(s.virtio[i]));
   }
 
   /** Like Firecracker, the hypervisor announces its virtio-mmio devices on the kernel command line itself. */

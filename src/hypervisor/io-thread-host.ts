@@ -24,6 +24,7 @@ export class IoThread {
   private readonly listeners = new Map<number, RunnerEvents>();
   private exited = false;
   private readonly exitWaiters: Array<() => void> = [];
+  private pauseWaiters: Array<(blockers: readonly string[]) => void> = [];
 
   /**
    * `confine`: the list the thread narrows its system calls to (the I/O role's), if any. `connectHost` is asked for a connection
@@ -42,12 +43,14 @@ export class IoThread {
     this.worker.on('message', (e: IoEvent) => {
       if (e.type === 'failed') this.listeners.get(e.device)?.failed(e.why);
       else if (e.type === 'connect-host') connectHost(e.device, e.hostPort);
+      else if (e.type === 'paused') for (const w of this.pauseWaiters.splice(0)) w(e.blockers);
       else onCrash(`virtio device ${e.device}: ${e.why}`);
     });
     this.worker.on('error', (e) => onCrash(`I/O thread failed: ${e.message}`));
     this.worker.on('exit', () => {
       this.exited = true;
       for (const w of this.exitWaiters.splice(0)) w();
+      for (const w of this.pauseWaiters.splice(0)) w(['the I/O thread has ended']);
     });
   }
 
@@ -86,6 +89,21 @@ export class IoThread {
       return;
     }
     this.command({ type: 'host-connected', device, hostPort, fd } as IoCommand, STOP_WAIT_MS);
+  }
+
+  /**
+   * Stops serving every device until resume(): once this resolves the thread touches no guest memory. Resolves with
+   * why some devices' state cannot be saved now, if any.
+   */
+  pause(): Promise<readonly string[]> {
+    if (this.exited) return Promise.resolve(['the I/O thread has ended']);
+    const paused = new Promise<readonly string[]>((resolve) => this.pauseWaiters.push(resolve));
+    this.command({ type: 'pause' } as IoCommand, STOP_WAIT_MS);
+    return paused;
+  }
+
+  resume(): void {
+    this.command({ type: 'resume' } as IoCommand, STOP_WAIT_MS);
   }
 
   /** Ends the thread; resolves once it is gone (guest memory may be unmapped after that). */

@@ -31,6 +31,9 @@ export type IoCommand =
   | { readonly type: 'stop'; readonly seq: number; readonly device: number }
   /** The answer to a `connect-host`: a connected socket (now the thread's) or none. */
   | { readonly type: 'host-connected'; readonly seq: number; readonly device: number; readonly hostPort: number; readonly fd: number | undefined }
+  /** Stop serving (a snapshot is being taken): the thread touches no guest memory until `resume`. */
+  | { readonly type: 'pause'; readonly seq: number }
+  | { readonly type: 'resume'; readonly seq: number }
   | { readonly type: 'exit'; readonly seq: number };
 
 export type IoEvent =
@@ -39,4 +42,6 @@ export type IoEvent =
   /** A data path failed in a way that is not the guest's doing. */
   | { readonly type: 'crashed'; readonly device: number; readonly why: string }
   /** A vsock device asks for a connection to the host program at `hostPort` (answered with `host-connected`). */
-  | { readonly type: 'connect-host'; readonly device: number; readonly hostPort: number };
+  | { readonly type: 'connect-host'; readonly device: number; readonly hostPort: number }
+  /** The thread paused; why some devices' state cannot be saved now, if any (DataPath.snapshotBlocker). */
+  | { readonly type: 'paused'; readonly blockers: readonly string[] };

@@ -29,6 +29,8 @@ const devices = new Map<number, Running>();
 const notifyTargets = new Map<number, { device: number; queue: number }>();
 /** The queues of each device whose last turn ended at the data path's budget with chains left. */
 const backlog = new Map<number, Set<number>>();
+/** While a snapshot is taken nothing is served: the thread waits for commands alone. */
+let paused = false;
 
 /** Runs one piece of a device's work; interrupts the guest if it asks, stops the device if it fails. */
 function serve(device: number, what: string, work: (path: DataPath) => boolean): void {
@@ -88,6 +90,18 @@ function run(c: IoCommand): boolean {
       else if (c.fd !== undefined) libc.close(c.fd);
       return true;
     }
+    case 'pause': {
+      paused = true;
+      const blockers = [...devices].flatMap(([device, d]) => {
+        const why = d.path.snapshotBlocker?.();
+        return why === undefined ? [] : [`virtio device ${device}: ${why}`];
+      });
+      post({ type: 'paused', blockers });
+      return true;
+    }
+    case 'resume':
+      paused = false;
+      return true;
     case 'exit':
       return false;
   }
@@ -111,6 +125,12 @@ function main(): void {
     // The devices' own fds (a TAP...), as each data path wants them now.
     const hostFds = new Map<number, number>();
     const writeFds = new Map<number, number>();
+    if (paused) {
+      libc.pollFds([init.wakeFd], [], -1);
+      libc.eventfdRead(init.wakeFd);
+      if (!drainCommands()) return;
+      continue;
+    }
     for (const [device, d] of devices) {
       for (const fd of d.path.watched?.() ?? []) hostFds.set(fd, device);
       for (const fd of d.path.watchedWritable?.() ?? []) writeFds.set(fd, device);

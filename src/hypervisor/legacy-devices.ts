@@ -31,13 +31,8 @@ export interface LegacyDevices {
   readonly azote: AzotePorts;
 }
 
-/** Adds the legacy devices to `bus`; returns the UART, which also takes the host's input. */
-export function attachLegacyDevices(bus: Bus, hooks: LegacyDeviceHooks): Uart16550 {
-  return attachLegacyModels(bus, hooks).uart;
-}
-
-/** Adds the legacy devices to `bus`; returns their models, for a caller that saves or restores their state. */
-export function attachLegacyModels(bus: Bus, hooks: LegacyDeviceHooks): LegacyDevices {
+/** Adds the legacy devices to `bus`; returns them. */
+export function attachLegacyDevices(bus: Bus, hooks: LegacyDeviceHooks): LegacyDevices {
   const uart = new Uart16550(hooks.output, hooks.serialInterrupt, hooks.serialInputDrained);
   bus.addPorts('com1', COM1_BASE, 8, { read: (p) => uart.read(p - COM1_BASE), write: (p, _s, v) => uart.write(p - COM1_BASE, v) });
   const rtc = new CmosRtc();

@@ -63,6 +63,11 @@ export interface DataPath {
   hostConnected?(hostPort: number, fd: number | undefined): boolean;
   /** Releases what the data path opened itself (connections); its queues are no longer served. */
   close?(): void;
+  /**
+   * Why its state cannot be saved now (live host connections a snapshot cannot carry), or undefined. A data path
+   * without it keeps nothing between turns but its queues' positions.
+   */
+  snapshotBlocker?(): string | undefined;
 }
 
 /** What a data path asks of whoever runs it, answered later through the data path. */

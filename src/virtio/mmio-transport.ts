@@ -266,6 +266,18 @@ export class MmioTransport {
   }
 
   /**
+   * Where each served queue's data path stands once it is quiescent (every chain it took was returned, as after the
+   * I/O thread paused): at the used index the guest sees. Undefined for queues nobody serves.
+   */
+  restingPositions(): (QueuePosition | undefined)[] {
+    return this.regs.map((q) => {
+      if (!this.running || !q.ready) return undefined;
+      const used = this.mem.readU16(q.used + 2);
+      return { nextAvail: used, nextUsed: used };
+    });
+  }
+
+  /**
    * The transport's state, with `positions[i]` where queue i's data path is (SplitQueue.position, taken while it is
    * quiescent); needed for every ready queue of a running device.
    */

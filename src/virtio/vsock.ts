@@ -472,6 +472,11 @@ export class VsockDataPath implements DataPath {
     if (payload) scatter(this.mem, chain.writable, HDR, payload);
   }
 
+  snapshotBlocker(): string | undefined {
+    const open = this.conns.size + this.handshakes.size + this.pending.length + this.control.length;
+    return open === 0 ? undefined : `the vsock device has ${open} open connections or packets in flight (a snapshot cannot carry host connections)`;
+  }
+
   /** Closes every connection and pending client (the device was reset or the VM ends). */
   close(): void {
     this.pending.length = 0;

@@ -9,7 +9,7 @@ import { CmosRtc, RTC_INDEX_PORT, RTC_DATA_PORT } from '../../src/hypervisor/dev
 import { I8042 } from '../../src/hypervisor/devices/i8042.js';
 import { AzotePorts } from '../../src/hypervisor/devices/azote-ports.js';
 import { Bus } from '../../src/hypervisor/bus.js';
-import { attachLegacyModels } from '../../src/hypervisor/legacy-devices.js';
+import { attachLegacyDevices } from '../../src/hypervisor/legacy-devices.js';
 import { assertRefused, mutation, takenOrRefused, viaJson } from '../framework/saved-state.js';
 
 type Event = readonly [string, ...number[]];
@@ -151,13 +151,13 @@ test('legacy devices: every model attached is returned, and the bus reaches the 
     exitStatus: () => undefined, marker: () => undefined, shutdownRequested: () => false,
   };
   const a = new Bus();
-  const devices = attachLegacyModels(a, hooks);
+  const devices = attachLegacyDevices(a, hooks);
   a.portWrite(0x3ff, 1, 0x5a);
   a.portWrite(0x70, 1, 0x50);
   a.portWrite(0x71, 1, 0x77);
   const saved = viaJson({ uart: devices.uart.saveState(), rtc: devices.rtc.saveState(), i8042: devices.i8042.saveState(), azote: devices.azote.saveState() }) as Record<string, unknown>;
   const b = new Bus();
-  const restored = attachLegacyModels(b, hooks);
+  const restored = attachLegacyDevices(b, hooks);
   restored.uart.restoreState(saved.uart);
   restored.rtc.restoreState(saved.rtc);
   restored.i8042.restoreState(saved.i8042);

@@ -27,7 +27,7 @@ test('legacy devices: 100,000 random guest port accesses and host input, no exce
     let resets = 0;
     const statuses: number[] = [];
     const markers: number[] = [];
-    const uart = attachLegacyDevices(bus, {
+    const { uart } = attachLegacyDevices(bus, {
       output: (b) => { outputBytes += b.length; },
       serialInterrupt: () => undefined,
       serialInputDrained: () => undefined,
