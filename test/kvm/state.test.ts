@@ -271,6 +271,8 @@ test('a restore KVM refuses names the piece', (t) => {
     const xcrs = s.xcrs.slice();
     new DataView(xcrs.buffer).setBigUint64(16, 2n, true);
     assert.throws(() => restoreVcpuState(a.vcpu, { ...s, xcrs }), (e: Error) => /XCRs/.test(e.message));
+    assert.throws(() => restoreVcpuState(a.vcpu, { ...s, xsave: new Uint8Array(s.xsave.length + 64) }),
+      (e: Error) => /XSAVE area.*bytes, this VM's is/.test(e.message));
     assert.throws(() => restoreVcpuState(a.vcpu, { ...s, msrs: [...s.msrs, [0xdead_beef, 1n]] }),
       (e: Error) => /MSRs.*0xdeadbeef/.test(e.message));
   } finally {
