@@ -5,8 +5,9 @@ import { StructView } from '../base/struct.js';
 import * as libc from '../sys/libc.js';
 import * as K from './ioctls.js';
 import {
-  kvmCpuid2, kvmCpuidEntry2, kvmFpu, kvmIoeventfd, kvmIrqfd, kvmIrqLevel, kvmLapicState, kvmMpState, kvmMsrEntry,
-  kvmMsrs, kvmPitConfig, kvmRegs, kvmRun, kvmSregs, kvmUserspaceMemoryRegion, kvmVcpuEvents,
+  kvmClockData, kvmCpuid2, kvmCpuidEntry2, kvmDebugregs, kvmFpu, kvmIoeventfd, kvmIrqchip, kvmIrqfd, kvmIrqLevel,
+  kvmLapicState, kvmMpState, kvmMsrEntry, kvmMsrList, kvmMsrs, kvmPitConfig, kvmPitState2, kvmRegs, kvmRun, kvmSregs,
+  kvmUserspaceMemoryRegion, kvmVcpuEvents, kvmXcrs,
 } from './structs.js';
 import { decodeExit, type VcpuExit } from './exit.js';
 
@@ -87,6 +88,23 @@ export class Kvm {
     return entries;
   }
 
+  /** Every MSR KVM can save and restore on this host (a vCPU may still refuse some: see savableMsrs). */
+  msrIndexList(): number[] {
+    const probe = StructView.alloc(kvmMsrList);
+    // With too small an nmsrs KVM fails with E2BIG and writes the count it needs.
+    try {
+      libc.ioctlBuf(this.fd, K.KVM_GET_MSR_INDEX_LIST, probe.bytes());
+    } catch (e) {
+      if ((e as libc.SysError).errno !== libc.E2BIG) throw e;
+    }
+    const n = probe.get('nmsrs');
+    const buf = new Uint8Array(kvmMsrList.size + 4 * n);
+    new StructView(kvmMsrList, buf).set('nmsrs', n);
+    libc.ioctlBuf(this.fd, K.KVM_GET_MSR_INDEX_LIST, buf);
+    const dv = new DataView(buf.buffer, kvmMsrList.size);
+    return Array.from({ length: new StructView(kvmMsrList, buf).get('nmsrs') }, (_, i) => dv.getUint32(i * 4, true));
+  }
+
   createVm(): Vm {
     return new Vm(libc.ioctl(this.fd, K.KVM_CREATE_VM, 0), this);
   }
@@ -125,6 +143,47 @@ export class Vm {
     libc.ioctl(this.fd, K.KVM_CREATE_IRQCHIP);
   }
 
+  /** A capability as this VM sees it (some, like KVM_CAP_XSAVE2, answer per VM). */
+  checkExtension(cap: number): number {
+    return libc.ioctl(this.fd, K.KVM_CHECK_EXTENSION, cap);
+  }
+
+  /** The 512-byte state of in-kernel chip `chipId` (K.KVM_IRQCHIP_*). */
+  getIrqchip(chipId: number): Uint8Array {
+    const c = StructView.alloc(kvmIrqchip).set('chipId', chipId);
+    libc.ioctlBuf(this.fd, K.KVM_GET_IRQCHIP, c.bytes());
+    return c.field('chip').slice();
+  }
+
+  setIrqchip(chipId: number, chip: Uint8Array): void {
+    const c = StructView.alloc(kvmIrqchip).set('chipId', chipId);
+    c.field('chip').set(chip);
+    libc.ioctlBuf(this.fd, K.KVM_SET_IRQCHIP, c.bytes());
+  }
+
+  /** The in-kernel PIT's struct kvm_pit_state2. */
+  getPit2(): Uint8Array {
+    const p = StructView.alloc(kvmPitState2);
+    libc.ioctlBuf(this.fd, K.KVM_GET_PIT2, p.bytes());
+    return p.bytes();
+  }
+
+  setPit2(state: Uint8Array): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_PIT2, state);
+  }
+
+  /** kvmclock as the guest reads it now, in ns. */
+  getClock(): bigint {
+    const c = StructView.alloc(kvmClockData);
+    libc.ioctlBuf(this.fd, K.KVM_GET_CLOCK, c.bytes());
+    return c.get64('clock');
+  }
+
+  /** Makes kvmclock read `ns` now (flags 0: KVM_CLOCK_REALTIME would add the host's elapsed wall time). */
+  setClock(ns: bigint): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_CLOCK, StructView.alloc(kvmClockData).set('clock', ns).bytes());
+  }
+
   createPit2(): void {
     const p = StructView.alloc(kvmPitConfig).set('flags', K.KVM_PIT_SPEAKER_DUMMY);
     libc.ioctlBuf(this.fd, K.KVM_CREATE_PIT2, p.bytes());
@@ -156,7 +215,9 @@ export class Vm {
   createVcpu(id: number): Vcpu {
     const fd = libc.ioctl(this.fd, K.KVM_CREATE_VCPU, id);
     const run = libc.mmap(this.kvm.vcpuMmapSize(), libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
-    return new Vcpu(id, fd, run);
+    const xsave2 = this.checkExtension(K.KVM_CAP_XSAVE2);
+    return new Vcpu(id, fd, run, xsave2 > 0 ? { size: xsave2, getRequest: K.KVM_GET_XSAVE2 }
+      : { size: K.KVM_XSAVE_LEGACY_SIZE, getRequest: K.KVM_GET_XSAVE });
   }
 
   close(): void {
@@ -169,7 +230,9 @@ export const MP_STATE = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTE
 export class Vcpu {
   readonly run: StructView<keyof typeof kvmRun.fields>;
 
-  constructor(readonly id: number, readonly fd: number, readonly runMapping: libc.Mapping) {
+  constructor(readonly id: number, readonly fd: number, readonly runMapping: libc.Mapping,
+    /** How big this VM's XSAVE area is and the request that reads all of it (KVM_GET_XSAVE2 when the kernel has it). */
+    readonly xsave: { readonly size: number; readonly getRequest: number }) {
     this.run = new StructView(kvmRun, runMapping.buffer);
   }
 
@@ -184,6 +247,23 @@ export class Vcpu {
     if (rc === -libc.EINTR || rc === -libc.EAGAIN) return { kind: 'intr' };
     if (rc < 0) throw new libc.SysError('KVM_RUN', -rc);
     return decodeExit(this.run);
+  }
+
+  /**
+   * Completes the I/O access the vCPU last exited for (its IN data or MMIO read value must already be in the run
+   * page), without running guest code: KVM_RUN with immediate_exit returns EINTR after finishing it. State read
+   * before this would still be mid-instruction (RIP on the IN, RAX without its value).
+   */
+  completePendingIo(): void {
+    this.run.set('immediateExit', 1);
+    try {
+      const rc = libc.ioctlRaw(this.fd, K.KVM_RUN, 0);
+      if (rc !== -libc.EINTR) {
+        throw new AzoteError('VcpuNotStopped', `KVM_RUN with immediate_exit returned ${rc < 0 ? `errno ${-rc}` : rc}, not EINTR`, 'stop the vCPU with immediate_exit before saving its state');
+      }
+    } finally {
+      this.run.set('immediateExit', 0);
+    }
   }
 
   getRegs(): StructView<keyof typeof kvmRegs.fields> {
@@ -206,8 +286,58 @@ export class Vcpu {
     libc.ioctlBuf(this.fd, K.KVM_SET_SREGS, s.bytes());
   }
 
+  getFpu(): StructView<keyof typeof kvmFpu.fields> {
+    const f = StructView.alloc(kvmFpu);
+    libc.ioctlBuf(this.fd, K.KVM_GET_FPU, f.bytes());
+    return f;
+  }
+
   setFpu(f: StructView<keyof typeof kvmFpu.fields>): void {
     libc.ioctlBuf(this.fd, K.KVM_SET_FPU, f.bytes());
+  }
+
+  /** The XSAVE area, this.xsave.size bytes. */
+  getXsave(): Uint8Array {
+    const b = new Uint8Array(this.xsave.size);
+    libc.ioctlBuf(this.fd, this.xsave.getRequest, b);
+    return b;
+  }
+
+  /** KVM reads this.xsave.size bytes: a shorter area is refused rather than letting it read past the buffer. */
+  setXsave(area: Uint8Array): void {
+    if (area.length !== this.xsave.size) {
+      throw new AzoteError('XsaveSize', `XSAVE area of ${area.length} bytes, this VM's is ${this.xsave.size}`, 'restore on a host with the same CPU features');
+    }
+    libc.ioctlBuf(this.fd, K.KVM_SET_XSAVE, area);
+  }
+
+  getXcrs(): Uint8Array {
+    const x = StructView.alloc(kvmXcrs);
+    libc.ioctlBuf(this.fd, K.KVM_GET_XCRS, x.bytes());
+    return x.bytes();
+  }
+
+  setXcrs(xcrs: Uint8Array): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_XCRS, xcrs);
+  }
+
+  getDebugregs(): Uint8Array {
+    const d = StructView.alloc(kvmDebugregs);
+    libc.ioctlBuf(this.fd, K.KVM_GET_DEBUGREGS, d.bytes());
+    return d.bytes();
+  }
+
+  setDebugregs(regs: Uint8Array): void {
+    libc.ioctlBuf(this.fd, K.KVM_SET_DEBUGREGS, regs);
+  }
+
+  /** The guest's TSC frequency in kHz. */
+  getTscKhz(): number {
+    return libc.ioctl(this.fd, K.KVM_GET_TSC_KHZ);
+  }
+
+  setTscKhz(khz: number): void {
+    libc.ioctl(this.fd, K.KVM_SET_TSC_KHZ, khz);
   }
 
   setCpuid(entries: CpuidEntry[]): void {
@@ -222,13 +352,23 @@ export class Vcpu {
   }
 
   /** Sets MSRs; returns how many KVM accepted (it stops at the first it refuses). */
-  setMsrs(msrs: Array<[index: number, value: bigint]>): number {
+  setMsrs(msrs: ReadonlyArray<readonly [index: number, value: bigint]>): number {
     const buf = new Uint8Array(kvmMsrs.size + msrs.length * kvmMsrEntry.size);
     new StructView(kvmMsrs, buf).set('nmsrs', msrs.length);
     msrs.forEach(([index, value], i) => {
       new StructView(kvmMsrEntry, buf, kvmMsrs.size + i * kvmMsrEntry.size).set('index', index).set('data', value);
     });
     return libc.ioctlBuf(this.fd, K.KVM_SET_MSRS, buf);
+  }
+
+  /** Reads MSRs; KVM stops at the first it refuses, so the result may be a prefix of `indices`. */
+  getMsrs(indices: readonly number[]): Array<[index: number, value: bigint]> {
+    const buf = new Uint8Array(kvmMsrs.size + indices.length * kvmMsrEntry.size);
+    new StructView(kvmMsrs, buf).set('nmsrs', indices.length);
+    indices.forEach((index, i) => new StructView(kvmMsrEntry, buf, kvmMsrs.size + i * kvmMsrEntry.size).set('index', index));
+    const n = libc.ioctlBuf(this.fd, K.KVM_GET_MSRS, buf);
+    return indices.slice(0, n).map((index, i) =>
+      [index, new StructView(kvmMsrEntry, buf, kvmMsrs.size + i * kvmMsrEntry.size).get64('data')]);
   }
 
   getLapic(): Uint8Array {

@@ -123,7 +123,9 @@ export const kvmVcpuEvents = defineStruct('kvm_vcpu_events', 'struct kvm_vcpu_ev
   exceptionPending: { offset: 3, type: 'u8', c: 'exception.pending' },
   exceptionErrorCode: { offset: 4, type: 'u32', c: 'exception.error_code' },
   interruptInjected: { offset: 8, type: 'u8', c: 'interrupt.injected' },
+  interruptShadow: { offset: 11, type: 'u8', c: 'interrupt.shadow' },
   nmiInjected: { offset: 12, type: 'u8', c: 'nmi.injected' },
+  nmiMasked: { offset: 14, type: 'u8', c: 'nmi.masked' },
   sipiVector: { offset: 16, type: 'u32', c: 'sipi_vector' },
   flags: { offset: 20, type: 'u32' },
   exceptionHasPayload: { offset: 55, type: 'u8', c: 'exception_has_payload' },
@@ -142,8 +144,58 @@ export const kvmIrqfd = defineStruct('kvm_irqfd', 'struct kvm_irqfd', 32, {
   resamplefd: { offset: 12, type: 'u32' },
 });
 
+/** The MSRs KVM can save and restore (KVM_GET_MSR_INDEX_LIST on /dev/kvm); nmsrs u32 indices follow. */
+export const kvmMsrList = defineStruct('kvm_msr_list', 'struct kvm_msr_list', 4, {
+  nmsrs: { offset: 0, type: 'u32' },
+});
+
+/** The legacy 4 KiB XSAVE area; KVM_GET_XSAVE2 extends it to KVM_CAP_XSAVE2 bytes when that is larger. */
+export const kvmXsave = defineStruct('kvm_xsave', 'struct kvm_xsave', 4096, {
+  region: { offset: 0, type: { bytes: 4096 } },
+});
+
+export const kvmXcr = defineStruct('kvm_xcr', 'struct kvm_xcr', 16, {
+  xcr: { offset: 0, type: 'u32' }, value: { offset: 8, type: 'u64' },
+});
+
+export const kvmXcrs = defineStruct('kvm_xcrs', 'struct kvm_xcrs', 392, {
+  nrXcrs: { offset: 0, type: 'u32', c: 'nr_xcrs' }, flags: { offset: 4, type: 'u32' },
+  xcrs: { offset: 8, type: { bytes: 256 } },
+});
+
+export const kvmDebugregs = defineStruct('kvm_debugregs', 'struct kvm_debugregs', 128, {
+  db: { offset: 0, type: { bytes: 32 } }, dr6: { offset: 32, type: 'u64' }, dr7: { offset: 40, type: 'u64' },
+  flags: { offset: 48, type: 'u64' },
+});
+
+/** One in-kernel interrupt controller's state: chip 0 = PIC master, 1 = PIC slave, 2 = IOAPIC (a 512-byte union). */
+export const kvmIrqchip = defineStruct('kvm_irqchip', 'struct kvm_irqchip', 520, {
+  chipId: { offset: 0, type: 'u32', c: 'chip_id' }, chip: { offset: 8, type: { bytes: 512 } },
+});
+
+export const kvmPitChannelState = defineStruct('kvm_pit_channel_state', 'struct kvm_pit_channel_state', 24, {
+  count: { offset: 0, type: 'u32' }, latchedCount: { offset: 4, type: 'u16', c: 'latched_count' },
+  countLatched: { offset: 6, type: 'u8', c: 'count_latched' },
+  statusLatched: { offset: 7, type: 'u8', c: 'status_latched' }, status: { offset: 8, type: 'u8' },
+  readState: { offset: 9, type: 'u8', c: 'read_state' }, writeState: { offset: 10, type: 'u8', c: 'write_state' },
+  writeLatch: { offset: 11, type: 'u8', c: 'write_latch' }, rwMode: { offset: 12, type: 'u8', c: 'rw_mode' },
+  mode: { offset: 13, type: 'u8' }, bcd: { offset: 14, type: 'u8' }, gate: { offset: 15, type: 'u8' },
+  countLoadTime: { offset: 16, type: 'u64', c: 'count_load_time' },
+});
+
+export const kvmPitState2 = defineStruct('kvm_pit_state2', 'struct kvm_pit_state2', 112, {
+  channels: { offset: 0, type: { bytes: 72 } }, flags: { offset: 72, type: 'u32' },
+});
+
+/** kvmclock: the guest's clock in ns; with KVM_CLOCK_REALTIME in flags, SET_CLOCK advances it by the host's elapsed realtime. */
+export const kvmClockData = defineStruct('kvm_clock_data', 'struct kvm_clock_data', 48, {
+  clock: { offset: 0, type: 'u64' }, flags: { offset: 8, type: 'u32' }, realtime: { offset: 16, type: 'u64' },
+  hostTsc: { offset: 24, type: 'u64', c: 'host_tsc' },
+});
+
 export const kvmLayouts = [
   kvmRegs, kvmSegment, kvmDtable, kvmSregs, kvmFpu, kvmRun, kvmUserspaceMemoryRegion, kvmCpuid2, kvmCpuidEntry2,
   kvmMsrs, kvmMsrEntry, kvmPitConfig, kvmIrqLevel, kvmLapicState, kvmMpState, kvmVcpuEvents, kvmIoeventfd,
-  kvmIrqfd,
+  kvmIrqfd, kvmMsrList, kvmXsave, kvmXcr, kvmXcrs, kvmDebugregs, kvmIrqchip, kvmPitChannelState, kvmPitState2,
+  kvmClockData,
 ];

@@ -83,7 +83,7 @@ export const PR_SET_PDEATHSIG = 1, PR_SET_DUMPABLE = 4, PR_SET_NAME = 15, PR_SET
 /** The longest thread name the kernel keeps (TASK_COMM_LEN less its terminating zero). */
 export const THREAD_NAME_MAX = 15;
 export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
-export const EPERM = 1, EINTR = 4, EAGAIN = 11, EINVAL = 22;
+export const EPERM = 1, EINTR = 4, E2BIG = 7, EAGAIN = 11, EINVAL = 22;
 
 export function open(path: string, flags: number, mode = 0): number {
   return check(`open(${path})`, c.open(path, flags | O_CLOEXEC, mode) as number);
