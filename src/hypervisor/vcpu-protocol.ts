@@ -5,10 +5,14 @@ import type { SyscallAllowlist } from '../sys/seccomp.js';
 import type { CpuidEntry, KvmFlavour } from '../kvm/kvm.js';
 import type { SharedGuestMemory } from '../memory/guest-memory.js';
 import type { BootPlan } from '../boot/loader.js';
+import type { VcpuState } from '../kvm/vcpu-state.js';
 
-/** Int32 slots of one vCPU's control block. */
-export const CTL = { STATE: 0, KIND: 1, ADDR_LO: 2, ADDR_HI: 3, SIZE: 4, WRITE: 5, VAL_LO: 6, VAL_HI: 7 } as const;
-export const CTL_WORDS = 8;
+/**
+ * Int32 slots of one vCPU's control block. PAUSE is 1 while the main thread wants the vCPU held outside KVM_RUN (a
+ * snapshot is being taken): the thread completes its pending I/O, says `paused` and waits for 0 (or STOP).
+ */
+export const CTL = { STATE: 0, KIND: 1, ADDR_LO: 2, ADDR_HI: 3, SIZE: 4, WRITE: 5, VAL_LO: 6, VAL_HI: 7, PAUSE: 8 } as const;
+export const CTL_WORDS = 9;
 export const STATE = { IDLE: 0, REQUEST: 1, DONE: 2, STOP: 3 } as const;
 export const KIND = { PIO: 0, MMIO: 1 } as const;
 
@@ -21,7 +25,10 @@ export interface VcpuThreadInit {
   readonly kvmFd: number;
   readonly vmFd: number;
   readonly memory: SharedGuestMemory;
-  readonly plan: BootPlan;
+  /** Where a booting vCPU starts; unused when it continues from `restore`. */
+  readonly plan: BootPlan | undefined;
+  /** A snapshot's state for this vCPU, instead of the boot state. */
+  readonly restore: VcpuState | undefined;
   readonly cpuid: CpuidEntry[];
   readonly control: SharedArrayBuffer;
   /** One Int32 counting the vCPUs created and set up: none runs before all exist (see vcpu-thread.ts). */
@@ -41,7 +48,10 @@ export type VcpuStop =
   | { kind: 'error'; detail: string };
 
 export type VcpuMessage =
-  | { type: 'ready'; index: number; tid: number; runAddress: bigint; runSize: number; msrsRefused: number }
+  /** Set up; `vcpuFd` and `msrs` (the MSRs it saves) let the main thread save its state while it is paused. */
+  | { type: 'ready'; index: number; tid: number; runAddress: bigint; runSize: number; msrsRefused: number; vcpuFd: number; msrs: number[] }
+  /** Held outside KVM_RUN with its last I/O completed (PAUSE): its state may be read. */
+  | { type: 'paused'; index: number }
   | { type: 'io'; index: number }
   | { type: 'quirk'; index: number; what: string }
   | { type: 'ended'; index: number; stop: VcpuStop };

@@ -5,6 +5,7 @@ import { errorMessage } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
 import { restrictThisThread } from '../sys/seccomp.js';
 import { Kvm, Vm, type Vcpu } from '../kvm/kvm.js';
+import { restoreVcpuState, savableMsrs } from '../kvm/vcpu-state.js';
 import { GuestMemory } from '../memory/guest-memory.js';
 import { setupVcpu } from '../boot/vcpu-setup.js';
 import { CTL, CTL_WORDS, KIND, STATE, type VcpuMessage, type VcpuStop, type VcpuThreadInit } from './vcpu-protocol.js';
@@ -50,11 +51,25 @@ function hex(b: Uint8Array): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(' ');
 }
 
+/**
+ * Holds the vCPU for a snapshot: completes the I/O it exited on (so its registers say what the guest will see next),
+ * tells the main thread, which reads its state, and waits until it is let go (or stopped).
+ */
+function pause(vcpu: Vcpu): void {
+  vcpu.completePendingIo();
+  post({ type: 'paused', index: init.index });
+  while (Atomics.load(ctl, CTL.PAUSE) === 1 && Atomics.load(ctl, CTL.STATE) !== STATE.STOP) Atomics.wait(ctl, CTL.PAUSE, 1, 100);
+}
+
 function runLoop(vcpu: Vcpu): VcpuStop {
   const page = vcpu.runBytes();
   const mmioData = vcpu.run.field('mmioData');
   for (;;) {
     if (Atomics.load(ctl, CTL.STATE) === STATE.STOP) return { kind: 'stopped' };
+    if (Atomics.load(ctl, CTL.PAUSE) === 1) {
+      pause(vcpu);
+      continue;
+    }
     const exit = vcpu.enter();
     switch (exit.kind) {
       case 'intr':
@@ -127,11 +142,21 @@ function main(): void {
   try {
     const vm = new Vm(init.vmFd, Kvm.fromFd(init.kvmFd));
     vcpu = vm.createVcpu(init.index);
-    const mem = GuestMemory.attach(init.memory);
-    const { msrsRefused } = setupVcpu(vcpu, mem, init.plan, init.cpuid, init.vcpus);
+    let msrsRefused = 0;
+    let msrs: number[];
+    if (init.restore) {
+      vcpu.setCpuid(init.cpuid);
+      // Probed before the restore: the probe writes back what it read.
+      msrs = savableMsrs(vm.kvm, vcpu);
+      restoreVcpuState(vcpu, init.restore);
+    } else {
+      if (!init.plan) throw new Error('a vCPU needs a boot plan or a state to restore');
+      ({ msrsRefused } = setupVcpu(vcpu, GuestMemory.attach(init.memory), init.plan, init.cpuid, init.vcpus));
+      msrs = savableMsrs(vm.kvm, vcpu);
+    }
     post({
       type: 'ready', index: init.index, tid: libc.gettid(), runAddress: vcpu.runMapping.address,
-      runSize: vcpu.runMapping.length, msrsRefused,
+      runSize: vcpu.runMapping.length, msrsRefused, vcpuFd: vcpu.fd, msrs,
     });
     // Set up: from here it needs little more than KVM_RUN and the futex it waits on.
     if (init.confine) restrictThisThread(init.confine);

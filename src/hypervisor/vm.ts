@@ -19,6 +19,11 @@ import type { CardLink } from './card-link.js';
 import type { Tap } from './tap.js';
 import { DeviceManager, type GuestNetwork } from './device-manager.js';
 import { DisposableStore, OwnedFd } from '../base/disposable.js';
+import type { CpuidEntry } from '../kvm/kvm.js';
+import { saveVcpuState, type VcpuState } from '../kvm/vcpu-state.js';
+import { restoreVmState, saveVmState } from '../kvm/vm-state.js';
+import { readSnapshot, writeSnapshot, type SnapshotWritten } from './snapshot/format.js';
+import { cpuidDigest, machineRecord, parseMachineRecord, type MachineShape } from './snapshot/machine-state.js';
 import {
   CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
 } from './vcpu-protocol.js';
@@ -67,6 +72,11 @@ export interface VmConfig {
   readonly vsock?: { readonly listenFd: number; readonly connect: (hostPort: number) => Promise<number | undefined> };
   /** After input() returned false (too much queued), called once the guest has taken all of it. */
   readonly inputReady?: () => void;
+  /**
+   * Continue from this snapshot (docs/snapshot-format.md) instead of booting `kernel`: a readable fd the caller
+   * keeps, and the digest the host verified with its MAC (readSnapshot refuses another).
+   */
+  readonly restore?: { readonly fd: number; readonly expectDigest?: Uint8Array | undefined } | undefined;
 }
 
 /** A TAP device as the VM uses it (its name is the host's business). */
@@ -92,10 +102,13 @@ export interface VmStats {
 }
 
 interface VcpuHandle {
+  readonly index: number;
   readonly worker: Worker;
   readonly control: Int32Array;
   runPage?: Uint8Array;
   tid?: number;
+  /** From `ready`: what saving its state needs. */
+  saving?: { readonly fd: number; readonly runAddress: bigint; readonly runSize: number; readonly msrs: readonly number[] };
   exited: boolean;
 }
 
@@ -134,7 +147,13 @@ export class MicroVm {
   private readonly kvm: Kvm;
   private readonly vm: Vm;
   private readonly mem: GuestMemory;
-  private readonly plan: BootPlan;
+  private readonly plan: BootPlan | undefined;
+  /** The CPUID every vCPU gets (the host's, less what this KVM cannot give). */
+  private readonly cpuid: CpuidEntry[];
+  /** Each vCPU's state from the snapshot this VM continues, if it does. */
+  private readonly restoredVcpus: readonly VcpuState[] | undefined;
+  /** vCPUs that have yet to say `paused` while a snapshot is being taken, and who waits for them. */
+  private pausing: { readonly waiting: Set<number>; readonly done: () => void } | undefined;
   private readonly devices: DeviceManager;
   private readonly vcpus: VcpuHandle[] = [];
   private readonly control: SharedArrayBuffer;
@@ -199,11 +218,21 @@ export class MicroVm {
       });
       this.devices = devices;
       this.network = devices.network;
-      // A card's guest gets its address by DHCP (the card serves it); a TAP's guest is told it.
-      const fixed = this.network?.fixed;
-      const network = fixed ? [`azote.net=${fixed.ip}/${fixed.prefix},${fixed.gateway}`] : this.network ? ['azote.net=dhcp'] : [];
-      const cmdline = [cfg.cmdline, ...network, ...this.devices.kernelParams()].filter(Boolean).join(' ');
-      this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
+      const supported = this.kvm.supportedCpuid();
+      this.cpuid = this.flavour === 'nested-pvm' ? withoutPvHypercalls(supported) : supported;
+      if (cfg.restore) {
+        // Everything is checked before anything runs: the digest over every byte, then each record by its model.
+        const state = parseMachineRecord(readSnapshot(cfg.restore.fd, this.mem.bytes, { expectDigest: cfg.restore.expectDigest }), this.shape);
+        restoreVmState(this.vm, state.vm);
+        devices.restoreState(state.devices);
+        this.restoredVcpus = state.vcpus;
+      } else {
+        // A card's guest gets its address by DHCP (the card serves it); a TAP's guest is told it.
+        const fixed = this.network?.fixed;
+        const network = fixed ? [`azote.net=${fixed.ip}/${fixed.prefix},${fixed.gateway}`] : this.network ? ['azote.net=dhcp'] : [];
+        const cmdline = [cfg.cmdline, ...network, ...this.devices.kernelParams()].filter(Boolean).join(' ');
+        this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
+      }
     } catch (e) {
       // The device manager released its own part if it failed; a later failure leaves it to close here.
       void devices?.close();
@@ -214,8 +243,77 @@ export class MicroVm {
     this.control = new SharedArrayBuffer(cfg.vcpus * CTL_WORDS * 4);
   }
 
-  get bootPlan(): BootPlan {
+  /** Where the guest was loaded; undefined for a VM that continues a snapshot. */
+  get bootPlan(): BootPlan | undefined {
     return this.plan;
+  }
+
+  private get shape(): MachineShape {
+    return { vcpus: this.cfg.vcpus, memoryMiB: this.cfg.memoryMiB, devices: this.devices.names, cpuid: cpuidDigest(this.cpuid) };
+  }
+
+  /**
+   * Writes a snapshot of the running VM to `fd` (docs/snapshot-format.md; the host seals it with its chip): the
+   * vCPUs and the devices' data paths are held while their state and guest memory are saved, then let go, unless
+   * `stop` says the VM ends there (hibernation). Refused, and the VM goes on, when a device cannot be saved now.
+   */
+  async snapshot(fd: number, o: { readonly stop?: boolean } = {}): Promise<SnapshotWritten> {
+    if (this.end) throw new AzoteError('VmEnded', 'the VM has ended: there is nothing to save', 'save a VM while it runs');
+    if (this.pausing) throw new AzoteError('SnapshotBusy', 'a snapshot of this VM is being taken already', 'wait for it to finish');
+    if (this.vcpus.length < this.cfg.vcpus || this.vcpus.some((h) => !h.saving)) {
+      throw new AzoteError('VmStarting', 'the VM\'s vCPUs are still starting', 'save it once the guest runs');
+    }
+    await this.devices.pause();
+    try {
+      await this.pauseVcpus();
+      if (this.end) throw new AzoteError('VmEnded', 'the VM ended while it was being paused for a snapshot', 'save a VM while it runs');
+      const vcpus = this.vcpus.map((h) => {
+        const s = h.saving;
+        if (!s) throw new Error(`vCPU ${h.index} is not set up`);
+        return saveVcpuState(this.vm.borrowVcpu(h.index, s.fd, s.runAddress, s.runSize), s.msrs);
+      });
+      const state = machineRecord({ shape: this.shape, vm: saveVmState(this.vm), vcpus, devices: this.devices.saveState() });
+      const written = writeSnapshot(fd, state, this.mem.bytes);
+      if (o.stop) this.finish({ kind: 'stopped' });
+      return written;
+    } finally {
+      if (!this.end) {
+        this.resumeVcpus();
+        this.devices.resume();
+      }
+    }
+  }
+
+  /** Holds every vCPU outside KVM_RUN with its last I/O completed; resolves once all say so (or the VM ended). */
+  private pauseVcpus(): Promise<void> {
+    return new Promise((resolve) => {
+      this.pausing = { waiting: new Set(this.vcpus.map((h) => h.index)), done: resolve };
+      for (const h of this.vcpus) {
+        // immediate_exit first: a thread that sees PAUSE clears it once its I/O is completed, and must not find it
+        // set again afterwards (KVM_RUN would return at once forever).
+        if (h.runPage) h.runPage[kvmRun.fields.immediateExit.offset] = 1;
+        Atomics.store(h.control, CTL.PAUSE, 1);
+        this.interrupt(h);
+      }
+    });
+  }
+
+  private resumeVcpus(): void {
+    this.pausing = undefined;
+    for (const h of this.vcpus) {
+      Atomics.store(h.control, CTL.PAUSE, 0);
+      Atomics.notify(h.control, CTL.PAUSE);
+    }
+  }
+
+  /** Pulls a vCPU thread out of KVM_RUN. */
+  private interrupt(h: VcpuHandle): void {
+    if (h.tid === undefined || h.exited) return;
+    try {
+      libc.tgkill(libc.getpid(), h.tid, WAKE_SIGNAL);
+    } catch {
+      // The thread already left; nothing to interrupt.
+    }
   }
 
   stats(): VmStats {
@@ -228,17 +326,16 @@ export class MicroVm {
       libc.installWakeSignal(WAKE_SIGNAL);
       wakeSignalInstalled = true;
     }
-    const supported = this.kvm.supportedCpuid();
-    const cpuid = this.flavour === 'nested-pvm' ? withoutPvHypercalls(supported) : supported;
+    const cpuid = this.cpuid;
     const done = new Promise<VmEnd>((resolve) => { this.resolveEnd = resolve; });
     const startGate = new SharedArrayBuffer(4);
     for (let index = 0; index < this.cfg.vcpus; index++) {
       const init: VcpuThreadInit = {
         index, vcpus: this.cfg.vcpus, kvmFd: this.kvm.fd, vmFd: this.vm.fd, memory: this.mem.share(),
-        plan: this.plan, cpuid, control: this.control, startGate, flavour: this.flavour, confine: this.cfg.confineThreads?.vcpu,
+        plan: this.plan, restore: this.restoredVcpus?.[index], cpuid, control: this.control, startGate, flavour: this.flavour, confine: this.cfg.confineThreads?.vcpu,
       };
       const worker = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: init });
-      const handle: VcpuHandle = { worker, control: new Int32Array(this.control, index * CTL_WORDS * 4, CTL_WORDS), exited: false };
+      const handle: VcpuHandle = { index, worker, control: new Int32Array(this.control, index * CTL_WORDS * 4, CTL_WORDS), exited: false };
       this.vcpus.push(handle);
       worker.on('message', (m: VcpuMessage) => this.onMessage(handle, m));
       worker.on('error', (e) => this.finish({ kind: 'crashed', reason: `vCPU ${index} thread failed: ${e.message}` }));
@@ -275,6 +372,7 @@ export class MicroVm {
     switch (m.type) {
       case 'ready':
         h.tid = m.tid;
+        h.saving = { fd: m.vcpuFd, runAddress: m.runAddress, runSize: m.runSize, msrs: m.msrs };
         // After the end the thread may already have unmapped its run page (it closes once told STOP).
         if (!this.end) h.runPage = new Uint8Array(libc.viewAt(m.runAddress, m.runSize));
         if (m.msrsRefused > 0) this.log.debug('KVM refused some boot MSRs', { vcpu: m.index, refused: m.msrsRefused });
@@ -282,6 +380,10 @@ export class MicroVm {
         return;
       case 'io':
         this.serve(h);
+        return;
+      case 'paused':
+        this.pausing?.waiting.delete(m.index);
+        if (this.pausing?.waiting.size === 0) this.pausing.done();
         return;
       case 'quirk':
         this.quirks++;
@@ -343,15 +445,10 @@ export class MicroVm {
 
   private kick(h: VcpuHandle): void {
     if (h.runPage) h.runPage[kvmRun.fields.immediateExit.offset] = 1;
-    if (h.tid !== undefined && !h.exited) {
-      try {
-        libc.tgkill(libc.getpid(), h.tid, WAKE_SIGNAL);
-      } catch {
-        // The thread already left; nothing to interrupt.
-      }
-    }
+    this.interrupt(h);
     Atomics.store(h.control, CTL.STATE, STATE.STOP);
     Atomics.notify(h.control, CTL.STATE);
+    Atomics.notify(h.control, CTL.PAUSE);
   }
 
   private finish(end: VmEnd): void {
@@ -359,6 +456,8 @@ export class MicroVm {
     this.end = end;
     this.log.debug('VM ending', { end });
     for (const h of this.vcpus) this.kick(h);
+    // A snapshot waiting for vCPUs to pause learns that the VM ended instead.
+    this.pausing?.done();
     const timer = setTimeout(() => {
       this.log.warn('vCPU threads did not stop in time', { pending: this.vcpus.filter((h) => !h.exited).length });
       this.release();

@@ -215,9 +215,20 @@ export class Vm {
   createVcpu(id: number): Vcpu {
     const fd = libc.ioctl(this.fd, K.KVM_CREATE_VCPU, id);
     const run = libc.mmap(this.kvm.vcpuMmapSize(), libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
+    return new Vcpu(id, fd, run, this.xsaveArea());
+  }
+
+  /**
+   * A vCPU another thread of this process created and owns (it closes it), for calls made while that thread waits
+   * outside KVM_RUN: saving its state.
+   */
+  borrowVcpu(id: number, fd: number, runAddress: bigint, runSize: number): Vcpu {
+    return new Vcpu(id, fd, libc.mappedAt(runAddress, runSize), this.xsaveArea());
+  }
+
+  private xsaveArea(): { size: number; getRequest: number } {
     const xsave2 = this.checkExtension(K.KVM_CAP_XSAVE2);
-    return new Vcpu(id, fd, run, xsave2 > 0 ? { size: xsave2, getRequest: K.KVM_GET_XSAVE2 }
-      : { size: K.KVM_XSAVE_LEGACY_SIZE, getRequest: K.KVM_GET_XSAVE });
+    return xsave2 > 0 ? { size: xsave2, getRequest: K.KVM_GET_XSAVE2 } : { size: K.KVM_XSAVE_LEGACY_SIZE, getRequest: K.KVM_GET_XSAVE };
   }
 
   close(): void {

@@ -134,9 +134,15 @@ export function madvise(m: Mapping, advice: number): void {
 
 /** A view of memory mapped by another thread of this process, from its address. */
 export function viewAt(address: bigint, length: number): ArrayBuffer {
+  return mappedAt(address, length).buffer;
+}
+
+/** A mapping another thread of this process made, seen from here; that thread unmaps it. */
+export function mappedAt(address: bigint, length: number): Mapping {
   const cell = Buffer.alloc(8);
   cell.writeBigUInt64LE(address);
-  return koffi.view(koffi.decode(cell, 'void *'), length);
+  const ptr = koffi.decode(cell, 'void *') as Pointer;
+  return { ptr, address, length, buffer: koffi.view(ptr, length) };
 }
 
 /** A new memfd (close-on-exec); `flags` may add MFD_ALLOW_SEALING. */

@@ -1,0 +1,82 @@
+// The state section of a snapshot (docs/snapshot-format.md): one record for the whole machine, holding the VM's and
+// each vCPU's KVM state and every device's record, with the shape they fit: a restore goes only into a VM of the same
+// vCPUs, memory, virtio devices (names in slot order) and CPUID, made the way the snapshot's was.
+import { createHash } from 'node:crypto';
+import { parseState } from '../../base/state-record.js';
+import type { CpuidEntry } from '../../kvm/kvm.js';
+import { parseVcpuStateRecord, vcpuStateRecord, type VcpuState, type VcpuStateRecord } from '../../kvm/vcpu-state.js';
+import { parseVmStateRecord, vmStateRecord, type VmState, type VmStateRecord } from '../../kvm/vm-state.js';
+import type { DevicesState } from '../device-manager.js';
+
+const KIND = 'machine';
+const VERSION = 1;
+const MAX_DEVICES = 64;
+
+/** What a VM must be for a snapshot to go into it. */
+export interface MachineShape {
+  readonly vcpus: number;
+  readonly memoryMiB: number;
+  /** The virtio devices' names in slot order. */
+  readonly devices: readonly string[];
+  /** cpuidDigest of the CPUID its vCPUs get. */
+  readonly cpuid: string;
+}
+
+export interface MachineState {
+  readonly shape: MachineShape;
+  readonly vm: VmState;
+  readonly vcpus: readonly VcpuState[];
+  readonly devices: DevicesState;
+}
+
+interface MachineRecord extends MachineShape {
+  readonly kind: typeof KIND;
+  readonly version: typeof VERSION;
+  readonly vm: VmStateRecord;
+  readonly cpus: readonly VcpuStateRecord[];
+  readonly uart: unknown;
+  readonly rtc: unknown;
+  readonly i8042: unknown;
+  readonly azote: unknown;
+  readonly virtio: readonly unknown[];
+}
+
+/** A short name for a CPUID table: a guest restored under other CPU features than it booted with may crash. */
+export function cpuidDigest(entries: readonly CpuidEntry[]): string {
+  const sorted = [...entries].sort((a, b) => a.function - b.function || a.index - b.index);
+  return createHash('sha256').update(JSON.stringify(sorted)).digest('hex');
+}
+
+export function machineRecord(s: MachineState): MachineRecord {
+  return {
+    kind: KIND, version: VERSION, ...s.shape, devices: [...s.shape.devices],
+    vm: vmStateRecord(s.vm), cpus: s.vcpus.map(vcpuStateRecord), ...s.devices,
+  };
+}
+
+/**
+ * Reads a snapshot's state section for a VM of shape `expected`; a record of another shape is refused with what
+ * differs (BadSnapshotState). KVM records are parsed here; device records are checked by their models on restore.
+ */
+export function parseMachineRecord(value: unknown, expected: MachineShape): MachineState {
+  const device = 'the machine';
+  return parseState(device, value, KIND, VERSION, (r) => {
+    const shape: MachineShape = {
+      vcpus: r.int('vcpus', 1, 1024), memoryMiB: r.int('memoryMiB', 1, 2 ** 31),
+      devices: r.strings('devices', 0, MAX_DEVICES, 64), cpuid: r.optionalString('cpuid', 64) ?? r.fail('cpuid is missing'),
+    };
+    if (shape.vcpus !== expected.vcpus) r.fail(`the snapshot has ${shape.vcpus} vCPUs, this VM ${expected.vcpus}`);
+    if (shape.memoryMiB !== expected.memoryMiB) r.fail(`the snapshot has ${shape.memoryMiB} MiB of memory, this VM ${expected.memoryMiB}`);
+    if (shape.devices.join(',') !== expected.devices.join(',')) {
+      r.fail(`the snapshot's devices are [${shape.devices.join(', ')}], this VM's [${expected.devices.join(', ')}]`);
+    }
+    if (shape.cpuid !== expected.cpuid) r.fail('the host\'s CPU features changed since the snapshot was made');
+    const vm = parseVmStateRecord(r.record('vm'));
+    const vcpus = r.records('cpus', shape.vcpus, shape.vcpus).map(parseVcpuStateRecord);
+    const devices: DevicesState = {
+      uart: r.record('uart'), rtc: r.record('rtc'), i8042: r.record('i8042'), azote: r.record('azote'),
+      virtio: r.records('virtio', shape.devices.length, shape.devices.length),
+    };
+    return { shape, vm, vcpus, devices };
+  });
+}
