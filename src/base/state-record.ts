@@ -14,6 +14,9 @@ const FIX = 'the snapshot is damaged or was made by another Azote version: boot 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
 
+/** The largest value of a u64 field, which a record holds as a decimal string (see StateReader.bigint). */
+export const U64_MAX = 2n ** 64n - 1n;
+
 export function badState(device: string, what: string): AzoteError {
   return new AzoteError('BadSnapshotState', `${device} state: ${what}`, FIX);
 }
@@ -94,8 +97,9 @@ export class StateReader {
       this.fail(`${this.where(name)} is ${describe(v)}, not base64 of ${expected} bytes`);
     }
     const bytes = new Uint8Array(Buffer.from(v, 'base64'));
-    // Only the canonical spelling: what this Azote writes.
-    if (encodeBytes(bytes) !== v || bytes.length > max || ('exact' in length && bytes.length !== length.exact)) {
+    // Only the canonical spelling, what this Azote writes: Buffer.from ignores the padding bits.
+    if (encodeBytes(bytes) !== v) this.fail(`${this.where(name)} is not canonical base64`);
+    if (bytes.length > max || ('exact' in length && bytes.length !== length.exact)) {
       this.fail(`${this.where(name)} holds ${bytes.length} bytes, not ${expected}`);
     }
     return bytes;

@@ -1,15 +1,13 @@
 // Everything KVM holds for one vCPU, saved from a stopped vCPU and restored into a vCPU of a NEW VM (KVM lets only
 // the creating process use a VM, so a snapshot never goes back into the VM it came from).
 import { AzoteError, errorMessage } from '../base/errors.js';
+import { encodeBytes, parseState, U64_MAX, type StateReader } from '../base/state-record.js';
 import { StructView } from '../base/struct.js';
 import type { Kvm, Vcpu } from './kvm.js';
 import { KVM_XSAVE_LEGACY_SIZE } from './ioctls.js';
 import {
   kvmDebugregs, kvmFpu, kvmLapicState, kvmRegs, kvmSregs, kvmVcpuEvents, kvmXcrs,
 } from './structs.js';
-import {
-  badState, bytesField, exactBytes, expectRecord, parseHex64, toBase64, toHex64, u32Field,
-} from './state-record.js';
 
 /** One vCPU's state; the byte fields are the raw KVM structs (structs.ts), the XSAVE area as long as the VM's. */
 export interface VcpuState {
@@ -115,6 +113,9 @@ const VERSION = 1;
 const MAX_XSAVE = 64 * 1024;
 /** The KVM_MP_STATE_* an x86 vCPU reports: RUNNABLE, UNINITIALIZED, INIT_RECEIVED, HALTED, SIPI_RECEIVED. */
 const MAX_MP_STATE = 4;
+/** KVM_GET_MSRS and KVM_SET_MSRS take fewer than 256 MSRs (MAX_IO_MSRS), and one call saves or restores them all. */
+const MAX_MSRS = 255;
+const U32_MAX = 0xffffffff;
 
 export interface VcpuStateRecord {
   readonly kind: typeof KIND;
@@ -129,8 +130,8 @@ export interface VcpuStateRecord {
   readonly events: string;
   readonly mpState: number;
   readonly tscKhz: number;
-  /** [index, value as "0x…"]: JSON has no 64-bit integers. */
-  readonly msrs: ReadonlyArray<readonly [number, string]>;
+  /** Each value as a decimal string: JSON has no 64-bit integers. */
+  readonly msrs: ReadonlyArray<{ readonly index: number; readonly value: string }>;
 }
 
 const BYTE_FIELDS = {
@@ -141,43 +142,36 @@ const BYTE_FIELDS = {
 export function vcpuStateRecord(s: VcpuState): VcpuStateRecord {
   return {
     kind: KIND, version: VERSION,
-    regs: toBase64(s.regs), sregs: toBase64(s.sregs), fpu: toBase64(s.fpu), xsave: toBase64(s.xsave),
-    xcrs: toBase64(s.xcrs), debugregs: toBase64(s.debugregs), lapic: toBase64(s.lapic), events: toBase64(s.events),
-    mpState: s.mpState, tscKhz: s.tscKhz,
-    msrs: s.msrs.map(([index, value]) => [index, toHex64(value)] as const),
+    regs: encodeBytes(s.regs), sregs: encodeBytes(s.sregs), fpu: encodeBytes(s.fpu), xsave: encodeBytes(s.xsave),
+    xcrs: encodeBytes(s.xcrs), debugregs: encodeBytes(s.debugregs), lapic: encodeBytes(s.lapic),
+    events: encodeBytes(s.events), mpState: s.mpState, tscKhz: s.tscKhz,
+    msrs: s.msrs.map(([index, value]) => ({ index, value: value.toString() })),
   };
 }
 
 /** The VcpuState in a record read from a snapshot; anything malformed or of another version is refused. */
 export function parseVcpuStateRecord(value: unknown): VcpuState {
-  const rec = expectRecord(value, KIND, VERSION,
-    [...Object.keys(BYTE_FIELDS), 'xsave', 'mpState', 'tscKhz', 'msrs']);
-  const bytes = (key: keyof typeof BYTE_FIELDS): Uint8Array => exactBytes(rec, KIND, key, BYTE_FIELDS[key]);
-  // The exact XSAVE size is the restoring VM's (Vcpu.setXsave checks it); here: at least the legacy area, whole u32s.
-  const xsave = bytesField(rec, KIND, 'xsave', (n) => n >= KVM_XSAVE_LEGACY_SIZE && n <= MAX_XSAVE && n % 4 === 0,
-    `a multiple of 4 from ${KVM_XSAVE_LEGACY_SIZE} to ${MAX_XSAVE}`);
-  const mpState = u32Field(rec, KIND, 'mpState');
-  if (mpState > MAX_MP_STATE) throw badState(`vcpu state "mpState" ${mpState} is not an x86 MP state`);
-  const tscKhz = u32Field(rec, KIND, 'tscKhz');
-  if (tscKhz === 0) throw badState('vcpu state "tscKhz" is 0');
-  return {
-    regs: bytes('regs'), sregs: bytes('sregs'), fpu: bytes('fpu'), xsave, xcrs: bytes('xcrs'),
-    debugregs: bytes('debugregs'), lapic: bytes('lapic'), events: bytes('events'), mpState, tscKhz,
-    msrs: parseMsrs(rec['msrs']),
-  };
+  return parseState('vCPU', value, KIND, VERSION, (r) => {
+    const bytes = (key: keyof typeof BYTE_FIELDS): Uint8Array => r.bytes(key, { exact: BYTE_FIELDS[key] });
+    // The exact XSAVE size is the restoring VM's (Vcpu.setXsave checks it); here: at least the legacy area, whole u32s.
+    const xsave = r.bytes('xsave', { max: MAX_XSAVE });
+    if (xsave.length < KVM_XSAVE_LEGACY_SIZE || xsave.length % 4 !== 0) {
+      r.fail(`xsave holds ${xsave.length} bytes, not a multiple of 4 from ${KVM_XSAVE_LEGACY_SIZE} to ${MAX_XSAVE}`);
+    }
+    return {
+      regs: bytes('regs'), sregs: bytes('sregs'), fpu: bytes('fpu'), xsave, xcrs: bytes('xcrs'),
+      debugregs: bytes('debugregs'), lapic: bytes('lapic'), events: bytes('events'),
+      mpState: r.int('mpState', 0, MAX_MP_STATE), tscKhz: r.int('tscKhz', 1, U32_MAX), msrs: readMsrs(r),
+    };
+  });
 }
 
-function parseMsrs(v: unknown): Array<readonly [number, bigint]> {
-  if (!Array.isArray(v)) throw badState('vcpu state "msrs" is not an array');
+function readMsrs(r: StateReader): Array<readonly [number, bigint]> {
   const seen = new Set<number>();
-  return v.map((entry: unknown, i) => {
-    if (!Array.isArray(entry) || entry.length !== 2) throw badState(`vcpu state MSR entry ${i} is not [index, value]`);
-    const [index, value] = entry as [unknown, unknown];
-    if (!Number.isInteger(index) || (index as number) < 0 || (index as number) > 0xffffffff) {
-      throw badState(`vcpu state MSR entry ${i} has no 32-bit index`);
-    }
-    if (seen.has(index as number)) throw badState(`vcpu state has MSR 0x${(index as number).toString(16)} twice`);
-    seen.add(index as number);
-    return [index as number, parseHex64(value, KIND, `MSR entry ${i}`)] as const;
+  return r.list('msrs', 0, MAX_MSRS, (m, i) => {
+    const index = m.int('index', 0, U32_MAX);
+    if (seen.has(index)) m.fail(`msrs[${i}] lists MSR 0x${index.toString(16)} twice`);
+    seen.add(index);
+    return [index, m.bigint('value', 0n, U64_MAX)] as const;
   });
 }

@@ -1,10 +1,10 @@
 // The VM-wide state KVM holds: the in-kernel PICs and IOAPIC, the PIT, and kvmclock.
 import { AzoteError, errorMessage } from '../base/errors.js';
+import { encodeBytes, parseState, U64_MAX } from '../base/state-record.js';
 import { fieldSize } from '../base/struct.js';
 import type { Vm } from './kvm.js';
 import { KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE } from './ioctls.js';
 import { kvmIrqchip, kvmPitState2 } from './structs.js';
-import { exactBytes, expectRecord, parseHex64, toBase64, toHex64 } from './state-record.js';
 
 /** Raw KVM structs: each chip's 512-byte kvm_irqchip union and struct kvm_pit_state2. */
 export interface VmState {
@@ -67,23 +67,22 @@ export interface VmStateRecord {
   readonly picSlave: string;
   readonly ioapic: string;
   readonly pit: string;
-  /** "0x…": JSON has no 64-bit integers. */
+  /** A decimal string: JSON has no 64-bit integers. */
   readonly clockNs: string;
 }
 
 export function vmStateRecord(s: VmState): VmStateRecord {
   return {
-    kind: KIND, version: VERSION, picMaster: toBase64(s.picMaster), picSlave: toBase64(s.picSlave),
-    ioapic: toBase64(s.ioapic), pit: toBase64(s.pit), clockNs: toHex64(s.clockNs),
+    kind: KIND, version: VERSION, picMaster: encodeBytes(s.picMaster), picSlave: encodeBytes(s.picSlave),
+    ioapic: encodeBytes(s.ioapic), pit: encodeBytes(s.pit), clockNs: s.clockNs.toString(),
   };
 }
 
 /** The VmState in a record read from a snapshot; anything malformed or of another version is refused. */
 export function parseVmStateRecord(value: unknown): VmState {
-  const rec = expectRecord(value, KIND, VERSION, ['picMaster', 'picSlave', 'ioapic', 'pit', 'clockNs']);
-  return {
-    picMaster: exactBytes(rec, KIND, 'picMaster', CHIP_SIZE), picSlave: exactBytes(rec, KIND, 'picSlave', CHIP_SIZE),
-    ioapic: exactBytes(rec, KIND, 'ioapic', CHIP_SIZE), pit: exactBytes(rec, KIND, 'pit', kvmPitState2.size),
-    clockNs: parseHex64(rec['clockNs'], KIND, '"clockNs"'),
-  };
+  return parseState('VM', value, KIND, VERSION, (r) => ({
+    picMaster: r.bytes('picMaster', { exact: CHIP_SIZE }), picSlave: r.bytes('picSlave', { exact: CHIP_SIZE }),
+    ioapic: r.bytes('ioapic', { exact: CHIP_SIZE }), pit: r.bytes('pit', { exact: kvmPitState2.size }),
+    clockNs: r.bigint('clockNs', 0n, U64_MAX),
+  }));
 }
