@@ -18,6 +18,12 @@
  *    machine without a status, which the host takes as a reboot.
  * 5. Once a second init reads the shutdown-request port; when the host has asked (it reads 1) the machine stops as
  *    in 4 with status 128 + SIGTERM, as a program ended by the host's SIGTERM would report.
+ * 6. With azote.request=port on the command line, the run request comes through the run-request ports instead of
+ *    step 2's files (guest/ABI.md, "Run request"): init mounts its file systems, says so with boot marker 2 and waits
+ *    for the request. The host saves a snapshot of the machine right there once, and every later run continues a copy
+ *    of it, so before anything else init makes this copy its own: the host's time, fresh entropy mixed into the
+ *    kernel's pool and a forced reseed of its generator (clones must not share random numbers), eth0's MAC and
+ *    address. Then it goes on as in 2 with the request's command and environment.
  *
  * PID 1 itself is the session leader that owns the console as controlling terminal; the program runs in its own
  * process group in the foreground. (If the program led the session, its exit would hang the tty up, and a hangup
@@ -37,6 +43,9 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <net/route.h>
+#include <net/if_arp.h>
+#include <linux/random.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
@@ -55,6 +64,18 @@
 #ifndef SHUTDOWN_REQUEST_PORT
 #define SHUTDOWN_REQUEST_PORT 0x512
 #endif
+/* A 4-byte port (inl needs I/O permission for all four bytes) and a byte port after it. */
+#ifndef RUN_REQUEST_LENGTH_PORT
+#define RUN_REQUEST_LENGTH_PORT 0x514
+#endif
+#ifndef RUN_REQUEST_DATA_PORT
+#define RUN_REQUEST_DATA_PORT 0x518
+#endif
+/* Boot marker values: init started; init waits for its run request (the host snapshots the machine there); init
+ * took its run request and made the machine its own (a continued snapshot runs again). */
+#define MARKER_STARTED 1
+#define MARKER_WAITING_FOR_REQUEST 2
+#define MARKER_RUNNING 3
 /* What the shutdown-request port reads once the host asks (a port with nothing behind it reads all ones). */
 #define SHUTDOWN_REQUESTED 1
 
@@ -81,7 +102,8 @@ static int port_access(void)
 	static int access; /* 0: not asked yet, 1: granted, -1: refused */
 	if (access == 0) {
 		access = ioperm(EXIT_STATUS_PORT, 1, 1) == 0 && ioperm(BOOT_MARKER_PORT, 1, 1) == 0 &&
-				 ioperm(SHUTDOWN_REQUEST_PORT, 1, 1) == 0 ? 1 : -1;
+				 ioperm(SHUTDOWN_REQUEST_PORT, 1, 1) == 0 && ioperm(RUN_REQUEST_LENGTH_PORT, 4, 1) == 0 &&
+				 ioperm(RUN_REQUEST_DATA_PORT, 1, 1) == 0 ? 1 : -1;
 		if (access < 0)
 			say_errno("ioperm (the guest kernel needs CONFIG_X86_IOPL_IOPERM)");
 	}
@@ -359,7 +381,7 @@ static void run_dhcp(int s)
  * through the host's end of the link; dhcp asks the network (run_dhcp). The command gets AZOTE_GUEST_IP and
  * AZOTE_HOST_IP (eth0's address and its default gateway).
  */
-static void setup_network(void)
+static void setup_network(char *net)
 {
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s < 0) {
@@ -368,7 +390,6 @@ static void setup_network(void)
 	}
 	if (link_up(s, "lo") < 0)
 		say_errno("bringing lo up");
-	char *net = cmdline_param("azote.net=");
 	char *slash = net ? strchr(net, '/') : NULL;
 	char *comma = slash ? strchr(slash, ',') : NULL;
 	if (net && strcmp(net, "dhcp") == 0) {
@@ -401,8 +422,151 @@ static void setup_network(void)
 			setenv("AZOTE_HOST_IP", comma + 1, 1);
 		}
 	}
-	free(net);
 	close(s);
+}
+
+/*
+ * The run request through the ports (guest/ABI.md, "Run request"): a 104-byte header (magic "AZRQ", version 1, flags,
+ * the host's time, 64 bytes of entropy, a MAC), then three length-prefixed fields: the azote.net= value, argv and env
+ * (NUL-separated, as in /azote/argv and /azote/env).
+ */
+#define RUN_REQUEST_MAGIC 0x51525a41u
+#define RUN_REQUEST_VERSION 1
+#define RUN_REQUEST_HEADER 104
+#define RUN_REQUEST_MAX 65536
+#define RUN_REQUEST_HAS_COMMAND 1u
+#define RUN_REQUEST_ENTROPY 64
+
+struct run_request {
+	unsigned flags;
+	struct timespec now;
+	unsigned char entropy[RUN_REQUEST_ENTROPY];
+	unsigned char mac[6];
+	char *net; /* NULL: no network to set up */
+	char *argv, *env;
+	size_t argv_size, env_size;
+};
+
+static unsigned get_u32(const unsigned char *p)
+{
+	return (unsigned)p[0] | (unsigned)p[1] << 8 | (unsigned)p[2] << 16 | (unsigned)p[3] << 24;
+}
+
+/* The next length-prefixed field of buf[*at, size) as a NUL-terminated copy; NULL if it does not fit. */
+static char *take_field(const unsigned char *buf, size_t size, size_t *at, size_t *length)
+{
+	if (size - *at < 4)
+		return NULL;
+	size_t n = get_u32(buf + *at);
+	*at += 4;
+	if (n > size - *at)
+		return NULL;
+	char *copy = malloc(n + 1);
+	if (!copy)
+		return NULL;
+	memcpy(copy, buf + *at, n);
+	copy[n] = '\0';
+	*at += n;
+	*length = n;
+	return copy;
+}
+
+/* Waits for the run request (reading the length port every 10 ms) and parses it; 0 on success. */
+static int receive_run_request(struct run_request *r)
+{
+	if (!port_access())
+		return -1;
+	port_write(BOOT_MARKER_PORT, MARKER_WAITING_FOR_REQUEST);
+	unsigned length;
+	while ((length = inl(RUN_REQUEST_LENGTH_PORT)) == 0) {
+		struct timespec tick = { .tv_nsec = 10 * 1000 * 1000 };
+		nanosleep(&tick, NULL);
+	}
+	if (length < RUN_REQUEST_HEADER || length > RUN_REQUEST_MAX) {
+		say("run request", "has an impossible length");
+		return -1;
+	}
+	unsigned char *buf = malloc(length);
+	if (!buf) {
+		say_errno("run request");
+		return -1;
+	}
+	insb(RUN_REQUEST_DATA_PORT, buf, length);
+	if (get_u32(buf) != RUN_REQUEST_MAGIC || get_u32(buf + 4) != RUN_REQUEST_VERSION) {
+		say("run request", "is not version 1 of Azote's");
+		free(buf);
+		return -1;
+	}
+	r->flags = get_u32(buf + 8);
+	r->now.tv_sec = (time_t)((unsigned long long)get_u32(buf + 16) | (unsigned long long)get_u32(buf + 20) << 32);
+	r->now.tv_nsec = get_u32(buf + 24);
+	memcpy(r->entropy, buf + 32, RUN_REQUEST_ENTROPY);
+	memcpy(r->mac, buf + 96, 6);
+	size_t at = RUN_REQUEST_HEADER, net_size;
+	r->net = take_field(buf, length, &at, &net_size);
+	r->argv = take_field(buf, length, &at, &r->argv_size);
+	r->env = take_field(buf, length, &at, &r->env_size);
+	free(buf);
+	if (!r->net || !r->argv || !r->env) {
+		say("run request", "is truncated");
+		return -1;
+	}
+	if (net_size == 0) {
+		free(r->net);
+		r->net = NULL;
+	}
+	return 0;
+}
+
+/* Adds `size` bytes to the kernel's entropy pool, counted as full entropy (they come from a CSPRNG). */
+static void add_entropy(int random, const unsigned char *bytes, int size)
+{
+	struct {
+		int entropy_count;
+		int buf_size;
+		unsigned char buf[RUN_REQUEST_ENTROPY];
+	} e = { .entropy_count = size * 8, .buf_size = size };
+	memcpy(e.buf, bytes, (size_t)size);
+	if (ioctl(random, RNDADDENTROPY, &e) < 0)
+		say_errno("RNDADDENTROPY");
+}
+
+/*
+ * Makes a machine continued from a snapshot its own: the host's time, then fresh entropy (the request's, and
+ * virtio-rng's when there is one) and a reseed of the CRNG now: on this kernel a plain write to /dev/urandom would
+ * leave the clones' generators in step for up to a minute. Then eth0 takes the request's MAC.
+ */
+static void make_own(const struct run_request *r)
+{
+	if (clock_settime(CLOCK_REALTIME, &r->now) < 0)
+		say_errno("clock_settime");
+	int random = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+	if (random < 0) {
+		say_errno("/dev/urandom");
+	} else {
+		add_entropy(random, r->entropy, RUN_REQUEST_ENTROPY);
+		int hwrng = open("/dev/hwrng", O_RDONLY | O_CLOEXEC);
+		unsigned char more[RUN_REQUEST_ENTROPY];
+		if (hwrng >= 0 && read(hwrng, more, sizeof(more)) == (ssize_t)sizeof(more))
+			add_entropy(random, more, sizeof(more));
+		if (hwrng >= 0)
+			close(hwrng);
+		if (ioctl(random, RNDRESEEDCRNG) < 0)
+			say_errno("RNDRESEEDCRNG");
+		close(random);
+	}
+	static const unsigned char keep[6];
+	if (memcmp(r->mac, keep, sizeof(keep)) != 0) {
+		int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		struct ifreq req;
+		interface_request(&req, "eth0");
+		req.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+		memcpy(req.ifr_hwaddr.sa_data, r->mac, 6);
+		if (s < 0 || ioctl(s, SIOCSIFHWADDR, &req) < 0)
+			say_errno("setting eth0's MAC");
+		if (s >= 0)
+			close(s);
+	}
 }
 
 /* The console the program gets as its terminal: the first serial port, else whatever /dev/console is. */
@@ -602,7 +766,7 @@ static void end_processes(void)
 
 int main(void)
 {
-	port_write(BOOT_MARKER_PORT, 1);
+	port_write(BOOT_MARKER_PORT, MARKER_STARTED);
 
 	mount_fs("devtmpfs", "/dev", MS_NOSUID, "mode=0755");
 	ensure_stdio();
@@ -614,22 +778,36 @@ int main(void)
 	mount_fs("tmpfs", "/run", MS_NOSUID | MS_NODEV, "mode=0755");
 	if (sethostname("azote", 5) < 0)
 		say_errno("sethostname");
-	setup_network();
+
+	char **env, **argv;
+	int nenv, argc;
+	char *request_mode = cmdline_param("azote.request=");
+	if (request_mode && strcmp(request_mode, "port") == 0) {
+		struct run_request r;
+		if (receive_run_request(&r) < 0)
+			finish(STATUS_CANNOT_RUN, -1);
+		make_own(&r);
+		port_write(BOOT_MARKER_PORT, MARKER_RUNNING);
+		setup_network(r.net);
+		nenv = split_list(r.env, r.env_size, "run request env", &env);
+		argc = r.flags & RUN_REQUEST_HAS_COMMAND ? split_list(r.argv, r.argv_size, "run request argv", &argv) : -1;
+	} else {
+		setup_network(cmdline_param("azote.net="));
+		nenv = read_list("/azote/env", &env);
+		if (nenv < 0)
+			nenv = cmdline_list("azote.env=", &env);
+		argc = read_list("/azote/argv", &argv);
+		if (argc < 0)
+			argc = cmdline_list("azote.argv=", &argv);
+	}
 
 	setenv("PATH", "/bin:/sbin:/usr/bin:/usr/sbin", 1);
 	setenv("HOME", "/root", 1);
 	if (!getenv("TERM"))
 		setenv("TERM", "linux", 1);
-	char **env, **argv;
-	int nenv = read_list("/azote/env", &env);
-	if (nenv < 0)
-		nenv = cmdline_list("azote.env=", &env);
 	for (int i = 0; i < nenv; i++)
 		if (strchr(env[i], '=') && putenv(env[i]) != 0)
 			say_errno("putenv");
-	int argc = read_list("/azote/argv", &argv);
-	if (argc < 0)
-		argc = cmdline_list("azote.argv=", &argv);
 	int command = argc >= 0;
 
 	/* PID 1 leads the session that owns the console; job-control signals must not stop it. */

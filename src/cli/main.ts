@@ -61,15 +61,17 @@ program.command('run')
   .option('--no-rng', 'leave out the virtio-rng entropy device')
   .option('--no-jail', 'run the hypervisor unjailed, as your user in your namespaces (for debugging; by default it runs in '
     + 'the controller\'s jail: as root, or in a user namespace)')
-  .option('-v, --verbose', 'show the guest kernel\'s boot messages', false)
-  .option('--boot-time', 'print when the guest\'s init started, in ms after process start', false)
+  .option('-v, --verbose', 'show the guest kernel\'s boot messages (boots cold)', false)
+  .option('--cold', 'boot the guest, even where a snapshot of the booted machine could be continued (by default the first run '
+    + 'of a machine saves one where its init waits for the command, and later runs continue it)', false)
+  .option('--boot-time', 'print when the guest\'s init started (or ran again from its snapshot), in ms after process start', false)
   .argument('[command...]', 'command and arguments to run in the guest (after --)')
   .action(async (command: string[], opts) => {
     const { runCommand } = await import('./run.js');
     process.exitCode = await runCommand(command, {
       vcpus: opts.vcpus, mem: opts.mem, kernel: opts.kernel, initrd: opts.initrd, cmdline: opts.cmdline,
       verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk, image: opts.image, net: opts.net, vsock: opts.vsock, volumes: opts.volume,
-      jail: opts.jail,
+      jail: opts.jail, cold: opts.cold,
     }, log);
   });
 

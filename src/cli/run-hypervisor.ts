@@ -8,7 +8,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync } from 'node:fs';
 import { errorMessage } from '../base/errors.js';
 import { Channel, channelPair } from '../protocols/channel.js';
-import { hypervisorMessage, INHERITED_FDS, type ControllerMessage, type HypervisorMessage, type InstanceLaunch } from '../protocols/instance.js';
+import {
+  hypervisorMessage, INHERITED_FDS, type ControllerMessage, type HypervisorMessage, type InstanceLaunch, type LaunchSnapshot,
+} from '../protocols/instance.js';
 import * as libc from '../sys/libc.js';
 import { JAIL_PATH, jailedExit } from '../controller/jail.js';
 import type { Tap } from '../hypervisor/tap.js';
@@ -43,6 +45,8 @@ export interface Handover {
   readonly volumes: readonly RunCard[];
   /** Lent: the caller keeps its listening socket (and removes its path at the end); guest connections go to PATH_PORT. */
   readonly vsock: { readonly listenFd: number; readonly path: string } | undefined;
+  /** A snapshot to save or continue (its fd is handed over like the others), and the run request for the ports. */
+  readonly snapshot?: { readonly use: LaunchSnapshot; readonly runRequest: Uint8Array } | undefined;
 }
 
 export interface HypervisorEvents {
@@ -52,8 +56,11 @@ export interface HypervisorEvents {
   inputReady(): void;
   /** The VM exists; `mac` is its network card's address, if any. */
   created(mac: string | undefined): void;
-  /** The guest's init started. */
+  /** The guest's init started (or, continuing a snapshot, runs again). */
   booted(): void;
+  /** The snapshot of a `save` launch is written: seal it. */
+  snapshotSaved(m: Extract<HypervisorMessage, { kind: 'snapshot-saved' }>): void;
+  snapshotFailed(detail: string): void;
 }
 
 export type HypervisorOutcome =
@@ -65,7 +72,7 @@ export type HypervisorOutcome =
 /** The descriptors a VM holds, one list: what start() closes, whatever happens. */
 function handedFds(h: Handover): number[] {
   return [h.kvmFd, h.kernelFd, ...(h.initrdFd === undefined ? [] : [h.initrdFd]), ...h.disks.map((d) => d.fd), ...(h.tap ? [h.tap.fd] : []),
-    ...(h.netCard ? [h.netCard.fd] : []), ...h.volumes.map((v) => v.fd)];
+    ...(h.netCard ? [h.netCard.fd] : []), ...h.volumes.map((v) => v.fd), ...(h.snapshot ? [h.snapshot.use.fd] : [])];
 }
 
 export class RunHypervisor {
@@ -96,6 +103,10 @@ export class RunHypervisor {
         ...(h.tap ? { tap: { fd: at(h.tap.fd), mac: formatMac(h.tap.mac), hostIp: h.tap.hostIp, guestIp: h.tap.guestIp, prefix: h.tap.prefix } } : {}),
         ...(h.vsock ? { vsockFd: at(h.vsock.listenFd) } : {}),
         ...(h.netCard ? { netCard: h.netCard.name } : {}), volumes: h.volumes.map((v) => v.name),
+        ...(h.snapshot ? {
+          snapshot: { ...h.snapshot.use, fd: at(h.snapshot.use.fd) },
+          runRequest: Buffer.from(h.snapshot.runRequest).toString('base64'),
+        } : {}),
       };
       const env: Record<string, string> = { PATH: JAIL_PATH };
       for (const name of ['AZOTE_LOG_LEVEL', 'AZOTE_LOG_FORMAT']) {
@@ -161,6 +172,12 @@ export class RunHypervisor {
         return;
       case 'booted':
         this.events.booted();
+        return;
+      case 'snapshot-saved':
+        this.events.snapshotSaved(m);
+        return;
+      case 'snapshot-failed':
+        this.events.snapshotFailed(m.detail);
         return;
       case 'ended':
         this.said = m;

@@ -2,7 +2,7 @@
 // and leave with the command's exit status. Everything the VM needs is opened or made here (run-inputs.ts) and
 // handed to a hypervisor process in the controller's jail (run-jail.ts, run-hypervisor.ts): the guest runs the
 // user's code, and its hypervisor, next to it, can open nothing, connect nowhere and start no program.
-import { readFileSync, rmSync } from 'node:fs';
+import { closeSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
@@ -13,7 +13,8 @@ import { GUEST_SHUTDOWN_GRACE_MS } from '../hypervisor/devices/azote-ports.js';
 import { validateVmShape, type DiskSpec } from '../hypervisor/vm.js';
 import { ensureKernel } from '../images/kernel.js';
 import { ensureBaseInitramfs } from '../images/initramfs.js';
-import { runRequestArchive, runRequestParams } from '../images/run-request.js';
+import { runRequestArchive, runRequestBytes, runRequestParams } from '../images/run-request.js';
+import { forgetSnapshot, useSnapshot, type SnapshotMachine, type SnapshotUse } from './run-snapshots.js';
 import { findImage, instanceCopy } from '../images/rootfs.js';
 import { guestCmdline } from '../images/cmdline.js';
 import { attachConsole, type ConsoleInput } from './console.js';
@@ -44,6 +45,8 @@ export interface RunOptions {
   readonly volumes: string[];
   /** False with --no-jail: the hypervisor runs unjailed (for debugging). */
   readonly jail: boolean;
+  /** --cold: boot the guest even where a snapshot of the booted machine could be continued. */
+  readonly cold: boolean;
 }
 
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
@@ -89,7 +92,17 @@ function panicLine(tail: string): string | undefined {
   return lines.at(-1)?.replace(/^\[[\s\d.]+\]\s*/, '').trim();
 }
 
-export async function runCommand(argv: string[], o: RunOptions, log: Logger): Promise<number> {
+/**
+ * The machine whose booted snapshot this run can continue, if it can: our initramfs (its init reads the run request
+ * from the ports) without disks, cards or a command line of the user's; a snapshot cannot carry those. Asking for the
+ * kernel's boot messages (--verbose) boots, too.
+ */
+function snapshotMachine(o: RunOptions, kernel: string, initrd: Uint8Array, cmdline: string, flavour: string): SnapshotMachine | undefined {
+  if (o.cold || o.verbose || o.image || o.initrd || o.cmdline || o.disks.length > 0 || o.volumes.length > 0 || (o.net !== undefined && o.net !== 'tap')) return undefined;
+  return { kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, rng: o.rng, tap: o.net === 'tap', vsock: o.vsock !== undefined, flavour };
+}
+
+export async function runCommand(argv: string[], o: RunOptions, log: Logger, retried = false): Promise<number> {
   const flavour = detectKvmFlavour();
   const shell = argv.length === 0;
   const env = parseEnv(o.env);
@@ -104,6 +117,7 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
   let initrd: Uint8Array | undefined;
   let cmdline: string;
   let root: { dir: string; path: string } | undefined;
+  let machine: SnapshotMachine | undefined;
   if (o.image) {
     if (o.initrd) throw new AzoteError('BadArguments', '--image and --initrd do not go together', 'use one of them');
     const image = findImage(o.image);
@@ -112,14 +126,20 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
     cmdline = o.cmdline ?? [base, 'root=/dev/vda', 'rw', 'rootfstype=ext4', ...runRequestParams(shell ? undefined : argv, env)].join(' ');
   } else {
     const initramfs = o.initrd ? readInput(o.initrd, 'initrd') : readFileSync(await ensureBaseInitramfs(log));
-    // Linux unpacks concatenated cpio archives: the run request rides after the base image, starting on a 4-byte
-    // boundary (Linux looks for the next archive's magic only there; a user's compressed image may end anywhere).
-    const request = runRequestArchive(shell ? undefined : argv, env);
-    initrd = Buffer.concat([initramfs, Buffer.alloc((4 - (initramfs.length % 4)) % 4), request]);
     cmdline = o.cmdline ?? base;
+    machine = snapshotMachine(o, kernel, initramfs, cmdline, flavour);
+    if (machine) {
+      initrd = initramfs;
+    } else {
+      // Linux unpacks concatenated cpio archives: the run request rides after the base image, starting on a 4-byte
+      // boundary (Linux looks for the next archive's magic only there; a user's compressed image may end anywhere).
+      const request = runRequestArchive(shell ? undefined : argv, env);
+      initrd = Buffer.concat([initramfs, Buffer.alloc((4 - (initramfs.length % 4)) % 4), request]);
+    }
   }
   let staged: StagedHypervisor | undefined;
   let inputs: RunInputs | undefined;
+  let snapshot: SnapshotUse | undefined;
   let handed = false;
   try {
     inputs = openInputs({ kernel, initrd, disks, tap: o.net === 'tap', netCard: o.net?.startsWith('card:') ? o.net.slice('card:'.length) : undefined,
@@ -136,19 +156,50 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger): Pr
     }
     log.debug('starting the hypervisor', { jailed: choice.jail, uid: cmd.uid, vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
     const { handover } = inputs;
+    if (machine) snapshot = useSnapshot(machine, path.join(defaultDataDir(), 'host'), log);
+    const tap = handover.tap;
+    const runRequest = snapshot ? runRequestBytes({
+      argv: shell ? undefined : argv, env, net: tap ? `${tap.guestIp}/${tap.prefix},${tap.hostIp}` : '', mac: tap?.mac,
+    }) : undefined;
     const guestConsole = new GuestConsole();
     handed = true; // RunHypervisor.start closes what it was handed, whatever happens
-    const hv = RunHypervisor.start(cmd, { ...handover, launch: { flavour, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, rng: o.rng } }, {
+    const use = snapshot;
+    const hv = RunHypervisor.start(cmd, {
+      ...handover, launch: { flavour, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, rng: o.rng },
+      snapshot: use && runRequest ? {
+        use: use.mode === 'save' ? { mode: 'save', fd: use.fd } : { mode: 'restore', fd: use.fd, digest: use.digest }, runRequest,
+      } : undefined,
+    }, {
       output: (bytes) => guestConsole.output(bytes),
       inputReady: () => guestConsole.input?.resume(),
       created: (mac) => sayNetwork(handover, o, mac),
       booted: () => {
-        if (o.bootTime) process.stderr.write(`azote: init reached ${performance.now().toFixed(1)} ms after process start\n`);
+        if (o.bootTime) {
+          const what = use?.mode === 'restore' ? 'the guest ran again from its snapshot' : 'init reached';
+          process.stderr.write(`azote: ${what} ${performance.now().toFixed(1)} ms after process start\n`);
+        }
       },
+      snapshotSaved: (m) => {
+        if (use?.mode === 'save') use.saved();
+        log.debug('snapshot written', { bytes: m.bytes, pages: m.pages, heldMs: Math.round(m.ms) });
+      },
+      snapshotFailed: (detail) => log.warn('the booted machine could not be saved: the next run boots again', { why: detail }),
     });
-    return exitStatus(await attend(hv, shell, guestConsole), guestConsole.tail());
+    const outcome = await attend(hv, shell, guestConsole);
+    // A snapshot this hypervisor refused (damaged, or from another version) is forgotten and the run boots cold.
+    if (use?.mode === 'restore' && machine && !retried && outcome.kind === 'ended' && outcome.end.end === 'failed') {
+      log.warn('the saved snapshot was refused: booting cold and saving a new one', { why: outcome.end.detail });
+      forgetSnapshot(machine);
+      return await runCommand(argv, o, log, true);
+    }
+    return exitStatus(outcome, guestConsole.tail());
   } finally {
-    if (!handed) inputs?.discard();
+    if (!handed) {
+      inputs?.discard();
+      if (snapshot) closeSync(snapshot.fd);
+    }
+    // A sealed snapshot was renamed into place already; what is left is a save that did not finish.
+    snapshot?.discard();
     inputs?.release();
     staged?.remove();
     if (root) rmSync(root.dir, { recursive: true, force: true });

@@ -370,6 +370,7 @@ export class Controller {
         } else if (m.kind === 'connect-vsock') channel.send({ kind: 'vsock-refused', port: m.port }); // an instance has no vsock
         else if (m.kind === 'created') return; // the instance's MAC and address are its interface's, known already
         else if (m.kind === 'booted') events.booted();
+        else if (m.kind === 'snapshot-saved' || m.kind === 'snapshot-failed') return; // an instance's launch asks for no snapshot
         else {
           ended = m.end === 'exit-status' ? { kind: 'shutdown', detail: `the guest powered off (status ${m.detail})` }
             : m.end === 'reset' ? { kind: 'reboot', detail: 'the guest rebooted' }

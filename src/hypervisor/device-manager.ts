@@ -147,6 +147,10 @@ export class DeviceManager {
     return this.legacy.uart;
   }
 
+  giveRunRequest(bytes: Uint8Array): void {
+    this.legacy.azote.giveRunRequest(bytes);
+  }
+
   /** The virtio devices' names in slot order: a snapshot restores only into the same set. */
   get names(): string[] {
     return this.slotted.map((s) => s.name);

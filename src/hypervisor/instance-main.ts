@@ -14,6 +14,7 @@ import { restrictProcess } from '../sys/seccomp.js';
 import { hypervisorAllowlists } from './seccomp-roles.js';
 import { HandedCardLink } from './card-link.js';
 import { MicroVm } from './vm.js';
+import { MARKER_RUNNING, MARKER_STARTED, MARKER_WAITING_FOR_REQUEST } from './devices/azote-ports.js';
 import { Channel } from '../protocols/channel.js';
 import { controllerMessage, INHERITED_FDS, MAX_DETAIL, type ControllerMessage, type HypervisorMessage, type InstanceLaunch } from '../protocols/instance.js';
 
@@ -93,11 +94,28 @@ function readInherited(fd: number): Buffer {
   }
 }
 
+/** A `save` launch: the snapshot is taken where init waits for its run request, then the request is given. */
+async function saveThenGo(created: MicroVm, fd: number, request: Uint8Array): Promise<void> {
+  const started = performance.now();
+  try {
+    const written = await created.snapshot(fd);
+    say({ kind: 'snapshot-saved', bytes: written.bytes, pages: written.pages, ms: performance.now() - started });
+  } catch (e) {
+    say({ kind: 'snapshot-failed', detail: errorMessage(e).slice(0, MAX_DETAIL) });
+  } finally {
+    closeSync(fd);
+  }
+  created.giveRunRequest(request);
+}
+
 async function launch(spec: InstanceLaunch): Promise<void> {
   let created: MicroVm;
+  const snapshot = spec.snapshot;
+  const request = spec.runRequest === undefined ? undefined : Buffer.from(spec.runRequest, 'base64');
   try {
-    const kernel = readInherited(spec.kernelFd);
-    const initrd = spec.initrdFd === undefined ? undefined : readInherited(spec.initrdFd);
+    // A VM continuing a snapshot has its kernel in the snapshot's memory: the kernel fd is not read.
+    const kernel = snapshot?.mode === 'restore' ? new Uint8Array(0) : readInherited(spec.kernelFd);
+    const initrd = spec.initrdFd === undefined || snapshot?.mode === 'restore' ? undefined : readInherited(spec.initrdFd);
     const tap = spec.tap ? { ...spec.tap, mac: Uint8Array.from(spec.tap.mac.split(':').map((h) => parseInt(h, 16))) } : undefined;
     created = new MicroVm({
       kernel, initrd, cmdline: spec.cmdline, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, log, kvmFd: spec.kvmFd, flavour: spec.flavour,
@@ -106,8 +124,18 @@ async function launch(spec: InstanceLaunch): Promise<void> {
       ...(tap ? { tap } : {}), ...(spec.vsockFd === undefined ? {} : { vsock: { listenFd: spec.vsockFd, connect: connectVsock } }),
       output: (bytes) => process.stdout.write(bytes),
       inputReady: () => process.stdin.resume(),
-      onMarker: (v) => { if (v === 1) say({ kind: 'booted' }); },
+      onMarker: (v) => {
+        // What the parent calls booted: init started, or, continuing a snapshot, runs again.
+        if (v === (snapshot?.mode === 'restore' ? MARKER_RUNNING : MARKER_STARTED)) say({ kind: 'booted' });
+        else if (v === MARKER_WAITING_FOR_REQUEST && snapshot?.mode === 'save' && request) void saveThenGo(created, snapshot.fd, request);
+      },
+      runRequestByPort: snapshot !== undefined,
+      ...(snapshot?.mode === 'restore' ? { restore: { fd: snapshot.fd, expectDigest: Buffer.from(snapshot.digest, 'hex') } } : {}),
     });
+    if (snapshot?.mode === 'restore') {
+      closeSync(snapshot.fd);
+      if (request) created.giveRunRequest(request);
+    }
   } catch (e) {
     say({ kind: 'ended', end: 'failed', detail: errorMessage(e).slice(0, MAX_DETAIL) });
     process.exit(1);

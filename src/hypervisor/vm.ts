@@ -77,6 +77,11 @@ export interface VmConfig {
    * keeps, and the digest the host verified with its MAC (readSnapshot refuses another).
    */
   readonly restore?: { readonly fd: number; readonly expectDigest?: Uint8Array | undefined } | undefined;
+  /**
+   * The guest's init waits for its run request on the run-request ports (giveRunRequest) instead of finding it in
+   * its initramfs, network settings included (azote.request=port): a snapshot taken while it waits serves every run.
+   */
+  readonly runRequestByPort?: boolean;
 }
 
 /** A TAP device as the VM uses it (its name is the host's business). */
@@ -228,9 +233,8 @@ export class MicroVm {
         this.restoredVcpus = state.vcpus;
       } else {
         // A card's guest gets its address by DHCP (the card serves it); a TAP's guest is told it.
-        const fixed = this.network?.fixed;
-        const network = fixed ? [`azote.net=${fixed.ip}/${fixed.prefix},${fixed.gateway}`] : this.network ? ['azote.net=dhcp'] : [];
-        const cmdline = [cfg.cmdline, ...network, ...this.devices.kernelParams()].filter(Boolean).join(' ');
+        const request = cfg.runRequestByPort ? ['azote.request=port'] : [`azote.net=${this.netParam}`];
+        const cmdline = [cfg.cmdline, ...request, ...this.devices.kernelParams()].filter((p) => p && p !== 'azote.net=').join(' ');
         this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
       }
     } catch (e) {
@@ -241,6 +245,17 @@ export class MicroVm {
       throw e;
     }
     this.control = new SharedArrayBuffer(cfg.vcpus * CTL_WORDS * 4);
+  }
+
+  /** How the guest's init sets up eth0 (azote.net=, guest/ABI.md): empty without a network. */
+  get netParam(): string {
+    const fixed = this.network?.fixed;
+    return fixed ? `${fixed.ip}/${fixed.prefix},${fixed.gateway}` : this.network ? 'dhcp' : '';
+  }
+
+  /** The run request for an init that waits for it on the ports (runRequestByPort, or a VM continued from such a snapshot). */
+  giveRunRequest(bytes: Uint8Array): void {
+    this.devices.giveRunRequest(bytes);
   }
 
   /** Where the guest was loaded; undefined for a VM that continues a snapshot. */

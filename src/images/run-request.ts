@@ -1,8 +1,11 @@
 // The run request: the command and environment `azote run` asks the guest's init to use (guest/init/init.c).
-// Two NUL-separated lists, argv and env. With an initramfs they ride in a small cpio archive appended to it
+// Two NUL-separated lists, argv and env. A guest continued from a snapshot reads them (with its clock, entropy and
+// network) from the run-request ports (runRequestBytes). With an initramfs they ride in a small cpio archive appended to it
 // (azote/argv, azote/env); a guest booted from a disk image gets them base64-encoded on the kernel command line
 // (azote.argv=, azote.env=), which the kernel keeps away from init's own arguments because the names hold a dot.
+import { randomBytes } from 'node:crypto';
 import { AzoteError } from '../base/errors.js';
+import { defineStruct, StructView } from '../base/struct.js';
 import { CpioWriter } from './cpio.js';
 
 const ENV_NAME = /^[^=\0]+$/;
@@ -57,3 +60,57 @@ export function runRequestParams(argv: string[] | undefined, env: Record<string,
     ...(l.env ? [`azote.env=${l.env.toString('base64')}`] : []),
   ];
 }
+
+/**
+ * The run request as the guest's init reads it through the run-request ports (guest/ABI.md, "Run request"), when it
+ * continues a snapshot: this header, then three fields each led by its u32 length: the azote.net= value (empty: no
+ * network), argv and env (NUL-separated, as above).
+ */
+export const runRequestHeader = defineStruct('run request header', undefined, 104, {
+  magic: { offset: 0, type: 'u32' },
+  version: { offset: 4, type: 'u32' },
+  flags: { offset: 8, type: 'u32' },
+  /** The host's time, Unix seconds and nanoseconds: the guest's clock stood still in the snapshot. */
+  seconds: { offset: 16, type: 'u64' },
+  nanoseconds: { offset: 24, type: 'u32' },
+  /** From the host's CSPRNG, mixed into the guest's pool before anything runs. */
+  entropy: { offset: 32, type: { bytes: 64 } },
+  /** eth0's MAC for this run; all zero keeps the snapshot's. */
+  mac: { offset: 96, type: { bytes: 6 } },
+});
+export const RUN_REQUEST_MAGIC = 0x51525a41; // "AZRQ"
+export const RUN_REQUEST_VERSION = 1;
+export const RUN_REQUEST_HAS_COMMAND = 1;
+
+export interface PortRunRequest {
+  readonly argv: string[] | undefined;
+  readonly env: Record<string, string>;
+  /** azote.net='s value: GUEST/PREFIX,HOST, dhcp, or empty. */
+  readonly net: string;
+  readonly mac?: Uint8Array | undefined;
+  readonly now?: Date;
+}
+
+export function runRequestBytes(r: PortRunRequest): Buffer {
+  const l = lists(r.argv, r.env);
+  const header = StructView.alloc(runRequestHeader);
+  const now = r.now ?? new Date();
+  header.set('magic', RUN_REQUEST_MAGIC).set('version', RUN_REQUEST_VERSION).set('flags', l.argv ? RUN_REQUEST_HAS_COMMAND : 0)
+    .set('seconds', BigInt(Math.floor(now.getTime() / 1000))).set('nanoseconds', (now.getTime() % 1000) * 1_000_000);
+  header.field('entropy').set(randomBytes(64));
+  if (r.mac) header.field('mac').set(r.mac);
+  const field = (b: Buffer): Buffer => {
+    const length = Buffer.alloc(4);
+    length.writeUInt32LE(b.length);
+    return Buffer.concat([length, b]);
+  };
+  const bytes = Buffer.concat([header.bytes(), field(Buffer.from(r.net, 'utf8')), field(l.argv ?? Buffer.alloc(0)), field(l.env ?? Buffer.alloc(0))]);
+  if (bytes.length > MAX_PORT_RUN_REQUEST) {
+    throw new AzoteError('RunRequestTooLarge', `the command and environment take ${bytes.length} bytes, more than the guest reads (${MAX_PORT_RUN_REQUEST})`,
+      'pass a shorter command or environment, or boot cold (--cold)');
+  }
+  return bytes;
+}
+
+/** The most the guest's init reads (guest/init/init.c RUN_REQUEST_MAX). */
+export const MAX_PORT_RUN_REQUEST = 65536;

@@ -34,7 +34,19 @@ export interface InstanceLaunch {
    * to the host are asked for with `connect-vsock`.
    */
   readonly vsockFd?: number | undefined;
+  /**
+   * The guest's init takes its run request from the run-request ports (base64 of src/images/run-request.ts's
+   * runRequestBytes): `save` boots and writes a snapshot to the inherited fd where init waits for the request, then
+   * gives the request; `restore` continues the snapshot in the inherited fd (whose digest the parent checked with its
+   * MAC: hex) and gives the request.
+   */
+  readonly snapshot?: LaunchSnapshot | undefined;
+  readonly runRequest?: string | undefined;
 }
+
+export type LaunchSnapshot =
+  | { readonly mode: 'save'; readonly fd: number }
+  | { readonly mode: 'restore'; readonly fd: number; readonly digest: string };
 
 export interface LaunchTap {
   readonly fd: number;
@@ -64,6 +76,10 @@ export type HypervisorMessage =
   | { readonly kind: 'created'; readonly privateIp?: string | undefined; readonly mac?: string | undefined }
   /** The guest's init started (its boot marker). */
   | { readonly kind: 'booted' }
+  /** The snapshot of a `save` launch is written (the parent seals it); `ms` is how long the VM was held. */
+  | { readonly kind: 'snapshot-saved'; readonly bytes: number; readonly pages: number; readonly ms: number }
+  /** The snapshot of a `save` launch could not be made; the VM goes on. */
+  | { readonly kind: 'snapshot-failed'; readonly detail: string }
   /** A card's connection closed: the hypervisor asks for a new one. */
   | { readonly kind: 'connect-card'; readonly card: string }
   /** The guest connects to host port `port` of its vsock: the hypervisor asks for a connection (answered in order). */
@@ -89,6 +105,12 @@ const count = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) 
 const port = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff;
 const ipv4 = (v: unknown): boolean => typeof v === 'string' && /^(\d{1,3})(\.\d{1,3}){3}$/.test(v) && v.split('.').every((b) => Number(b) <= 255);
 const record = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
+/** The largest run request, base64 (65536 bytes: MAX_PORT_RUN_REQUEST). */
+const MAX_RUN_REQUEST_BASE64 = 87384;
+const launchSnapshot = (v: unknown): boolean => v === undefined || (record(v) && fdNumber(v.fd)
+  && (v.mode === 'save' || (v.mode === 'restore' && typeof v.digest === 'string' && /^[0-9a-f]{96}$/.test(v.digest))));
+const runRequest = (snapshot: unknown, v: unknown): boolean => (snapshot === undefined ? v === undefined
+  : typeof v === 'string' && v.length <= MAX_RUN_REQUEST_BASE64 && /^[A-Za-z0-9+/]*={0,2}$/.test(v));
 const launchTap = (v: unknown): boolean => v === undefined || (record(v) && fdNumber(v.fd) && typeof v.mac === 'string'
   && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(v.mac) && ipv4(v.hostIp) && ipv4(v.guestIp)
   && Number.isSafeInteger(v.prefix) && (v.prefix as number) >= 1 && (v.prefix as number) <= 30);
@@ -105,6 +127,11 @@ export function hypervisorMessage(m: unknown, fds = 0): HypervisorMessage | unde
       return optionalString(r.privateIp) && optionalString(r.mac) ? m as HypervisorMessage : undefined;
     case 'booted':
       return m as HypervisorMessage;
+    case 'snapshot-saved':
+      return count(r.bytes) && Number.isSafeInteger(r.pages) && (r.pages as number) >= 0 && typeof r.ms === 'number' && Number.isFinite(r.ms)
+        && r.ms >= 0 ? m as HypervisorMessage : undefined;
+    case 'snapshot-failed':
+      return shortString(r.detail, MAX_DETAIL) ? m as HypervisorMessage : undefined;
     case 'connect-card':
       return shortString(r.card) ? m as HypervisorMessage : undefined;
     case 'connect-vsock':
@@ -144,6 +171,7 @@ export function controllerMessage(m: unknown, fds = 0): ControllerMessage | unde
         && (r.netCard === undefined || shortString(r.netCard))
         && (r.volumes === undefined || (Array.isArray(r.volumes) && r.volumes.every((v) => shortString(v))))
         && typeof r.rng === 'boolean' && launchTap(r.tap) && (r.vsockFd === undefined || fdNumber(r.vsockFd))
+        && launchSnapshot(r.snapshot) && runRequest(r.snapshot, r.runRequest)
         ? m as ControllerMessage : undefined;
     default:
       return undefined;

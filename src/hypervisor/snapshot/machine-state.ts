@@ -41,9 +41,18 @@ interface MachineRecord extends MachineShape {
   readonly virtio: readonly unknown[];
 }
 
-/** A short name for a CPUID table: a guest restored under other CPU features than it booted with may crash. */
+/**
+ * A short name for a CPUID table: a guest restored under other CPU features than it booted with may crash. The APIC
+ * ids KVM reports are those of the host CPU that asked (leaf 1 EBX[31:24], leaves 0xB and 0x1F EDX) and each vCPU
+ * gets its own anyway: they are not features.
+ */
 export function cpuidDigest(entries: readonly CpuidEntry[]): string {
-  const sorted = [...entries].sort((a, b) => a.function - b.function || a.index - b.index);
+  const features = entries.map((e) => ({
+    ...e,
+    ebx: e.function === 1 ? e.ebx & 0x00ffffff : e.ebx,
+    edx: e.function === 0xb || e.function === 0x1f ? 0 : e.edx,
+  }));
+  const sorted = features.sort((a, b) => a.function - b.function || a.index - b.index);
   return createHash('sha256').update(JSON.stringify(sorted)).digest('hex');
 }
 
