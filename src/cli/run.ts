@@ -186,13 +186,14 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger, ret
       snapshotFailed: (detail) => log.warn('the booted machine could not be saved: the next run boots again', { why: detail }),
     });
     const outcome = await attend(hv, shell, guestConsole);
-    // A snapshot this hypervisor refused (damaged, or from another version) is forgotten and the run boots cold.
+    // A snapshot this hypervisor refused (damaged, or from another version) is forgotten and the run boots cold,
+    // once this run's TAP and files are released. Refused means it ended before its VM existed: nothing ran.
     if (use?.mode === 'restore' && machine && !retried && outcome.kind === 'ended' && outcome.end.end === 'failed') {
       log.warn('the saved snapshot was refused: booting cold and saving a new one', { why: outcome.end.detail });
       forgetSnapshot(machine);
-      return await runCommand(argv, o, log, true);
+    } else {
+      return exitStatus(outcome, guestConsole.tail());
     }
-    return exitStatus(outcome, guestConsole.tail());
   } finally {
     if (!handed) {
       inputs?.discard();
@@ -204,6 +205,7 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger, ret
     staged?.remove();
     if (root) rmSync(root.dir, { recursive: true, force: true });
   }
+  return runCommand(argv, o, log, true);
 }
 
 /** Where to reach the guest: the user needs it, so it is said whatever the log level. */
@@ -281,6 +283,7 @@ function exitStatus(outcome: HypervisorOutcome, consoleTail: string): number {
     case 'exit-status':
       return end.status ?? EXIT_VM_FAILED;
     case 'stopped':
+    case 'hibernated': // `azote run` never asks for it: a stop
       return EXIT_INTERRUPTED;
     case 'failed':
       process.stderr.write(`azote: ${end.detail}\n`);

@@ -108,6 +108,23 @@ async function saveThenGo(created: MicroVm, fd: number, request: Uint8Array): Pr
   created.giveRunRequest(request);
 }
 
+let hibernated = false;
+
+/** Saves the VM into `fd` and ends it; a VM that cannot be saved now goes on, and the parent is told why. */
+async function hibernate(fd: number): Promise<void> {
+  try {
+    if (!vm) throw new Error('the VM is not launched yet');
+    const started = performance.now();
+    const written = await vm.snapshot(fd, { stop: true });
+    hibernated = true;
+    say({ kind: 'snapshot-saved', bytes: written.bytes, pages: written.pages, ms: performance.now() - started });
+  } catch (e) {
+    say({ kind: 'snapshot-failed', detail: errorMessage(e).slice(0, MAX_DETAIL) });
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function launch(spec: InstanceLaunch): Promise<void> {
   let created: MicroVm;
   const snapshot = spec.snapshot;
@@ -145,7 +162,7 @@ async function launch(spec: InstanceLaunch): Promise<void> {
   attachInput(created);
   const end = await created.run();
   say({
-    kind: 'ended', end: end.kind, detail: (end.kind === 'crashed' ? end.reason : end.kind === 'exit-status' ? String(end.status) : '').slice(0, MAX_DETAIL),
+    kind: 'ended', end: hibernated ? 'hibernated' : end.kind, detail: (end.kind === 'crashed' ? end.reason : end.kind === 'exit-status' ? String(end.status) : '').slice(0, MAX_DETAIL),
     ...(end.kind === 'exit-status' ? { status: end.status } : {}),
   });
   process.exit(0);
@@ -173,6 +190,9 @@ function receive(m: ControllerMessage, fds: number[]): void {
     case 'stop':
       if (vm) vm.stop();
       else process.exit(0);
+      return;
+    case 'hibernate':
+      for (const fd of fds) void hibernate(fd);
       return;
     case 'launch':
       if (launching) {

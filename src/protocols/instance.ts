@@ -62,6 +62,11 @@ export type ControllerMessage =
   | { readonly kind: 'shutdown' }
   /** Stop the VM now. */
   | { readonly kind: 'stop' }
+  /**
+   * Hibernate: save the VM's snapshot (docs/snapshot-format.md) into the message's one descriptor (a writable file or
+   * memfd, written from offset 0) and end with `hibernated`; if it cannot be saved, say `snapshot-failed` and go on.
+   */
+  | { readonly kind: 'hibernate' }
   /** A connection to the card `card`: the message's one descriptor (before the launch, or when asked). */
   | { readonly kind: 'card'; readonly card: string }
   /** No connection to `card` can be made now (it is restarting): ask again later. */
@@ -86,7 +91,7 @@ export type HypervisorMessage =
   | { readonly kind: 'connect-vsock'; readonly port: number }
   /** The VM ended; the process exits after this. `status` is the guest's exit status, with `exit-status` only. */
   | {
-    readonly kind: 'ended'; readonly end: 'exit-status' | 'reset' | 'stopped' | 'crashed' | 'failed'; readonly detail: string;
+    readonly kind: 'ended'; readonly end: 'exit-status' | 'reset' | 'stopped' | 'crashed' | 'failed' | 'hibernated'; readonly detail: string;
     readonly status?: number | undefined;
   };
 
@@ -96,7 +101,7 @@ export const INHERITED_FDS = { channel: 3, kvm: 4, kernel: 5, firstDisk: 6 } as 
 /** The longest `detail` of an `ended` message (a crash's reason is cut to it). */
 export const MAX_DETAIL = 4096;
 
-const ENDS = new Set(['exit-status', 'reset', 'stopped', 'crashed', 'failed']);
+const ENDS = new Set(['exit-status', 'reset', 'stopped', 'crashed', 'failed', 'hibernated']);
 const shortString = (v: unknown, max = 256): v is string => typeof v === 'string' && v.length <= max;
 const optionalString = (v: unknown): boolean => v === undefined || shortString(v, 64);
 const fdNumber = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
@@ -149,10 +154,11 @@ export function hypervisorMessage(m: unknown, fds = 0): HypervisorMessage | unde
 export function controllerMessage(m: unknown, fds = 0): ControllerMessage | undefined {
   if (typeof m !== 'object' || m === null) return undefined;
   const r = m as Record<string, unknown>;
-  if (fds !== (r.kind === 'card' || r.kind === 'vsock' ? 1 : 0)) return undefined;
+  if (fds !== (r.kind === 'card' || r.kind === 'vsock' || r.kind === 'hibernate' ? 1 : 0)) return undefined;
   switch (r.kind) {
     case 'shutdown':
     case 'stop':
+    case 'hibernate':
       return m as ControllerMessage;
     case 'card':
       return shortString(r.card) ? m as ControllerMessage : undefined;

@@ -10,11 +10,11 @@ export interface CliRun {
   readonly stderr: string;
 }
 
-export function azote(args: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<CliRun> {
+export function azote(args: string[], opts: { timeoutMs?: number; input?: string; env?: Record<string, string> } = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(projectRoot(), 'bin', 'azote.js'), ...args], {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, AZOTE_LOG_LEVEL: 'warn' },
+      env: { ...process.env, AZOTE_LOG_LEVEL: 'warn', ...opts.env },
     });
     let stdout = '';
     let stderr = '';
