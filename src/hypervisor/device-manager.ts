@@ -158,23 +158,20 @@ export class DeviceManager {
 
   /**
    * Stops the devices' data paths for a snapshot: once this resolves, nothing of theirs touches guest memory until
-   * resume(). Refused (and resumed) for a device whose state cannot be saved: a card's (its rings are in another
-   * process) or one holding live host connections.
+   * resume(): the I/O thread serves nothing, and each card stops its rings. Refused (and resumed) for a device whose
+   * state cannot be saved now (one holding live host connections).
    */
   async pause(): Promise<void> {
-    const card = this.slotted.find((s) => s.runner instanceof VhostUserRunner);
-    if (card) {
-      throw new AzoteError('SnapshotUnsupported', `${card.name} is served by a card, whose rings a snapshot cannot take yet`,
-        'snapshot VMs whose disks and network the hypervisor serves itself (--disk, --net tap)');
-    }
     const blockers = this.ioThread ? await this.ioThread.pause() : [];
     if (blockers.length > 0) {
-      this.resume();
+      this.ioThread?.resume();
       throw new AzoteError('SnapshotUnsupported', `the VM cannot be saved now: ${blockers.join('; ')}`, 'close the connections first, then try again');
     }
+    for (const s of this.slotted) if (s.runner instanceof VhostUserRunner) s.runner.pauseRings();
   }
 
   resume(): void {
+    for (const s of this.slotted) if (s.runner instanceof VhostUserRunner) s.runner.resumeRings();
     this.ioThread?.resume();
   }
 

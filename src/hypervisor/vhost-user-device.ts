@@ -210,6 +210,38 @@ export class VhostUserRunner implements QueueRunner {
     if (fd !== undefined) libc.eventfdSignal(fd);
   }
 
+  /**
+   * Holds the rings for a snapshot: the card stops serving them (GET_VRING_BASE) and touches guest memory no more
+   * until resumeRings(). What it took but had not completed is after the used index the guest sees, which is where
+   * the rings start again, here or in a VM restored from the snapshot: those requests are served again.
+   */
+  pauseRings(): void {
+    clearInterval(this.watch);
+    this.watch = undefined;
+    for (const { index } of this.started) {
+      try {
+        this.frontend?.getVringBase(index);
+      } catch (e) {
+        this.log.warn('the card did not stop a ring for a snapshot', { device: this.index, ring: index, why: errorMessage(e) });
+      }
+    }
+  }
+
+  /** Gives the card its rings again after pauseRings(), from the used index the guest has seen. */
+  resumeRings(): void {
+    if (this.started.length === 0) return;
+    const f = this.frontend;
+    try {
+      if (f) this.handOver(f, (q) => this.mem.readU16(q.usedAddr + 2));
+    } catch (e) {
+      // As after a card restart: the watch connects again and hands the rings over.
+      this.log.warn('the card did not take its rings back after a snapshot; connecting again', { device: this.index, why: errorMessage(e) });
+      f?.close();
+      this.frontend = undefined;
+    }
+    this.watch ??= setInterval(() => this.checkCard(), WATCH_MS).unref();
+  }
+
   stop(): void {
     const f = this.frontend;
     for (const { index } of this.started) {

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../../src/base/log.js';
 import { AzoteError } from '../../src/base/errors.js';
-import { detectKvmFlavour } from '../../src/kvm/kvm.js';
+import { detectKvmFlavour, type CpuidEntry } from '../../src/kvm/kvm.js';
+import { cpuidDigest } from '../../src/hypervisor/snapshot/machine-state.js';
 import { guestCmdline } from '../../src/images/cmdline.js';
 import { ensureKernel } from '../../src/images/kernel.js';
 import { ensureBaseInitramfs } from '../../src/images/initramfs.js';
@@ -98,4 +99,13 @@ test('a Linux guest saved as its init starts continues in a new VM from the file
   } finally {
     closeSync(sfd);
   }
+});
+
+test('the CPUID digest names features, not the host CPU that asked (APIC ids), and changes with a feature', () => {
+  const leaf = (fn: number, ebx: number, edx: number): CpuidEntry => ({ function: fn, index: 0, flags: 0, eax: 1, ebx, ecx: 2, edx });
+  const onCpu0 = [leaf(1, 0x00010800, 0x178bfbff), leaf(0xb, 0, 0)];
+  const onCpu1 = [leaf(1, 0x01010800, 0x178bfbff), leaf(0xb, 0, 1)];
+  assert.equal(cpuidDigest(onCpu0), cpuidDigest(onCpu1));
+  assert.equal(cpuidDigest(onCpu0), cpuidDigest([...onCpu0].reverse()), 'order does not matter');
+  assert.notEqual(cpuidDigest(onCpu0), cpuidDigest([leaf(1, 0x00010800, 0x178bfbfe), leaf(0xb, 0, 0)]));
 });
