@@ -5,7 +5,7 @@
 // The snapshots live in <cache>/snapshots/<key>.snap, made on first use like the kernel; a snapshot that fails its
 // check is removed and the run boots cold (and makes a new one).
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync } from 'node:fs';
 import path from 'node:path';
 import { AzoteError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
@@ -65,6 +65,21 @@ export function snapshotDir(): string {
   return path.join(cacheDir(), 'snapshots');
 }
 
+/** How many snapshots are kept: each is a machine run lately (a rebuilt hypervisor or kernel makes new ones). */
+const KEEP_SNAPSHOTS = 8;
+
+/** Removes all but the KEEP_SNAPSHOTS most recently used snapshots (a restore touches its file). */
+function prune(dir: string): void {
+  const snaps = readdirSync(dir).filter((f) => f.endsWith('.snap')).flatMap((f) => {
+    try {
+      return [{ file: path.join(dir, f), used: statSync(path.join(dir, f)).mtimeMs }];
+    } catch {
+      return []; // removed meanwhile by another run
+    }
+  });
+  for (const s of snaps.sort((a, b) => b.used - a.used).slice(KEEP_SNAPSHOTS)) rmSync(s.file, { force: true });
+}
+
 /**
  * The snapshot to continue for this machine (its MAC checked by the chip in `hostDir`), or, when there is none yet
  * or it fails its check, a new file to save one into.
@@ -83,6 +98,8 @@ export function useSnapshot(m: SnapshotMachine, hostDir: string, log: Logger): S
   if (fd !== undefined) {
     try {
       const { digest } = checkSnapshot(hostDir, fd);
+      const now = new Date();
+      utimesSync(file, now, now);
       return { mode: 'restore', fd, digest: digest.toString('hex'), discard: () => undefined };
     } catch (e) {
       closeSync(fd);
@@ -99,6 +116,7 @@ export function useSnapshot(m: SnapshotMachine, hostDir: string, log: Logger): S
       try {
         sealSnapshot(hostDir, tmp);
         renameSync(tmp, file);
+        prune(dir);
         log.info('saved a snapshot of the booted machine: the next runs continue it', { file });
       } catch (e) {
         rmSync(tmp, { force: true });
