@@ -14,7 +14,7 @@
 //
 // Environment: BENCH_RUNS (10) pairs of timing runs, BENCH_MEM_RUNS (5) memory runs, BENCH_LINUX_RUNS (3) Linux
 // runs, BENCH_SKIP_LINUX=1 to leave Linux out, QEMU to use another qemu-system-x86_64.
-import { accessSync, constants, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,7 +30,7 @@ import { projectRoot } from '../src/images/paths.js';
 import { detectKvmFlavour } from '../src/kvm/kvm.js';
 import { makeTempDir, readRss, removeTempDir, runSync, withChild, type RssSplit } from './proc.js';
 import { renderMetric, type Metric, type MetricResult } from './stats.js';
-import { envInt, progress, qemuVersion, rotated, say } from './common.js';
+import { envInt, kvmProblem, progress, qemuVersion, rotated, say } from './common.js';
 
 const VCPUS = 1;
 const MEM_MIB = 64;
@@ -53,16 +53,6 @@ export interface BootReport {
   readonly host: Record<string, unknown>;
   readonly metrics: MetricResult[];
   readonly skipped: string[];
-}
-
-function kvmProblem(): string | undefined {
-  try {
-    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
-    return undefined;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' ? '/dev/kvm does not exist' : `/dev/kvm is not usable (${code ?? String(e)})`;
-  }
 }
 
 /** One way of running a guest: its command and what its exit status should be. */

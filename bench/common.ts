@@ -1,4 +1,5 @@
-// Helpers every benchmark uses: settings from the environment, output, QEMU's version, run order.
+// Helpers every benchmark uses: settings from the environment, output, QEMU's version, /dev/kvm, run order.
+import { accessSync, constants } from 'node:fs';
 import { BenchError, runSync } from './proc.js';
 
 export function envInt(name: string, dflt: number): number {
@@ -18,6 +19,17 @@ export function qemuVersion(qemu: string): string {
       + `(apt-get install -y qemu-system-x86), or set QEMU=/path/to/qemu-system-x86_64`);
   }
   return out.split('\n')[0]?.trim() ?? 'unknown';
+}
+
+/** Why /dev/kvm cannot be used, or undefined when it can. */
+export function kvmProblem(): string | undefined {
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+    return undefined;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? '/dev/kvm does not exist' : `/dev/kvm is not usable (${code ?? String(e)})`;
+  }
 }
 
 /** Rotates the order of `items` by `i`, so each variant takes each position in turn (interleaving). */

@@ -6,6 +6,7 @@ import { runVsock } from './vsock.js';
 import { runNetCard } from './net-card.js';
 import { runApi } from './api.js';
 import { runJail } from './jail.js';
+import { runRestore } from './restore.js';
 import { BenchError, killAllChildren } from './proc.js';
 
 const benches: Record<string, () => Promise<unknown>> = {
@@ -15,6 +16,7 @@ const benches: Record<string, () => Promise<unknown>> = {
   vsock: runVsock,
   api: runApi,
   jail: runJail,
+  restore: runRestore,
 };
 
 function fail(message: string, status: number): never {
