@@ -56,8 +56,17 @@ function hypervisorCode(): string {
   return hypervisorDigest;
 }
 
+/**
+ * The kernel file by its identity on disk rather than its 16 MiB of content, hashed at every run otherwise: a
+ * rebuilt or replaced kernel is a new file (a new inode, size or modification time).
+ */
+function kernelIdentity(file: string): string {
+  const st = statSync(file, { bigint: true });
+  return `${path.resolve(file)} ${st.dev} ${st.ino} ${st.size} ${st.mtimeNs}`;
+}
+
 export function snapshotKey(m: SnapshotMachine): string {
-  return sha256(String(SNAPSHOT_FORMAT_VERSION), readFileSync(m.kernel), m.initrd, m.cmdline,
+  return sha256(String(SNAPSHOT_FORMAT_VERSION), kernelIdentity(m.kernel), m.initrd, m.cmdline,
     JSON.stringify({ vcpus: m.vcpus, mem: m.memoryMiB, rng: m.rng, tap: m.tap, vsock: m.vsock, flavour: m.flavour }), hypervisorCode()).slice(0, 32);
 }
 
