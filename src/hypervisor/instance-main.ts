@@ -143,7 +143,10 @@ async function launch(spec: InstanceLaunch): Promise<void> {
       inputReady: () => process.stdin.resume(),
       onMarker: (v) => {
         // What the parent calls booted: init started, or, continuing a snapshot, runs again.
-        if (v === (snapshot?.mode === 'restore' ? MARKER_RUNNING : MARKER_STARTED)) say({ kind: 'booted' });
+        if (v === (snapshot?.mode === 'restore' ? MARKER_RUNNING : MARKER_STARTED)) {
+          log.debug('the guest runs', { msSinceStart: Math.round(performance.now()) });
+          say({ kind: 'booted' });
+        }
         else if (v === MARKER_WAITING_FOR_REQUEST && snapshot?.mode === 'save' && request) void saveThenGo(created, snapshot.fd, request);
       },
       runRequestByPort: snapshot !== undefined,
@@ -152,6 +155,8 @@ async function launch(spec: InstanceLaunch): Promise<void> {
     if (snapshot?.mode === 'restore') {
       closeSync(snapshot.fd);
       if (request) created.giveRunRequest(request);
+      // Where a restore's time goes, from this process's start: the rest is the vCPU threads' and the guest's.
+      log.debug('the VM is restored from its snapshot', { msSinceStart: Math.round(performance.now()) });
     }
   } catch (e) {
     say({ kind: 'ended', end: 'failed', detail: errorMessage(e).slice(0, MAX_DETAIL) });
