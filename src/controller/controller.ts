@@ -390,13 +390,17 @@ export class Controller {
           }
           handOver(channel, m.card, fd);
         } else if (m.kind === 'connect-vsock') channel.send({ kind: 'vsock-refused', port: m.port }); // an instance has no vsock
-        else if (m.kind === 'created') return; // the instance's MAC and address are its interface's, known already
-        else if (m.kind === 'booted') {
-          // A resumed guest runs again: its image is consumed, as EC2's hibernation image is by the start.
-          if (resume && !resumed) this.hibernations.discard(files);
-          resumed = true;
+        else if (m.kind === 'booted' || m.kind === 'created' && resume) {
+          // A resumed guest writes no boot marker (its init started long before): restored, its digest verified, it
+          // runs again. Its image is then consumed, as EC2's hibernation image is by the start.
+          if (resume) {
+            if (resumed) return;
+            resumed = true;
+            this.hibernations.discard(files);
+          }
           events.booted();
-        } else if (m.kind === 'snapshot-saved' || m.kind === 'snapshot-failed') this.hibernationAnswer(req.instanceId, entryState, files, m);
+        } else if (m.kind === 'created') return; // the instance's MAC and address are its interface's, known already
+        else if (m.kind === 'snapshot-saved' || m.kind === 'snapshot-failed') this.hibernationAnswer(req.instanceId, entryState, files, m);
         else {
           ended = m.end === 'exit-status' ? { kind: 'shutdown', detail: `the guest powered off (status ${m.detail})` }
             : m.end === 'reset' ? { kind: 'reboot', detail: 'the guest rebooted' }
