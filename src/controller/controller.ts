@@ -490,33 +490,34 @@ export class Controller {
    */
   private startJailed(req: LaunchRequest, files: InstanceFiles, hypervisor: VerifiedComponent, uid: number | undefined,
     cgroupProcs: readonly string[], snapshotFd: number | undefined): { child: ChildProcess; channelFd: number } {
-    const { command, args } = jailCommand({
-      mountPoint: this.jailMountPoint(), componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
-      cgroupProcs, memlockBytes: this.memlock(req),
-    });
+    // Everything here is closed on the way out (the child has its copies): the snapshot's memfd from the start.
     const inherited: number[] = snapshotFd === undefined ? [] : [snapshotFd];
-    let ours: number;
+    let ours: number | undefined;
     try {
+      const { command, args } = jailCommand({
+        mountPoint: this.jailMountPoint(), componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
+        cgroupProcs, memlockBytes: this.memlock(req),
+      });
       // The hypervisor's seccomp forbids socketpair(): the pair is made here and one end inherited.
       const [mine, theirs] = channelPair();
       ours = mine;
+      const fds = [theirs];
       inherited.push(theirs);
-    } catch (e) {
-      for (const fd of inherited) libc.close(fd);
-      throw e;
-    }
-    try {
-      inherited.push(files.openConsole(), files.openHypervisorLog(), openSync(KVM_DEVICE, 'r+'), openSync(this.kernel, 'r'),
-        openSync(files.root, 'r+'), openSync(files.metadata, 'r'));
-      const [channelFd, consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited.slice(snapshotFd === undefined ? 0 : 1);
+      for (const open of [() => files.openConsole(), () => files.openHypervisorLog(), () => openSync(KVM_DEVICE, 'r+'), () => openSync(this.kernel, 'r'),
+        () => openSync(files.root, 'r+'), () => openSync(files.metadata, 'r')]) {
+        const fd = open();
+        fds.push(fd);
+        inherited.push(fd);
+      }
+      const [channelFd, consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = fds;
       const child = spawn(command, args, {
         // SNAPSHOT_FD follows the disks.
         stdio: ['ignore', consoleFd, logFd, channelFd, kvmFd, kernelFd, rootFd, metadataFd, ...(snapshotFd === undefined ? [] : [snapshotFd])],
         env: { PATH: JAIL_PATH },
       });
-      return { child, channelFd: ours };
+      return { child, channelFd: mine };
     } catch (e) {
-      libc.close(ours);
+      if (ours !== undefined) libc.close(ours);
       throw e;
     } finally {
       for (const fd of inherited) closeSync(fd);
