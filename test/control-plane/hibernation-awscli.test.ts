@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createLogger } from '../../src/base/log.js';
 import { startEc2 } from '../framework/ec2.js';
 import { cli } from '../framework/awscli.js';
 import { requireAwsCli } from '../framework/host-tools.js';
@@ -36,7 +37,9 @@ function ticks(text: string): Array<{ uptime: number; marker: string; tmpfs: num
 test('aws ec2: run --hibernation-options Configured=true, stop --hibernate, start: the tmpfs file is there, the uptime went on', { timeout: 1_800_000 }, async (t) => {
   requireAwsCli();
   if (!requireKvm(t)) return;
-  const host = await startEc2();
+  // The host's log, shown with any failure: the tenant sees EC2's reasons only, the cause is in the host's log.
+  const lines: string[] = [];
+  const host = await startEc2(undefined, { log: createLogger('hibernate', { write: (l) => { lines.push(l); } }, 'info') });
   const dir = mkdtempSync(path.join(tmpdir(), 'azote-hibernate-'));
   try {
     const account = host.account('hibernate');
@@ -44,7 +47,7 @@ test('aws ec2: run --hibernation-options Configured=true, stop --hibernate, star
     const ec2 = host.client(account);
     const ok = async (...args: string[]): Promise<string> => {
       const r = await aws(...args);
-      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}\nthe host's log:\n${lines.join('')}`);
       return r.stdout;
     };
     writeFileSync(path.join(dir, 'user-data.sh'), USER_DATA);
@@ -68,7 +71,8 @@ test('aws ec2: run --hibernation-options Configured=true, stop --hibernate, star
     const text = await consoleUntil(ec2, id, TICK, 600);
     const after = ticks(text)[0];
     assert.ok(after);
-    assert.doesNotMatch(text, /azote-instance: .* is up/, `the guest resumed, it did not boot again: ${text.slice(0, 2000)}`);
+    const hostLog = lines.filter((l) => l.includes(id)).join('');
+    assert.doesNotMatch(text, /azote-instance: .* is up/, `the guest resumed, it did not boot again; the host's log:\n${hostLog}`);
     assert.equal(after.marker, last.marker, 'the file in tmpfs is still there, as the first boot wrote it');
     assert.ok(after.uptime >= last.uptime, `the uptime went on (${last.uptime} s before hibernation, ${after.uptime} s after the resume)`);
 
