@@ -21,7 +21,7 @@ useOwnNetworkNamespace();
  * Each tick: the guest's uptime, the tmpfs file's content, and whether /run is a tmpfs. The file holds the boot id of
  * the boot that wrote it: user data runs at every boot, so a guest that booted again would hold another.
  */
-const TICK = /hibernation-tick uptime=(\d+(?:\.\d+)?) marker=(\S*) run-tmpfs=(\d+)/g;
+const TICK = /hibernation-tick uptime=(\d+(?:\.\d+)?) marker=(\S*) run-tmpfs=(\d+)/;
 const USER_DATA = [
   '#!/bin/sh',
   'cat /proc/sys/kernel/random/boot_id > /run/hibernation-marker',
@@ -31,7 +31,7 @@ const USER_DATA = [
 ].join('\n');
 
 function ticks(text: string): Array<{ uptime: number; marker: string; tmpfs: number }> {
-  return [...text.matchAll(TICK)].map((m) => ({ uptime: Number(m[1]), marker: m[2] ?? '', tmpfs: Number(m[3]) }));
+  return [...text.matchAll(new RegExp(TICK, 'g'))].map((m) => ({ uptime: Number(m[1]), marker: m[2] ?? '', tmpfs: Number(m[3]) }));
 }
 
 test('aws ec2: run --hibernation-options Configured=true, stop --hibernate, start: the tmpfs file is there, the uptime went on', { timeout: 1_800_000 }, async (t) => {
@@ -70,8 +70,8 @@ test('aws ec2: run --hibernation-options Configured=true, stop --hibernate, star
     await ok('wait', 'instance-running', '--instance-ids', id);
     const text = await consoleUntil(ec2, id, TICK, 600);
     const after = ticks(text)[0];
-    assert.ok(after);
     const hostLog = lines.filter((l) => l.includes(id)).join('');
+    assert.ok(after, `a tick after the start: ${text}`);
     assert.doesNotMatch(text, /azote-instance: .* is up/, `the guest resumed, it did not boot again; the host's log:\n${hostLog}`);
     assert.equal(after.marker, last.marker, 'the file in tmpfs is still there, as the first boot wrote it');
     assert.ok(after.uptime >= last.uptime, `the uptime went on (${last.uptime} s before hibernation, ${after.uptime} s after the resume)`);
