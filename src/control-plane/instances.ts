@@ -73,6 +73,7 @@ export function instanceXml(ctx: ApiContext, r: InstanceRow, rel?: Related): Xml
     cpuOptions: { coreCount: r.vcpus, threadsPerCore: 1 },
     metadataOptions: { state: 'applied', httpTokens: 'optional', httpPutResponseHopLimit: 1, httpEndpoint: 'disabled' },
     bootMode: 'legacy-bios', currentInstanceBootMode: 'legacy-bios',
+    hibernationOptions: { configured: r.hibernation_configured === 1 }, enclaveOptions: { enabled: false },
   };
 }
 
@@ -117,6 +118,23 @@ function rootSize(ctx: ApiContext, imageGiB: number): number {
   return size;
 }
 
+/**
+ * RunInstances' HibernationOptions.Configured. Nitro Enclaves are refused, and together with hibernation refused as
+ * EC2 refuses that combination (an instance cannot have both), before the lone refusal of a feature this host lacks.
+ */
+function launchHibernation(p: ApiContext['params']): boolean {
+  const hibernation = p.bool('HibernationOptions.Configured', false);
+  const enclaves = p.bool('EnclaveOptions.Enabled', false);
+  if (hibernation && enclaves) {
+    throw new Ec2Error('UnsupportedHibernationConfiguration',
+      'Hibernation and Nitro Enclaves cannot both be enabled on one instance: set HibernationOptions.Configured or EnclaveOptions.Enabled, not both');
+  }
+  if (enclaves) {
+    throw new Ec2Error('Unsupported', 'Nitro Enclaves are not available on this host: launch without EnclaveOptions.Enabled');
+  }
+  return hibernation;
+}
+
 export const runInstances: Action = (c) => {
   const ctx = c as InstanceActionsContext;
   const p = ctx.params;
@@ -145,6 +163,7 @@ export const runInstances: Action = (c) => {
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(userData) || userData.length % 4 !== 0) throw invalid('Invalid BASE64 encoding of user data.');
     if (Buffer.from(userData, 'base64').length > MAX_USER_DATA) throw invalid(`User data is limited to ${MAX_USER_DATA} bytes`);
   }
+  const hibernation = launchHibernation(p);
   const zone = p.optional('Placement.AvailabilityZone');
   if (zone !== undefined && zone !== zoneOf(ctx.region)) throw invalid(`Invalid availability zone: [${zone}]`);
   const tags = tagSpecifications(p, 'instance', ['instance', 'volume', 'network-interface']);
@@ -187,6 +206,7 @@ export const runInstances: Action = (c) => {
         memory_mib: type.memoryMiB, root_gib: rootGiB, state: 'pending', transition_reason: '', state_reason_code: 'pending',
         state_reason_message: 'pending', key_name: keyName ?? null, user_data: userData ?? null, launch_index: i, launch_time: now,
         client_token: token ?? null, private_ip: null, mac: null, cores: cores.join(','), terminated_at: null,
+        hibernation_configured: hibernation ? 1 : 0,
       });
       for (const t of tags) ctx.store.setTag(ctx.account.id, { resource_id: id, resource_type: 'instance', key: t.key, value: t.value });
       const nic = attachInterface(ctx.store, ctx.account.id, id, net);
@@ -283,10 +303,22 @@ export const stopInstances: Action = (c) => {
   const ctx = c as InstanceActionsContext;
   const rows = named(ctx, true) ?? [];
   for (const r of rows) if (r.state === 'terminated' || r.state === 'shutting-down') refuse(r, 'stopped');
-  // As EC2: Force skips the guest's shutdown, also for an instance already stopping.
+  // As EC2: Force skips the guest's shutdown, also for an instance already stopping (a hibernation that hangs
+  // included: it is then stopped, its memory lost); with Hibernate, a hibernation that fails is followed by a forced stop.
   const force = ctx.params.bool('Force', false);
+  const hibernate = ctx.params.bool('Hibernate', false);
+  if (hibernate) {
+    const unconfigured = rows.find((r) => r.hibernation_configured !== 1);
+    if (unconfigured) {
+      throw new Ec2Error('UnsupportedHibernationConfiguration',
+        `The instance ${unconfigured.id} cannot hibernate: it was not configured for hibernation at launch (HibernationOptions.Configured)`);
+    }
+  }
   return { instancesSet: list(transition(ctx, (r) => {
-    if (r.state === 'pending' || r.state === 'running' || force && r.state === 'stopping') ctx.lifecycle.stop(r, force);
+    if (r.state === 'pending' || r.state === 'running') {
+      if (hibernate) ctx.lifecycle.hibernate(r, force);
+      else ctx.lifecycle.stop(r, force);
+    } else if (force && r.state === 'stopping') ctx.lifecycle.stop(r, force);
   })) };
 };
 

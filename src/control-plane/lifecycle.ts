@@ -1,5 +1,6 @@
 // The instance lifecycle: state follows what the hypervisor process reports. pending until the guest's init
-// starts, running, stopping -> stopped (the VM shut down, its disk kept), shutting-down -> terminated (process gone,
+// starts, running, stopping -> stopped (the VM shut down, its disk kept; or, hibernating, the VM saved and its image
+// kept, which the next start resumes, pending -> running), shutting-down -> terminated (process gone,
 // files removed; the record forgotten an hour later, as EC2 does). A guest that ends on its own becomes stopped with
 // Client.InstanceInitiatedShutdown; a failing VM stopped with Server.InternalError. Tenants see EC2's reasons only:
 // the host's detail (its paths, its hypervisor's log) goes to the host's log. Placement is here too: cores and memory
@@ -131,6 +132,7 @@ export class Lifecycle {
       instanceId: row.id, network, image: findImage(image.id), vcpus: row.vcpus, memoryMiB: row.memory_mib, rootGiB: row.root_gib,
       volumes: this.store.volumesOf(row.id).map((v) => v.id),
       cores: row.cores.split(',').filter(Boolean).map(Number),
+      resume: row.hibernation_configured === 1,
       metadata: {
         instanceId: row.id, amiId: row.image_id, instanceType: row.instance_type, launchIndex: row.launch_index,
         hostname: `ip-${network.address.replace(/\./g, '-')}`,
@@ -176,7 +178,7 @@ export class Lifecycle {
       });
       return;
     }
-    if (row.state === 'stopping' || end.kind === 'stopped') {
+    if (row.state === 'stopping' || end.kind === 'stopped' || end.kind === 'hibernated') {
       this.store.updateInstance(id, { state: 'stopped', cores: '' });
       return;
     }
@@ -202,6 +204,17 @@ export class Lifecycle {
         state_reason_message: 'Client.UserInitiatedShutdown: User initiated shutdown' });
     }
     if (this.controller.isRunning(row.id)) this.controller.stop(row.id, force);
+    else this.store.updateInstance(row.id, { state: 'stopped', cores: '' });
+  }
+
+  /**
+   * Hibernates the instance (StopInstances with Hibernate): stopping until its VM is saved, then stopped; if it cannot
+   * be saved, it stops as stop() does (forced with `force`), as EC2's normal shutdown after a failed hibernation.
+   */
+  hibernate(row: InstanceRow, force = false): void {
+    this.store.updateInstance(row.id, { state: 'stopping', transition_reason: userInitiated(), state_reason_code: 'Client.UserInitiatedHibernate',
+      state_reason_message: 'Client.UserInitiatedHibernate: User initiated hibernate' });
+    if (this.controller.isRunning(row.id)) this.controller.hibernate(row.id, force);
     else this.store.updateInstance(row.id, { state: 'stopped', cores: '' });
   }
 

@@ -45,6 +45,8 @@ export interface InstanceRow {
   readonly cores: string;
   /** When it became terminated (its record is forgotten some time after). */
   readonly terminated_at: string | null;
+  /** RunInstances' HibernationOptions.Configured: 1 if StopInstances may hibernate it, else 0. */
+  readonly hibernation_configured: number;
   readonly seq: number;
 }
 
@@ -149,7 +151,8 @@ CREATE TABLE IF NOT EXISTS instances (
   instance_type TEXT NOT NULL, vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL, root_gib INTEGER NOT NULL,
   state TEXT NOT NULL, transition_reason TEXT NOT NULL DEFAULT '', state_reason_code TEXT, state_reason_message TEXT,
   key_name TEXT, user_data TEXT, launch_index INTEGER NOT NULL, launch_time TEXT NOT NULL, client_token TEXT,
-  private_ip TEXT, mac TEXT, cores TEXT NOT NULL DEFAULT '', terminated_at TEXT, seq INTEGER NOT NULL);
+  private_ip TEXT, mac TEXT, cores TEXT NOT NULL DEFAULT '', terminated_at TEXT, hibernation_configured INTEGER NOT NULL DEFAULT 0,
+  seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS instances_by_account ON instances (account, seq);
 CREATE TABLE IF NOT EXISTS key_pairs (
   id TEXT PRIMARY KEY, account TEXT NOT NULL, name TEXT NOT NULL, key_type TEXT NOT NULL, fingerprint TEXT NOT NULL,
@@ -209,6 +212,10 @@ export class Store {
       this.db.exec('ALTER TABLE instances ADD COLUMN terminated_at TEXT');
       this.db.prepare("UPDATE instances SET terminated_at = ? WHERE state = 'terminated'").run(new Date().toISOString());
     }
+    // Data directories from before hibernation: their instances were not configured for it.
+    if (!columns.some((c) => c.name === 'hibernation_configured')) {
+      this.db.exec('ALTER TABLE instances ADD COLUMN hibernation_configured INTEGER NOT NULL DEFAULT 0');
+    }
     this.seq = (this.db.prepare('SELECT COALESCE(MAX(seq), 0) AS s FROM instances').get() as { s: number }).s;
   }
 
@@ -239,9 +246,10 @@ export class Store {
     const r = { ...row, seq: ++this.seq };
     this.db.prepare(`INSERT INTO instances (id, account, reservation, image_id, instance_type, vcpus, memory_mib, root_gib,
       state, transition_reason, state_reason_code, state_reason_message, key_name, user_data, launch_index, launch_time,
-      client_token, private_ip, mac, cores, terminated_at, seq) VALUES (@id, @account, @reservation, @image_id, @instance_type,
-      @vcpus, @memory_mib, @root_gib, @state, @transition_reason, @state_reason_code, @state_reason_message, @key_name,
-      @user_data, @launch_index, @launch_time, @client_token, @private_ip, @mac, @cores, @terminated_at, @seq)`).run(r);
+      client_token, private_ip, mac, cores, terminated_at, hibernation_configured, seq) VALUES (@id, @account, @reservation,
+      @image_id, @instance_type, @vcpus, @memory_mib, @root_gib, @state, @transition_reason, @state_reason_code,
+      @state_reason_message, @key_name, @user_data, @launch_index, @launch_time, @client_token, @private_ip, @mac, @cores,
+      @terminated_at, @hibernation_configured, @seq)`).run(r);
   }
 
   instance(account: string, id: string): InstanceRow | undefined {

@@ -33,6 +33,7 @@ import { coreGroups } from './cores.js';
 import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from './components.js';
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
+import { Hibernations, type ResumableImage } from './hibernation.js';
 import { JAIL_PATH, jailCommand, jailedExit, jailToolPaths, JailUids, MEMLOCK_OVERHEAD_MIB, memlockLimit } from './jail.js';
 import { PidFiles } from './pid-files.js';
 import { sha384 } from '../security-chip/manifest.js';
@@ -77,6 +78,8 @@ export interface LaunchRequest {
   readonly volumes: readonly string[];
   /** The host CPUs the instance's hypervisor (and so its vCPUs) may run on: its own physical cores. */
   readonly cores: readonly number[];
+  /** Continue the instance's hibernation image if it has a usable one (else it boots): a start after hibernate(). */
+  readonly resume?: boolean | undefined;
 }
 
 /** An instance's network interface, as the control plane allocated it. */
@@ -107,7 +110,9 @@ export type InstanceEnd =
   /** The guest reset the machine: an instance reboots. */
   | { readonly kind: 'reboot'; readonly detail: string }
   /** The guest or its hypervisor failed. */
-  | { readonly kind: 'failed'; readonly detail: string };
+  | { readonly kind: 'failed'; readonly detail: string }
+  /** The VM was saved (hibernate()): the instance's hibernation image is written; a resume launch continues it. */
+  | { readonly kind: 'hibernated'; readonly detail: string };
 
 export interface InstanceEvents {
   booted(): void;
@@ -132,10 +137,19 @@ interface Running {
   stopping: NodeJS.Timeout | undefined;
   /** The stop is hard: the VM was told to stop without asking its guest. */
   forced: boolean;
+  /**
+   * A hibernation asked for and not answered yet: the memfd the hypervisor writes the snapshot into (this entry owns
+   * it), and whether the stop that follows a failed one is forced.
+   */
+  hibernation: { readonly fd: number; readonly force: boolean } | undefined;
+  /** The hibernation image being written (resolves false if it could not be): the instance's end waits for it. */
+  saving: Promise<boolean> | undefined;
 }
 
 /** The network card's name on a hypervisor's channel; a volume's card is `volume ID`. */
 const NET_CARD = 'network';
+/** The descriptor a resuming hypervisor inherits its snapshot as (after the root and metadata disks). */
+const SNAPSHOT_FD = INHERITED_FDS.firstDisk + 2;
 
 /** Sends `fd` to the hypervisor as its connection to `card`, then closes this copy; false if the channel took none. */
 function handOver(channel: Channel<HypervisorMessage, ControllerMessage>, card: string, fd: number): boolean {
@@ -169,10 +183,14 @@ export class Controller {
   private readonly jailUids: JailUids;
   /** The uids of the cards' jails now running. */
   private readonly cardUids = new Set<number>();
+  private readonly hibernations: Hibernations;
+  /** Hibernation images being written: close() waits for them. */
+  private readonly savingImages = new Set<Promise<boolean>>();
 
   private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip,
     private readonly runtime: VerifiedRuntime, private readonly pids: PidFiles) {
     this.jailUids = new JailUids(path.join(o.dataDir, 'jail-uid-next'));
+    this.hibernations = new Hibernations(chip, o.log);
     // A network card serves one VPC, whose instances' cores change with them: it may run on any core.
     this.networks = new VpcNetworks(path.join(o.dataDir, 'cards'), () => this.admit('card-net'),
       this.cardJail(this.capacity.coreGroups.flat(), NET_CARD_MIB), pids, o.uplinks, o.log);
@@ -311,7 +329,8 @@ export class Controller {
       const cards = await this.volumeCards(req);
       try {
         // Nothing of the hypervisor runs unless the chip verified and measured it just now.
-        return { cards, netCard, hypervisor: this.admit('hypervisor') };
+        const hypervisor = this.admit('hypervisor');
+        return { cards, netCard, hypervisor, resume: req.resume ? await this.hibernations.open(files) : undefined };
       } catch (e) {
         for (const c of cards) c.stop();
         throw e;
@@ -322,13 +341,15 @@ export class Controller {
     let cards: CardProcess[];
     let netCard: CardProcess;
     let hypervisor: VerifiedComponent;
+    let resume: ResumableImage | undefined;
     try {
-      ({ cards, netCard, hypervisor } = await work);
+      ({ cards, netCard, hypervisor, resume } = await work);
     } finally {
       this.preparing.delete(req.instanceId);
     }
     if (prep.cancelled || this.closing) {
       for (const c of cards) c.stop();
+      if (resume) libc.close(resume.fd);
       events.ended({ kind: 'stopped', detail: 'stopped before its VM started' });
       return;
     }
@@ -339,7 +360,8 @@ export class Controller {
     let child: ChildProcess;
     let channelFd: number;
     try {
-      ({ child, channelFd } = this.startJailed(req, files, hypervisor, jailUid, cgroup?.procsFiles ?? []));
+      // The snapshot's memfd goes to startJailed, which closes this copy whatever happens.
+      ({ child, channelFd } = this.startJailed(req, files, hypervisor, jailUid, cgroup?.procsFiles ?? [], resume?.fd));
     } catch (e) {
       for (const c of cards) c.stop();
       cgroup?.remove();
@@ -368,13 +390,22 @@ export class Controller {
           }
           handOver(channel, m.card, fd);
         } else if (m.kind === 'connect-vsock') channel.send({ kind: 'vsock-refused', port: m.port }); // an instance has no vsock
-        else if (m.kind === 'created') return; // the instance's MAC and address are its interface's, known already
-        else if (m.kind === 'booted') events.booted();
-        else if (m.kind === 'snapshot-saved' || m.kind === 'snapshot-failed') return; // an instance's launch asks for no snapshot
+        else if (m.kind === 'booted' || m.kind === 'created' && resume) {
+          // A resumed guest writes no boot marker (its init started long before): restored, its digest verified, it
+          // runs again. Its image is then consumed, as EC2's hibernation image is by the start.
+          if (resume) {
+            if (resumed) return;
+            resumed = true;
+            this.hibernations.discard(files);
+          }
+          events.booted();
+        } else if (m.kind === 'created') return; // the instance's MAC and address are its interface's, known already
+        else if (m.kind === 'snapshot-saved' || m.kind === 'snapshot-failed') this.hibernationAnswer(req.instanceId, entryState, files, m);
         else {
           ended = m.end === 'exit-status' ? { kind: 'shutdown', detail: `the guest powered off (status ${m.detail})` }
             : m.end === 'reset' ? { kind: 'reboot', detail: 'the guest rebooted' }
-              : m.end === 'stopped' ? { kind: 'stopped', detail: '' } : { kind: 'failed', detail: m.detail };
+              : m.end === 'stopped' ? { kind: 'stopped', detail: '' }
+                : m.end === 'hibernated' ? { kind: 'hibernated', detail: 'the VM was saved' } : { kind: 'failed', detail: m.detail };
         }
       },
       // The hypervisor closing its end is its exit (reported below); anything else is a breach: it is cut off.
@@ -385,9 +416,10 @@ export class Controller {
         child.kill('SIGKILL');
       },
     }, `the hypervisor of ${req.instanceId}`);
-    const entryState: Running = { child, channel, uid: jailUid, stopping: undefined, forced: false };
+    const entryState: Running = { child, channel, uid: jailUid, stopping: undefined, forced: false, hibernation: undefined, saving: undefined };
     this.running.set(req.instanceId, entryState);
     let over = false;
+    let resumed = false;
     const finish = (fallback: InstanceEnd): void => {
       if (over) return;
       over = true;
@@ -397,10 +429,23 @@ export class Controller {
       links.close();
       cgroup?.remove();
       clearTimeout(entryState.stopping);
+      if (entryState.hibernation) libc.close(entryState.hibernation.fd);
+      entryState.hibernation = undefined;
       this.running.delete(req.instanceId);
-      const end = ended ?? fallback;
-      this.o.log.info('instance hypervisor ended', { instance: req.instanceId, end: end.kind, detail: end.detail });
-      events.ended(end);
+      // A resume that never ran again: its image is discarded, so that the next start boots rather than failing again.
+      if (resume && !resumed) this.hibernations.discard(files, `the hypervisor ended before the guest ran again: ${(ended ?? fallback).detail}`);
+      const report = (end: InstanceEnd): void => {
+        this.o.log.info('instance hypervisor ended', { instance: req.instanceId, end: end.kind, detail: end.detail });
+        events.ended(end);
+      };
+      const saving = entryState.saving;
+      if (!saving) {
+        report(ended ?? fallback);
+        return;
+      }
+      // The VM is gone once saved: the instance is hibernated if its image is whole, else just stopped (logged).
+      void saving.then((saved) => report(saved ? { kind: 'hibernated', detail: 'the VM was saved' }
+        : { kind: 'stopped', detail: 'the hibernation image could not be written' }));
     };
     const exitDetail = (code: number | null, signal: NodeJS.Signals | null): string => {
       const { how, lastLine } = jailedExit(code, signal, files.hypervisorLogTail(4096).trim().split('\n'));
@@ -414,9 +459,11 @@ export class Controller {
       kind: 'launch', kvmFd: INHERITED_FDS.kvm, kernelFd: INHERITED_FDS.kernel, flavour: detectKvmFlavour(), cmdline, vcpus: req.vcpus, memoryMiB: req.memoryMiB,
       disks: [{ fd: INHERITED_FDS.firstDisk, name: 'root', readOnly: false }, { fd: INHERITED_FDS.firstDisk + 1, name: 'metadata', readOnly: true }],
       netCard: NET_CARD, volumes: req.volumes.map((v) => `volume ${v}`), rng: true,
+      ...(resume ? { snapshot: { mode: 'restore', fd: SNAPSHOT_FD, digest: resume.digest } } : {}),
     };
     this.o.log.info('instance hypervisor started', {
       instance: req.instanceId, pid: child.pid, uid: jailUid ?? process.getuid?.(), vcpus: req.vcpus, memoryMiB: req.memoryMiB, cores: req.cores.join(','), build: hypervisor.build,
+      resuming: resume !== undefined,
     });
     // Its first connection to each card, then the launch (the channel keeps them in order). A channel that ends
     // meanwhile has said why, or the hypervisor's exit will.
@@ -442,25 +489,35 @@ export class Controller {
    * kernel and its disks. Returns the process and the controller's end of the channel.
    */
   private startJailed(req: LaunchRequest, files: InstanceFiles, hypervisor: VerifiedComponent, uid: number | undefined,
-    cgroupProcs: readonly string[]): { child: ChildProcess; channelFd: number } {
-    const { command, args } = jailCommand({
-      mountPoint: this.jailMountPoint(), componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
-      cgroupProcs, memlockBytes: this.memlock(req),
-    });
-    const inherited: number[] = [];
-    // The hypervisor's seccomp forbids socketpair(): the pair is made here and one end inherited.
-    const [ours, theirs] = channelPair();
+    cgroupProcs: readonly string[], snapshotFd: number | undefined): { child: ChildProcess; channelFd: number } {
+    // Everything here is closed on the way out (the child has its copies): the snapshot's memfd from the start.
+    const inherited: number[] = snapshotFd === undefined ? [] : [snapshotFd];
+    let ours: number | undefined;
     try {
-      inherited.push(theirs, files.openConsole(), files.openHypervisorLog(), openSync(KVM_DEVICE, 'r+'), openSync(this.kernel, 'r'),
-        openSync(files.root, 'r+'), openSync(files.metadata, 'r'));
-      const [channelFd, consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = inherited;
+      const { command, args } = jailCommand({
+        mountPoint: this.jailMountPoint(), componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
+        cgroupProcs, memlockBytes: this.memlock(req),
+      });
+      // The hypervisor's seccomp forbids socketpair(): the pair is made here and one end inherited.
+      const [mine, theirs] = channelPair();
+      ours = mine;
+      const fds = [theirs];
+      inherited.push(theirs);
+      for (const open of [() => files.openConsole(), () => files.openHypervisorLog(), () => openSync(KVM_DEVICE, 'r+'), () => openSync(this.kernel, 'r'),
+        () => openSync(files.root, 'r+'), () => openSync(files.metadata, 'r')]) {
+        const fd = open();
+        fds.push(fd);
+        inherited.push(fd);
+      }
+      const [channelFd, consoleFd, logFd, kvmFd, kernelFd, rootFd, metadataFd] = fds;
       const child = spawn(command, args, {
-        stdio: ['ignore', consoleFd, logFd, channelFd, kvmFd, kernelFd, rootFd, metadataFd],
+        // SNAPSHOT_FD follows the disks.
+        stdio: ['ignore', consoleFd, logFd, channelFd, kvmFd, kernelFd, rootFd, metadataFd, ...(snapshotFd === undefined ? [] : [snapshotFd])],
         env: { PATH: JAIL_PATH },
       });
-      return { child, channelFd: ours };
+      return { child, channelFd: mine };
     } catch (e) {
-      libc.close(ours);
+      if (ours !== undefined) libc.close(ours);
       throw e;
     } finally {
       for (const fd of inherited) closeSync(fd);
@@ -502,6 +559,50 @@ export class Controller {
     if (!r.channel.send({ kind: 'stop' })) r.child.kill('SIGKILL');
   }
 
+  /**
+   * Hibernates the instance (EC2's StopInstances with Hibernate): its hypervisor saves the VM into a memfd made here,
+   * which is sealed and written encrypted as the instance's image, and the instance ends `hibernated`. If the VM
+   * cannot be saved now, the instance stops as stop() stops it (EC2: "a normal shutdown occurs"), forced with
+   * `force`; the reason is logged. An instance without a running VM (or already stopping) just stops.
+   */
+  hibernate(instanceId: string, force = false): void {
+    const r = this.running.get(instanceId);
+    if (!r || r.stopping !== undefined || r.hibernation || r.saving) {
+      this.stop(instanceId, force);
+      return;
+    }
+    const fd = libc.memfdCreate(`hibernation-${instanceId}`);
+    r.hibernation = { fd, force };
+    if (!r.channel.send({ kind: 'hibernate' }, [fd])) {
+      r.hibernation = undefined;
+      libc.close(fd);
+      this.stop(instanceId, force);
+    }
+  }
+
+  /** The hypervisor's answer to hibernate(): the image is written, or the instance stops normally. */
+  private hibernationAnswer(instanceId: string, r: Running, files: InstanceFiles,
+    m: Extract<HypervisorMessage, { kind: 'snapshot-saved' | 'snapshot-failed' }>): void {
+    const h = r.hibernation;
+    if (!h) return; // none asked: a hypervisor saying so is ignored
+    r.hibernation = undefined;
+    if (m.kind === 'snapshot-failed') {
+      libc.close(h.fd);
+      this.o.log.warn('the instance could not hibernate: it stops normally', { instance: instanceId, why: m.detail });
+      this.stop(instanceId, h.force);
+      return;
+    }
+    this.o.log.info('instance saved for hibernation', { instance: instanceId, bytes: m.bytes, pages: m.pages, ms: Math.round(m.ms) });
+    const saving = this.hibernations.save(files, h.fd).then(() => true, (e: unknown) => {
+      this.hibernations.discard(files);
+      this.o.log.error('the hibernation image could not be written: the instance is stopped', { instance: instanceId, why: errorMessage(e) });
+      return false;
+    });
+    r.saving = saving;
+    this.savingImages.add(saving);
+    void saving.then(() => this.savingImages.delete(saving));
+  }
+
   /** The newest console output of the instance's latest boot. */
   consoleOutput(instanceId: string): Buffer {
     return this.files(instanceId).consoleTail();
@@ -522,6 +623,7 @@ export class Controller {
       this.stop(id);
     }));
     await Promise.all(gone);
+    await Promise.all(this.savingImages);
     await this.networks.close();
   }
 }

@@ -52,6 +52,11 @@ export class InstanceFiles {
     return path.join(this.dir, 'metadata.cpio');
   }
 
+  /** The instance's hibernation image (hibernation-image.ts): encrypted, present from a hibernation to the resume. */
+  get hibernationImage(): string {
+    return path.join(this.dir, 'hibernation.img');
+  }
+
   get console(): string {
     return path.join(this.dir, 'console.log');
   }

@@ -38,7 +38,7 @@ export interface InstanceLaunch {
    * The guest's init takes its run request from the run-request ports (base64 of src/images/run-request.ts's
    * runRequestBytes): `save` boots and writes a snapshot to the inherited fd where init waits for the request, then
    * gives the request; `restore` continues the snapshot in the inherited fd (whose digest the parent checked with its
-   * MAC: hex) and gives the request.
+   * MAC: hex) and gives the request if there is one (a hibernated instance's guest waits for none).
    */
   readonly snapshot?: LaunchSnapshot | undefined;
   readonly runRequest?: string | undefined;
@@ -114,8 +114,15 @@ const record = (v: unknown): v is Record<string, unknown> => typeof v === 'objec
 const MAX_RUN_REQUEST_BASE64 = 87384;
 const launchSnapshot = (v: unknown): boolean => v === undefined || (record(v) && fdNumber(v.fd)
   && (v.mode === 'save' || (v.mode === 'restore' && typeof v.digest === 'string' && /^[0-9a-f]{96}$/.test(v.digest))));
-const runRequest = (snapshot: unknown, v: unknown): boolean => (snapshot === undefined ? v === undefined
-  : typeof v === 'string' && v.length <= MAX_RUN_REQUEST_BASE64 && /^[A-Za-z0-9+/]*={0,2}$/.test(v));
+/**
+ * A save needs the request it gives after saving; a restore gives one only where the snapshot's init waits for it
+ * (`azote run`'s), not where it continues a running guest (a hibernated instance's); a boot takes none.
+ */
+const runRequest = (snapshot: unknown, v: unknown): boolean => {
+  if (snapshot === undefined) return v === undefined;
+  if (v === undefined) return record(snapshot) && snapshot.mode === 'restore';
+  return typeof v === 'string' && v.length <= MAX_RUN_REQUEST_BASE64 && /^[A-Za-z0-9+/]*={0,2}$/.test(v);
+};
 const launchTap = (v: unknown): boolean => v === undefined || (record(v) && fdNumber(v.fd) && typeof v.mac === 'string'
   && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(v.mac) && ipv4(v.hostIp) && ipv4(v.guestIp)
   && Number.isSafeInteger(v.prefix) && (v.prefix as number) >= 1 && (v.prefix as number) <= 30);

@@ -3,7 +3,8 @@
 // the build number); before every launch it verifies the component in the store again, file by file, and measures
 // it into a PCR-style register of its class (SHA-384 extend) with an entry in the event log; it signs quotes of the
 // registers, the log and a caller's nonce with the host attestation key, which anyone can check by replaying the log.
-// It MACs the snapshots this host makes and refuses those made elsewhere or altered (snapshot-mac.ts).
+// It MACs the snapshots this host makes and refuses those made elsewhere or altered (snapshot-mac.ts), and keeps the key
+// that hibernation images are encrypted under at rest (hibernation-key.ts).
 import { randomBytes, createPublicKey, type KeyObject } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -12,6 +13,7 @@ import { attestationPrivateKey, attestationPublicKey, initKeys, releasePublicKey
 import { COMPONENT_NAME, parseManifest, sha384, type Manifest, type Runtime } from './manifest.js';
 import { signBytes, verifyBytes } from './signing.js';
 import { checkSnapshot, sealSnapshot, snapshotMacKey, type CheckedSnapshot, type SnapshotTarget } from './snapshot-mac.js';
+import { hibernationKey } from './hibernation-key.js';
 import { readTgz, writeTgz } from './tar.js';
 
 export const PCR_COUNT = 8;
@@ -113,6 +115,7 @@ export class SecurityChip {
     const chip = new SecurityChip(hostDir);
     if (!existsSync(chip.file('pcrs.json'))) chip.boot();
     snapshotMacKey(hostDir);
+    hibernationKey(hostDir);
     return { chip, createdDevKey };
   }
 
@@ -272,6 +275,11 @@ export class SecurityChip {
   /** MACs a snapshot the hypervisor wrote (an fd the caller keeps, or a path), binding it to this host. */
   sealSnapshot(target: SnapshotTarget): void {
     sealSnapshot(this.hostDir, target);
+  }
+
+  /** The key this host's hibernation images are encrypted under at rest (hibernation-key.ts). */
+  hibernationKey(): Buffer {
+    return hibernationKey(this.hostDir);
   }
 
   /** Refuses a snapshot not sealed on this host or altered since (SnapshotForeign); returns the digest to load it against. */

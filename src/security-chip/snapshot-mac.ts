@@ -2,15 +2,14 @@
 // header and digest (the digest covers every other byte). The host reads only the header and the trailer, so a
 // check costs two small reads whatever the memory size; the restoring hypervisor's digest check over the bytes it
 // loads completes it (docs/snapshot-format.md, "What is checked where").
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { closeSync, existsSync, linkSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
 import {
   pwriteFully, readSnapshotHeader, readSnapshotTrailer, snapshotMacInput, SNAPSHOT_FIX, type SnapshotHeader,
 } from '../protocols/snapshot-file.js';
-
-const KEY_BYTES = 32;
+import { hostKey } from './host-key.js';
 
 /** A snapshot: an fd the caller owns (left open), or a path this opens and closes. */
 export type SnapshotTarget = number | string;
@@ -25,30 +24,9 @@ export function snapshotMacKeyPath(hostDir: string): string {
   return path.join(hostDir, 'chip', 'snapshot-mac.key');
 }
 
-/**
- * The host's snapshot MAC key, made where missing (at `azote host init`, or on first use on a host initialised before
- * snapshots existed). It is written whole under another name and linked into place, so two processes making it at
- * once agree on one key and neither reads a half-written file.
- */
+/** The host's snapshot MAC key, made where missing (host-key.ts). */
 export function snapshotMacKey(hostDir: string): Buffer {
-  const file = snapshotMacKeyPath(hostDir);
-  if (!existsSync(file)) {
-    const tmp = `${file}.new-${process.pid}`;
-    writeFileSync(tmp, randomBytes(KEY_BYTES), { mode: 0o600 });
-    try {
-      linkSync(tmp, file);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    } finally {
-      rmSync(tmp, { force: true });
-    }
-  }
-  const key = readFileSync(file);
-  if (key.length !== KEY_BYTES) {
-    throw new AzoteError('HostKeyDamaged', `the snapshot MAC key ${file} is ${key.length} bytes, not ${KEY_BYTES}`,
-      'delete it: a new key is made on next use (snapshots sealed with the old one are then refused)');
-  }
-  return key;
+  return hostKey(snapshotMacKeyPath(hostDir), 'snapshot MAC key', 'snapshots sealed with the old one are then refused');
 }
 
 function withFd<T>(target: SnapshotTarget, flags: 'r' | 'r+', use: (fd: number, what: string) => T): T {

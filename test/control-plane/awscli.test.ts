@@ -2,40 +2,17 @@
 // waiters and error reporting.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { amiId, images } from '../../src/control-plane/catalogue.js';
-import type { NewAccount } from '../../src/control-plane/accounts.js';
-import { startEc2, type Ec2Host } from '../framework/ec2.js';
-import { AWS_CLI, requireAwsCli } from '../framework/host-tools.js';
+import { startEc2 } from '../framework/ec2.js';
+import { cli } from '../framework/awscli.js';
+import { requireAwsCli } from '../framework/host-tools.js';
 import { requireKvm } from '../framework/kvm.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
 
 useOwnNetworkNamespace();
-
-const run = promisify(execFile);
-
-function cli(host: Ec2Host, a: Pick<NewAccount, 'accessKeyId' | 'secretAccessKey'>) {
-  return async (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-    try {
-      const r = await run(AWS_CLI, ['ec2', ...args, '--endpoint-url', host.endpoint, '--output', 'text'], {
-        env: {
-          PATH: process.env['PATH'] ?? '', HOME: tmpdir(), AWS_ACCESS_KEY_ID: a.accessKeyId, AWS_SECRET_ACCESS_KEY: a.secretAccessKey,
-          AWS_DEFAULT_REGION: 'us-east-1', AWS_CONFIG_FILE: '/dev/null', AWS_SHARED_CREDENTIALS_FILE: '/dev/null', AWS_PAGER: '',
-          AWS_EC2_METADATA_DISABLED: 'true',
-        },
-        timeout: 600_000,
-      });
-      return { code: 0, stdout: r.stdout.trim(), stderr: r.stderr };
-    } catch (e) {
-      const err = e as { code?: number; stdout?: string; stderr?: string };
-      return { code: typeof err.code === 'number' ? err.code : -1, stdout: (err.stdout ?? '').trim(), stderr: err.stderr ?? '' };
-    }
-  };
-}
 
 test('aws ec2: offers, key pairs, tags and the errors it prints', async () => {
   requireAwsCli();

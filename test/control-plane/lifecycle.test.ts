@@ -58,7 +58,7 @@ function terminated(store: Store, account: string, ageMs: number): string {
     id, account, reservation: `r-0${id.slice(3)}`, image_id: ami(), instance_type: 't3.nano', vcpus: 1, memory_mib: 256, root_gib: 1,
     state: 'terminated', transition_reason: '', state_reason_code: null, state_reason_message: null, key_name: null, user_data: null,
     launch_index: 0, launch_time: new Date(Date.now() - ageMs - 1000).toISOString(), client_token: 'token', private_ip: null, mac: null,
-    cores: '', terminated_at: new Date(Date.now() - ageMs).toISOString(),
+    cores: '', terminated_at: new Date(Date.now() - ageMs).toISOString(), hibernation_configured: 0,
   };
   store.addInstance(row);
   store.setTag(account, { resource_id: id, resource_type: 'instance', key: 'k', value: 'v' });

@@ -41,7 +41,7 @@ function addInstance(host: Ec2Host, account: string, state: InstanceRow['state']
       id, account, reservation: 'r-0123456789abcdef0', image_id: ami(), instance_type: 't3.nano', vcpus, memory_mib: 256,
       root_gib: 1, state, transition_reason: '', state_reason_code: null, state_reason_message: null, key_name: null,
       user_data: null, launch_index: 0, launch_time: new Date().toISOString(), client_token: null, private_ip: null, mac: null,
-      cores: '', terminated_at: null,
+      cores: '', terminated_at: null, hibernation_configured: 0,
     });
     return id;
   } finally {

@@ -308,7 +308,7 @@ test('accounts and instances from before VPCs get the default VPC, and an interf
       id: 'i-0123456789abcdef0', account: account.accountId, reservation: 'r-0123456789abcdef0', image_id: amiId(image), instance_type: 't3.nano',
       vcpus: 1, memory_mib: 256, root_gib: 1, state: 'stopped', transition_reason: '', state_reason_code: null, state_reason_message: null,
       key_name: null, user_data: null, launch_index: 0, launch_time: new Date().toISOString(), client_token: null, private_ip: '172.31.0.2',
-      mac: '02:14:ac:1f:00:02', cores: '', terminated_at: null,
+      mac: '02:14:ac:1f:00:02', cores: '', terminated_at: null, hibernation_configured: 0,
     });
     store.close();
     const again = await startEc2(old.dataDir);

@@ -35,9 +35,14 @@ test('well-formed controller messages pass, a card with its one descriptor; malf
     ...launch, initrdFd: 7, vsockFd: 9, netCard: undefined, volumes: [],
     tap: { fd: 8, mac: '02:41:5a:00:00:00', hostIp: '172.29.0.1', guestIp: '172.29.0.2', prefix: 30 },
   };
+  const save = { mode: 'save', fd: 10 };
+  const restore = { mode: 'restore', fd: 10, digest: 'ab'.repeat(48) };
   for (const [good, fds] of [[launch, 0], [run, 0], [{ kind: 'stop' }, 0], [{ kind: 'card', card: 'network' }, 1],
     [{ kind: 'card-unavailable', card: 'network', why: 'restarting' }, 0], [{ kind: 'vsock', port: 6000 }, 1],
-    [{ kind: 'vsock-refused', port: 6000 }, 0]] as const) {
+    [{ kind: 'vsock-refused', port: 6000 }, 0], [{ kind: 'hibernate' }, 1],
+    [{ ...run, snapshot: save, runRequest: 'cmVxdWVzdA==' }, 0], [{ ...run, snapshot: restore, runRequest: 'cmVxdWVzdA==' }, 0],
+    // A hibernated instance continues a running guest: there is no request to give.
+    [{ ...launch, snapshot: restore }, 0]] as const) {
     assert.deepEqual(controllerMessage(good, fds), good);
   }
   for (const [bad, fds] of [[{ kind: 'card', card: 'network' }, 0], [{ kind: 'card', card: 'network' }, 2], [{ kind: 'stop' }, 1],
@@ -46,7 +51,10 @@ test('well-formed controller messages pass, a card with its one descriptor; malf
     [{ ...launch, rng: undefined }, 0], [{ ...run, initrdFd: -1 }, 0], [{ ...run, vsockFd: '9' }, 0],
     [{ ...run, tap: { ...run.tap, fd: undefined } }, 0], [{ ...run, tap: { ...run.tap, mac: '02:41:5a:00:00' } }, 0],
     [{ ...run, tap: { ...run.tap, hostIp: '172.29.0.256' } }, 0], [{ ...run, tap: { ...run.tap, prefix: 31 } }, 0],
-    [{ kind: 'vsock', port: 6000 }, 0], [{ kind: 'vsock-refused', port: 6000 }, 1], [{ kind: 'vsock', port: -1 }, 1]] as const) {
+    [{ kind: 'vsock', port: 6000 }, 0], [{ kind: 'vsock-refused', port: 6000 }, 1], [{ kind: 'vsock', port: -1 }, 1],
+    [{ kind: 'hibernate' }, 0], [{ kind: 'hibernate' }, 2], [{ ...run, snapshot: save }, 0], [{ ...launch, runRequest: 'cmVxdWVzdA==' }, 0],
+    [{ ...run, snapshot: restore, runRequest: '***' }, 0], [{ ...run, snapshot: { ...restore, digest: 'ab' } }, 0],
+    [{ ...run, snapshot: { mode: 'copy', fd: 10 }, runRequest: '' }, 0]] as const) {
     assert.equal(controllerMessage(bad, fds), undefined, JSON.stringify(bad));
   }
   fc.assert(fc.property(fc.anything(), fc.nat(8), (m, fds) => { controllerMessage(m, fds); }), { numRuns: 2000 });
