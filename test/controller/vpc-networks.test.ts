@@ -37,8 +37,9 @@ function uplinks(): string[] {
 
 /**
  * Runs `command` over SSH as root with stock OpenSSH, checking the host key against `knownHosts`. A guest under nested
- * KVM sometimes answers a first connection too slowly for the banner exchange: a few tries, each up to a minute, only
- * to detect one that never answers; every try's reason is kept for the failure message.
+ * KVM sometimes answers a first connection too slowly for the banner exchange, or an ARP request too slowly for the
+ * host to find it (No route to host) on a loaded machine: a few tries, each up to a minute, only to detect one that
+ * never answers; every try's reason is kept for the failure message.
  */
 async function ssh(key: string, knownHosts: string, ip: string, command: string): Promise<string> {
   const failures: string[] = [];
@@ -51,7 +52,7 @@ async function ssh(key: string, knownHosts: string, ip: string, command: string)
     } catch (e) {
       const err = e as { stderr?: string; code?: number };
       failures.push(`try ${attempt + 1}: status ${err.code ?? '?'}: ${(err.stderr ?? '').trim()}`);
-      if (!/timed out|Connection refused|reset/.test(err.stderr ?? '')) break;
+      if (!/timed out|Connection refused|reset|No route to host/.test(err.stderr ?? '')) break;
     }
   }
   return assert.fail(`ssh root@${ip} failed:\n${failures.join('\n')}`);
