@@ -95,6 +95,8 @@ function readInherited(fd: number): Buffer {
 }
 
 /** A `save` launch: the snapshot is taken where init waits for its run request, then the request is given. */
+let saveStarted = false;
+
 async function saveThenGo(created: MicroVm, fd: number, request: Uint8Array): Promise<void> {
   const started = performance.now();
   try {
@@ -147,7 +149,11 @@ async function launch(spec: InstanceLaunch): Promise<void> {
           log.debug('the guest runs', { msSinceStart: Math.round(performance.now()) });
           say({ kind: 'booted' });
         }
-        else if (v === MARKER_WAITING_FOR_REQUEST && snapshot?.mode === 'save' && request) void saveThenGo(created, snapshot.fd, request);
+        // Once: the fd is closed after the save, and a guest may write the marker as often as it likes.
+        else if (v === MARKER_WAITING_FOR_REQUEST && snapshot?.mode === 'save' && request && !saveStarted) {
+          saveStarted = true;
+          void saveThenGo(created, snapshot.fd, request);
+        }
       },
       runRequestByPort: snapshot !== undefined,
       ...(snapshot?.mode === 'restore' ? { restore: { fd: snapshot.fd, expectDigest: Buffer.from(snapshot.digest, 'hex') } } : {}),

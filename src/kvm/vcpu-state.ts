@@ -1,6 +1,7 @@
 // Everything KVM holds for one vCPU, saved from a stopped vCPU and restored into a vCPU of a NEW VM (KVM lets only
 // the creating process use a VM, so a snapshot never goes back into the VM it came from).
-import { AzoteError, errorMessage } from '../base/errors.js';
+import { AzoteError } from '../base/errors.js';
+import { restoreSteps } from './restore-step.js';
 import { encodeBytes, parseState, U64_MAX, type StateReader } from '../base/state-record.js';
 import { StructView } from '../base/struct.js';
 import type { Kvm, Vcpu } from './kvm.js';
@@ -98,14 +99,7 @@ export function restoreVcpuState(vcpu: Vcpu, state: VcpuState): void {
   step('MP state', () => vcpu.setMpState(state.mpState));
 }
 
-function step(piece: string, restore: () => void): void {
-  try {
-    restore();
-  } catch (e) {
-    throw new AzoteError('VcpuRestore', `restoring the vCPU's ${piece} failed: ${errorMessage(e)}`,
-      'restore the snapshot on the host and Azote version that made it, or boot cold (--cold)', { cause: e });
-  }
-}
+const step = restoreSteps('VcpuRestore', 'the vCPU\'s', 'restore the snapshot on the host and Azote version that made it, or boot cold (--cold)');
 
 const KIND = 'vcpu';
 const VERSION = 1;

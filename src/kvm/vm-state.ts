@@ -1,5 +1,5 @@
 // The VM-wide state KVM holds: the in-kernel PICs and IOAPIC, the PIT, and kvmclock.
-import { AzoteError, errorMessage } from '../base/errors.js';
+import { restoreSteps } from './restore-step.js';
 import { encodeBytes, parseState, U64_MAX } from '../base/state-record.js';
 import { fieldSize } from '../base/struct.js';
 import type { Vm } from './kvm.js';
@@ -47,14 +47,7 @@ export function restoreVmState(vm: Vm, state: VmState, options: VmRestoreOptions
   step('clock', () => vm.setClock(state.clockNs + (options.clockAdvanceNs ?? 0n)));
 }
 
-function step(piece: string, restore: () => void): void {
-  try {
-    restore();
-  } catch (e) {
-    throw new AzoteError('VmRestore', `restoring the VM's ${piece} failed: ${errorMessage(e)}`,
-      'create the in-kernel irqchip and PIT before restoring, or boot cold (--cold)', { cause: e });
-  }
-}
+const step = restoreSteps('VmRestore', 'the VM\'s', 'create the in-kernel irqchip and PIT before restoring, or boot cold (--cold)');
 
 const KIND = 'vm';
 const VERSION = 1;
