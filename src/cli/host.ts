@@ -4,7 +4,7 @@ import path from 'node:path';
 import { createPublicKey } from 'node:crypto';
 import { AzoteError } from '../base/errors.js';
 import { buildBundles } from '../controller/components.js';
-import { defaultDataDir } from '../control-plane/up.js';
+import { defaultDataDir } from '../controller/data-dir.js';
 import { SecurityChip, verifyQuote, type Quote } from '../security-chip/chip.js';
 import { devReleaseKey, keyPaths } from '../security-chip/keys.js';
 

@@ -65,6 +65,7 @@ export function jailedHypervisor(o: { dataDir: string; staged: StagedHypervisor;
   const { command, args } = jailCommand({
     mountPoint, componentDir: o.staged.dir, entry: o.staged.entry, args: entryArgs(o.vsock), cores: coreGroups().flat(), uid,
     cgroupProcs: [], memlockBytes: memlockLimit((o.memoryMiB + MEMLOCK_OVERHEAD_MIB) * 2 ** 20).bytes,
+    libraryCache: path.join(o.dataDir, 'jail-libraries.json'),
   });
   return { command, args, uid };
 }

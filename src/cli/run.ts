@@ -7,10 +7,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
-import { defaultDataDir } from '../control-plane/up.js';
+import { defaultDataDir } from '../controller/data-dir.js';
 import { detectKvmFlavour } from '../kvm/kvm.js';
 import { GUEST_SHUTDOWN_GRACE_MS } from '../hypervisor/devices/azote-ports.js';
-import { validateVmShape, type DiskSpec } from '../hypervisor/vm.js';
+import type { DiskSpec } from '../hypervisor/vm.js';
+import { validateVmShape } from '../hypervisor/vm-shape.js';
 import { ensureKernel } from '../images/kernel.js';
 import { ensureBaseInitramfs } from '../images/initramfs.js';
 import { runRequestArchive, runRequestBytes, runRequestParams } from '../images/run-request.js';
@@ -154,7 +155,7 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger, ret
     } else {
       cmd = unjailedHypervisor(o.vsock !== undefined);
     }
-    log.debug('starting the hypervisor', { jailed: choice.jail, uid: cmd.uid, vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
+    log.debug('starting the hypervisor', { msSinceStart: Math.round(performance.now()), jailed: choice.jail, uid: cmd.uid, vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
     const { handover } = inputs;
     if (machine) snapshot = useSnapshot(machine, path.join(defaultDataDir(), 'host'), log);
     const tap = handover.tap;

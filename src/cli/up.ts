@@ -6,7 +6,8 @@ import type { HostPolicy } from '../control-plane/api.js';
 import { Store } from '../control-plane/store.js';
 import { DEFAULT_SERVER_LIMITS } from '../control-plane/server.js';
 import type { BucketSize } from '../control-plane/throttle.js';
-import { defaultDataDir, up } from '../control-plane/up.js';
+import { defaultDataDir } from '../controller/data-dir.js';
+import { up } from '../control-plane/up.js';
 
 export interface UpCliOptions extends HostPolicy {
   readonly port: number;

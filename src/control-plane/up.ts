@@ -3,7 +3,6 @@
 import { mkdirSync, openSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { homedir } from 'node:os';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
@@ -25,10 +24,6 @@ export interface UpOptions extends HostPolicy {
   /** Throttling, connection cap and timeouts of the API (DEFAULT_SERVER_LIMITS if not given). */
   readonly apiLimits?: ServerLimits | undefined;
   readonly log: Logger;
-}
-
-export function defaultDataDir(): string {
-  return process.env['AZOTE_DATA_DIR'] || path.join(process.env['XDG_DATA_HOME'] || path.join(homedir(), '.local', 'share'), 'azote');
 }
 
 export interface Up {

@@ -30,6 +30,8 @@ export interface CardJail {
   readonly memoryMiB: number;
   /** A uid for each start never given to another jail (undefined where the controller is not root), given back when it ends. */
   readonly uids: { take(): number | undefined; give(uid: number): void };
+  /** Where ldd's answers are kept across jails (JailSpec.libraryCache). */
+  readonly libraryCache?: string | undefined;
 }
 
 export interface CardSpec {
@@ -156,6 +158,7 @@ export class CardProcess {
       const { command, args } = jailCommand({
         mountPoint: spec.jail.mountPoint, componentDir: component.dir, entry: component.entryPath, args: spec.args, cores: spec.jail.cores, uid,
         cgroupProcs: this.cgroup?.procsFiles ?? [], memlockBytes: 0, // a card locks no memory
+        libraryCache: spec.jail.libraryCache,
       });
       const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe', ...this.listening.map((l) => l.fd), ...opened, ...spec.inherited ?? []], env: { PATH: JAIL_PATH } });
       if (uid !== undefined) child.once('exit', () => spec.jail.uids.give(uid)).once('error', () => spec.jail.uids.give(uid));

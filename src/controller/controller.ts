@@ -205,7 +205,7 @@ export class Controller {
 
   private cardJail(cores: readonly number[], memoryMiB: number): CardJail {
     return {
-      mountPoint: this.jailMountPoint(), cores, memoryMiB,
+      mountPoint: this.jailMountPoint(), cores, memoryMiB, libraryCache: this.libraryCache(),
       uids: {
         take: () => {
           const uid = this.jailUid();
@@ -218,6 +218,10 @@ export class Controller {
   }
 
   /** The empty directory every jail's root is mounted on, each in its own mount namespace. */
+  private libraryCache(): string {
+    return path.join(this.o.dataDir, 'jail-libraries.json');
+  }
+
   private jailMountPoint(): string {
     const mountPoint = path.join(this.o.dataDir, 'jail');
     mkdirSync(mountPoint, { recursive: true, mode: 0o755 });
@@ -496,7 +500,7 @@ export class Controller {
     try {
       const { command, args } = jailCommand({
         mountPoint: this.jailMountPoint(), componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
-        cgroupProcs, memlockBytes: this.memlock(req),
+        cgroupProcs, memlockBytes: this.memlock(req), libraryCache: this.libraryCache(),
       });
       // The hypervisor's seccomp forbids socketpair(): the pair is made here and one end inherited.
       const [mine, theirs] = channelPair();

@@ -8,8 +8,8 @@
 // read-only at its own path. No /dev, /proc, /sys, /etc, /tmp and no data directory: /dev/kvm, the kernel and the
 // disks come as inherited descriptors and the cards' connections on its channel. The old root is detached before
 // the hypervisor starts, so nothing of the host's file system can be reached again from inside.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { SharedLibraries } from './shared-libraries.js';
 import path from 'node:path';
 import * as libc from '../sys/libc.js';
 
@@ -92,24 +92,13 @@ export function mirrorSteps(wanted: string): MirrorStep[] {
   throw new Error(`${wanted}: too many symbolic links`);
 }
 
-/**
- * The shared libraries an ELF file loads (and the loader itself), as `ldd` resolves them on this host; none for a
- * file this host cannot load (another platform's addon, which the process never loads either).
- */
-export function sharedLibraries(file: string): string[] {
-  const r = spawnSync('ldd', [file], { encoding: 'utf8' });
-  if (r.error) throw new Error(`ldd is needed to build the hypervisor's jail: ${r.error.message}`);
-  const out = r.status === 0 ? r.stdout : '';
-  return [...out.matchAll(/(?:=>\s*)?(\/\S+)\s+\(0x[0-9a-f]+\)/g)].map((m) => m[1] ?? '').filter(Boolean);
-}
-
 function nativeAddons(dir: string): string[] {
   return readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.node')).map((f) => path.join(dir, f));
 }
 
 /** What a hypervisor's root holds: the node binary, setpriv, their libraries and the component's native addons'. */
-export function jailContents(componentDir: string, node: string, setpriv: string): MirrorStep[] {
-  const wanted = [node, setpriv, ...[node, setpriv, ...nativeAddons(componentDir)].flatMap(sharedLibraries), componentDir];
+export function jailContents(componentDir: string, node: string, setpriv: string, libraries: SharedLibraries): MirrorStep[] {
+  const wanted = [node, setpriv, ...[node, setpriv, ...nativeAddons(componentDir)].flatMap((f) => libraries.of(f)), componentDir];
   const seen = new Set<string>();
   return wanted.flatMap(mirrorSteps).filter((s) => {
     const key = `${s.kind} ${s.at}`;
@@ -165,6 +154,8 @@ export interface JailSpec {
   readonly cgroupProcs: readonly string[];
   /** RLIMIT_MEMLOCK, soft and hard: the memory it may lock (secret guest memory counts as locked). */
   readonly memlockBytes: number;
+  /** A file that keeps ldd's answers across processes (shared-libraries.ts); undefined: asked again by each process. */
+  readonly libraryCache?: string | undefined;
 }
 
 const CAP_SYS_RESOURCE = 24;
@@ -211,8 +202,18 @@ export function jailToolPaths(): string[] {
   return JAIL_TOOLS.map(which);
 }
 
+/** The tool's real path: the first executable file of that name on JAIL_PATH, as `command -v` finds it. */
 function which(tool: string): string {
-  return realpathSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8', env: { PATH: JAIL_PATH } }).trim());
+  for (const dir of JAIL_PATH.split(':')) {
+    const file = path.join(dir, tool);
+    try {
+      accessSync(file, constants.X_OK);
+      if (statSync(file).isFile()) return realpathSync(file);
+    } catch {
+      // not here
+    }
+  }
+  throw new Error(`${tool} is needed to build the jails and is not on ${JAIL_PATH}: install util-linux`);
 }
 
 /** The PATH the jail is built with. */
@@ -226,19 +227,20 @@ interface HostTools {
 }
 let tools: HostTools | undefined;
 
-function hostTools(): HostTools {
+function hostTools(libraries: SharedLibraries): HostTools {
   if (!tools) {
     const umount = which('umount');
-    tools = { setpriv: which('setpriv'), umount, umountLibs: [...new Set(sharedLibraries(umount).map((l) => `/.old${path.dirname(realpathSync(l))}`))].join(':') };
+    tools = { setpriv: which('setpriv'), umount, umountLibs: [...new Set(libraries.of(umount).map((l) => `/.old${path.dirname(realpathSync(l))}`))].join(':') };
   }
   return tools;
 }
 
 /** The command and arguments that start `entry` in its jail. */
 export function jailCommand(spec: JailSpec): { command: string; args: string[] } {
-  const { setpriv, umount, umountLibs } = hostTools();
+  const libraries = new SharedLibraries(spec.libraryCache);
+  const { setpriv, umount, umountLibs } = hostTools(libraries);
   // Made again at each launch: an installed update may bring other native addons.
-  const steps = jailContents(spec.componentDir, process.execPath, setpriv).flatMap((s) => (s.kind === 'link' ? ['link', s.target, s.at] : [s.kind, s.at]));
+  const steps = jailContents(spec.componentDir, process.execPath, setpriv, libraries).flatMap((s) => (s.kind === 'link' ? ['link', s.target, s.at] : [s.kind, s.at]));
   const root = process.getuid?.() === 0;
   // Its own IPC namespace (SysV objects and POSIX queues die with it), host name and pid namespace (it sees no
   // other process; the entry is unshare's child, killed with it). Without root, a user namespace first.
@@ -252,5 +254,6 @@ export function jailCommand(spec: JailSpec): { command: string; args: string[] }
     : ['sh', '-c', CGROUP_SCRIPT, 'azote-cgroup', String(spec.cgroupProcs.length), ...spec.cgroupProcs, ...jail];
   // The parent-death signal holds through the execs down to unshare (the controller's own child), which takes its
   // child with it (--kill-child) where it forks: a controller that dies takes its hypervisors with it.
+  libraries.save();
   return { command: setpriv, args: ['--pdeathsig', 'KILL', '--', ...grouped] };
 }

@@ -225,3 +225,5 @@ const channel = new Channel<ControllerMessage, HypervisorMessage>(INHERITED_FDS.
     else process.exit(0);
   },
 }, args.instance ? `the parent of ${args.instance}` : 'the parent');
+// The parent sends the launch as it starts this process: it is usually waiting already.
+channel.receivePending();

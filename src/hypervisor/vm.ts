@@ -1,7 +1,6 @@
 // One microVM: its KVM VM, guest memory, boot image, legacy devices and vCPU threads, from start to end.
 // Devices run on this (main) thread; vCPUs run on worker threads and ask for device accesses (vcpu-protocol.ts).
 import type { SyscallAllowlist } from '../sys/seccomp.js';
-import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { AzoteError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
@@ -10,7 +9,7 @@ import { detectKvmFlavour, Kvm, type KvmFlavour, type Vm } from '../kvm/kvm.js';
 import { GuestMemory, MiB } from '../memory/guest-memory.js';
 import { loadGuest, type BootPlan } from '../boot/loader.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../boot/layout.js';
-import { MAX_MPTABLE_CPUS } from '../boot/mptable.js';
+import { validateVmShape } from './vm-shape.js';
 import type { BusCounters } from './bus.js';
 import { withoutPvHypercalls } from './pvm-quirks.js';
 import { COM1_IRQ } from './devices/uart.js';
@@ -117,36 +116,10 @@ interface VcpuHandle {
   exited: boolean;
 }
 
-const MIN_MEMORY_MIB = 16;
 const STOP_GRACE_MS = 5000;
 /** Host input queued beyond this makes input() ask the sender to pause. */
 const INPUT_HIGH_WATER = 64 * 1024;
 let wakeSignalInstalled = false;
-
-export function hostAvailableMemoryMiB(): number {
-  let meminfo: string;
-  try {
-    meminfo = readFileSync('/proc/meminfo', 'utf8');
-  } catch {
-    return Number.MAX_SAFE_INTEGER; // a jailed hypervisor sees no /proc: its parent (the controller, azote run) checked
-  }
-  const m = /MemAvailable:\s+(\d+) kB/.exec(meminfo);
-  return m ? Math.floor(Number(m[1]) / 1024) : Number.MAX_SAFE_INTEGER;
-}
-
-export function validateVmShape(vcpus: number, memoryMiB: number): void {
-  if (!Number.isInteger(vcpus) || vcpus < 1 || vcpus > MAX_MPTABLE_CPUS) {
-    throw new AzoteError('BadVcpus', `--vcpus ${vcpus} is out of range`, `use 1 to ${MAX_MPTABLE_CPUS}`);
-  }
-  if (!Number.isInteger(memoryMiB) || memoryMiB < MIN_MEMORY_MIB) {
-    throw new AzoteError('BadMemory', `--mem ${memoryMiB} is too small`, `use at least ${MIN_MEMORY_MIB} (MiB)`);
-  }
-  const available = hostAvailableMemoryMiB();
-  if (memoryMiB > available) {
-    throw new AzoteError('MemoryTooLarge', `--mem ${memoryMiB} MiB is more than this host can give (${available} MiB available)`,
-      `use --mem ${Math.max(MIN_MEMORY_MIB, Math.floor(available / 2))} or less`);
-  }
-}
 
 export class MicroVm {
   private readonly kvm: Kvm;

@@ -9,7 +9,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync,
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { JAIL_UID_BASE } from '../../src/controller/jail.js';
-import { defaultDataDir } from '../../src/control-plane/up.js';
+import { defaultDataDir } from '../../src/controller/data-dir.js';
 import { projectRoot } from '../../src/images/paths.js';
 import { chooseJail } from '../../src/cli/run-jail.js';
 import { searchableByOthers } from '../framework/other-user.js';

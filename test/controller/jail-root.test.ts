@@ -7,7 +7,8 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { jailCommand, JAIL_UID_BASE, memlockLimit, mirrorSteps, sharedLibraries } from '../../src/controller/jail.js';
+import { jailCommand, JAIL_UID_BASE, memlockLimit, mirrorSteps } from '../../src/controller/jail.js';
+import { lddLibraries } from '../../src/controller/shared-libraries.js';
 import { skipLoudly } from '../framework/kvm.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-jail-root-'));
@@ -25,8 +26,8 @@ test('mirror steps: each link on the way is recreated, what the path names is bo
     { kind: 'file', at: path.join(base, 'real', 'lib', 'libx.so.1.2') },
   ]);
   assert.deepEqual(mirrorSteps(path.join(base, 'real')), [{ kind: 'dir', at: path.join(base, 'real') }]);
-  assert.ok(sharedLibraries(process.execPath).some((l) => /ld-linux|libc\.so/.test(l)), 'node\'s libraries are found');
-  assert.deepEqual(sharedLibraries(path.join(base, 'real', 'lib', 'libx.so.1.2')), [], 'a file ldd cannot read loads nothing');
+  assert.ok(lddLibraries(process.execPath).some((l) => /ld-linux|libc\.so/.test(l)), 'node\'s libraries are found');
+  assert.deepEqual(lddLibraries(path.join(base, 'real', 'lib', 'libx.so.1.2')), [], 'a file ldd cannot read loads nothing');
 });
 
 test('a jailed process: its own uid, a read-only root holding only node, setpriv, their libraries and its component', (t) => {
