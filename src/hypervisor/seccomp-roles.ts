@@ -1,7 +1,9 @@
 // The seccomp allowlists a hypervisor process takes, by thread role: the generated lists (seccomp-profile.ts), and
 // where its parent hands it a vsock's listening socket, accept4 besides for the process and the I/O thread, which
 // takes the host programs' connections on it (the guest's connections to the host are made by the parent).
-import { SYS_ACCEPT4, type SyscallAllowlist } from '../sys/seccomp.js';
+// The process may also lseek: a snapshot finds the guest memfd's data extents with SEEK_DATA/SEEK_HOLE, so that it
+// reads only pages the guest wrote (the tests the profile is recorded from take no snapshot).
+import { SYS_ACCEPT4, SYS_LSEEK, type SyscallAllowlist } from '../sys/seccomp.js';
 import { HYPERVISOR_SECCOMP } from './seccomp-profile.js';
 
 export interface HypervisorAllowlists {
@@ -13,5 +15,6 @@ export interface HypervisorAllowlists {
 export function hypervisorAllowlists(o: { readonly vsock: boolean }): HypervisorAllowlists {
   const accept = (list: SyscallAllowlist): SyscallAllowlist =>
     (o.vsock ? { ...list, syscalls: { ...list.syscalls, accept4: SYS_ACCEPT4 } } : list);
-  return { process: accept(HYPERVISOR_SECCOMP.process), vcpu: HYPERVISOR_SECCOMP.vcpu, io: accept(HYPERVISOR_SECCOMP.io) };
+  const process = { ...HYPERVISOR_SECCOMP.process, syscalls: { ...HYPERVISOR_SECCOMP.process.syscalls, lseek: SYS_LSEEK } };
+  return { process: accept(process), vcpu: HYPERVISOR_SECCOMP.vcpu, io: accept(HYPERVISOR_SECCOMP.io) };
 }

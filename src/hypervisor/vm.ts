@@ -261,7 +261,7 @@ export class MicroVm {
         return saveVcpuState(this.vm.borrowVcpu(h.index, s.fd, s.runAddress, s.runSize), s.msrs);
       });
       const state = machineRecord({ shape: this.shape, vm: saveVmState(this.vm), vcpus, devices: this.devices.saveState() });
-      const written = writeSnapshot(fd, state, this.mem.bytes);
+      const written = writeSnapshot(fd, state, this.mem.bytes, this.mem.dataExtents());
       if (o.stop) this.finish({ kind: 'stopped' });
       return written;
     } finally {

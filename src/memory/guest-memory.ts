@@ -77,6 +77,22 @@ export class GuestMemory {
     }
   }
 
+  /**
+   * The byte ranges of the memfd that hold data (SEEK_DATA/SEEK_HOLE): pages never written are holes, which a reader
+   * can take as zero without touching them (touching a shmem hole allocates a page).
+   */
+  dataExtents(): Array<{ offset: number; length: number }> {
+    const extents: Array<{ offset: number; length: number }> = [];
+    for (let at = 0; at < this.size;) {
+      const data = libc.seekExtent(this.fd, at, libc.SEEK_DATA);
+      if (data === undefined || data >= this.size) break;
+      const hole = Math.min(libc.seekExtent(this.fd, data, libc.SEEK_HOLE) ?? this.size, this.size);
+      extents.push({ offset: data, length: hole - data });
+      at = hole;
+    }
+    return extents;
+  }
+
   /** The same memory, seen from another thread of this process. */
   static attach(shared: SharedGuestMemory): GuestMemory {
     return new GuestMemory(shared.fd, undefined, libc.viewAt(shared.address, shared.size), shared.address,

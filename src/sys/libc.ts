@@ -19,6 +19,7 @@ const c = {
   madvise: lib.func('int madvise(void *addr, size_t len, int advice)'),
   memfdCreate: lib.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: lib.func('int ftruncate(int fd, int64_t len)'),
+  lseek: lib.func('int64_t lseek(int fd, int64_t offset, int whence)'),
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
   gettid: lib.func('int gettid()'),
   getpid: lib.func('int getpid()'),
@@ -83,7 +84,7 @@ export const PR_SET_PDEATHSIG = 1, PR_SET_DUMPABLE = 4, PR_SET_NAME = 15, PR_SET
 /** The longest thread name the kernel keeps (TASK_COMM_LEN less its terminating zero). */
 export const THREAD_NAME_MAX = 15;
 export const EFD_CLOEXEC = 0o2000000, EFD_NONBLOCK = 0o4000;
-export const EPERM = 1, EINTR = 4, E2BIG = 7, EAGAIN = 11, EINVAL = 22;
+export const EPERM = 1, EINTR = 4, ENXIO = 6, E2BIG = 7, EAGAIN = 11, EINVAL = 22;
 
 export function open(path: string, flags: number, mode = 0): number {
   return check(`open(${path})`, c.open(path, flags | O_CLOEXEC, mode) as number);
@@ -177,6 +178,19 @@ export function fileSystemMagic(fd: number): number {
 
 export function ftruncate(fd: number, length: number): void {
   check('ftruncate', c.ftruncate(fd, length) as number);
+}
+
+export const SEEK_DATA = 3, SEEK_HOLE = 4;
+
+/**
+ * lseek with SEEK_DATA or SEEK_HOLE: the first offset at or after `from` that holds data (or is a hole); undefined
+ * where there is none before the end (ENXIO).
+ */
+export function seekExtent(fd: number, from: number, whence: typeof SEEK_DATA | typeof SEEK_HOLE): number | undefined {
+  const at = Number(c.lseek(fd, from, whence) as number | bigint);
+  if (at >= 0) return at;
+  if (errno() === ENXIO) return undefined;
+  throw new SysError('lseek', errno());
 }
 
 export function eventfd(initval: number, flags: number): number {

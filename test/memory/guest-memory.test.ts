@@ -57,3 +57,23 @@ test('guest memory: its memfd is sealed at its size (cannot shrink, grow, or los
     mem.close();
   }
 });
+
+test('guest memory: its data extents cover the pages written and none of the holes', () => {
+  const mem = GuestMemory.create(64 * MiB);
+  try {
+    assert.deepEqual(mem.dataExtents(), [], 'a new memfd is all hole');
+    mem.write(5 * 4096 + 7, Uint8Array.of(1));
+    mem.write(40 * MiB, new Uint8Array(3 * 4096).fill(2));
+    mem.write(64 * MiB - 1, Uint8Array.of(3));
+    const extents = mem.dataExtents();
+    const pageOf = (at: number): number => Math.floor(at / 4096);
+    const covered = (page: number): boolean => extents.some((e) => pageOf(e.offset) <= page && page < Math.ceil((e.offset + e.length) / 4096));
+    for (const page of [5, pageOf(40 * MiB), pageOf(40 * MiB) + 2, pageOf(64 * MiB - 1)]) assert.ok(covered(page), `page ${page} is data`);
+    const bytes = extents.reduce((n, e) => n + e.length, 0);
+    // shmem keeps data by page (or by huge page where the mount asks for it: not on memfds by default).
+    assert.ok(bytes <= 6 * 4096, `${bytes} bytes of data for 6 written pages`);
+    assert.ok(extents.every((e, i) => i === 0 || (extents[i - 1]?.offset ?? 0) + (extents[i - 1]?.length ?? 0) < e.offset), 'in order, apart');
+  } finally {
+    mem.close();
+  }
+});

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -33,9 +33,9 @@ function withFile<T>(file: string, flags: string, use: (fd: number) => T): T {
   }
 }
 
-function write(state: unknown, memory: Uint8Array): { file: string; written: ReturnType<typeof writeSnapshot> } {
+function write(state: unknown, memory: Uint8Array, extents?: Array<{ offset: number; length: number }>): { file: string; written: ReturnType<typeof writeSnapshot> } {
   const file = tempFile();
-  const written = withFile(file, 'w', (fd) => writeSnapshot(fd, state, memory));
+  const written = withFile(file, 'w', (fd) => writeSnapshot(fd, state, memory, extents));
   return { file, written };
 }
 
@@ -186,6 +186,19 @@ test('guest memory on a memfd (GuestMemory) is written from and loaded into its 
   } finally {
     from.close();
     into.close();
+  }
+});
+
+test('saving guest memory by its data extents leaves the pages it never wrote uncommitted', () => {
+  const from = GuestMemory.create(256 * 1024 * 1024);
+  try {
+    from.bytes.fill(5, 10 * PAGE, 12 * PAGE);
+    const committed = (): number => fstatSync(from.fd).blocks * 512;
+    const { written } = write({}, from.bytes, from.dataExtents());
+    assert.equal(written.pages, 2);
+    assert.ok(committed() <= 16 * PAGE, `${committed()} bytes of the memfd committed after the save`);
+  } finally {
+    from.close();
   }
 });
 
