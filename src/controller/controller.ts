@@ -21,6 +21,7 @@ import type { ImageRecord } from '../images/rootfs.js';
 import { runRequestParams } from '../images/run-request.js';
 import { GUEST_SHUTDOWN_GRACE_MS } from '../hypervisor/devices/azote-ports.js';
 import { Channel, channelPair } from '../protocols/channel.js';
+import { snapshotCapacity } from '../protocols/snapshot-file.js';
 import { hypervisorMessage, INHERITED_FDS, type ControllerMessage, type HypervisorMessage } from '../protocols/instance.js';
 import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
@@ -133,6 +134,7 @@ interface Running {
   readonly channel: Channel<HypervisorMessage, ControllerMessage>;
   /** The uid its jail runs as (undefined where the controller is not root). */
   readonly uid: number | undefined;
+  readonly memoryMiB: number;
   /** Set once a stop began: the timer of its next step. */
   stopping: NodeJS.Timeout | undefined;
   /** The stop is hard: the VM was told to stop without asking its guest. */
@@ -145,6 +147,9 @@ interface Running {
   /** The hibernation image being written (resolves false if it could not be): the instance's end waits for it. */
   saving: Promise<boolean> | undefined;
 }
+
+/** Room for a hibernating VM's machine state in its preallocated image (the records of a VM take tens of KiB). */
+const HIBERNATION_STATE_ALLOWANCE = 2 ** 20;
 
 /** The network card's name on a hypervisor's channel; a volume's card is `volume ID`. */
 const NET_CARD = 'network';
@@ -420,7 +425,7 @@ export class Controller {
         child.kill('SIGKILL');
       },
     }, `the hypervisor of ${req.instanceId}`);
-    const entryState: Running = { child, channel, uid: jailUid, stopping: undefined, forced: false, hibernation: undefined, saving: undefined };
+    const entryState: Running = { child, channel, uid: jailUid, memoryMiB: req.memoryMiB, stopping: undefined, forced: false, hibernation: undefined, saving: undefined };
     this.running.set(req.instanceId, entryState);
     let over = false;
     let resumed = false;
@@ -576,6 +581,17 @@ export class Controller {
       return;
     }
     const fd = libc.memfdCreate(`hibernation-${instanceId}`);
+    try {
+      // The image's pages are charged to this process, not to the hypervisor, whose jail may hold little more than
+      // its guest's memory: a guest using all of it would double that while the snapshot is written. Preallocated
+      // to the most a snapshot of this memory takes; the hypervisor cuts the file to its length.
+      libc.fallocate(fd, 0, 0, snapshotCapacity(r.memoryMiB * 2 ** 20, HIBERNATION_STATE_ALLOWANCE));
+    } catch (e) {
+      libc.close(fd);
+      this.o.log.warn('the instance could not hibernate: it stops normally', { instance: instanceId, why: `no memory for its image: ${errorMessage(e)}` });
+      this.stop(instanceId, force);
+      return;
+    }
     r.hibernation = { fd, force };
     if (!r.channel.send({ kind: 'hibernate' }, [fd])) {
       r.hibernation = undefined;

@@ -50,6 +50,16 @@ export const SNAPSHOT_TRAILER = defineStruct('snapshot trailer', undefined, 104,
   endMagic: { offset: 96, type: { bytes: 8 } },
 });
 
+/**
+ * The most bytes a snapshot of `memoryBytes` of guest memory with `stateBytes` of machine state takes: every page
+ * stored, in runs of one page apart (the most run headers), and the end run. For preallocating the file.
+ */
+export function snapshotCapacity(memoryBytes: number, stateBytes: number): number {
+  const pages = Math.ceil(memoryBytes / SNAPSHOT_PAGE_SIZE);
+  const runs = Math.ceil(pages / 2);
+  return SNAPSHOT_HEADER.size + stateBytes + runs * SNAPSHOT_RUN.size + pages * SNAPSHOT_PAGE_SIZE + SNAPSHOT_RUN.size + SNAPSHOT_TRAILER.size;
+}
+
 /** Separates this MAC from any other the same key could be asked for, and names the format it covers. */
 const MAC_LABEL = Buffer.from('azote snapshot mac 1\0', 'latin1');
 

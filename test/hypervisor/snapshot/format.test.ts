@@ -16,6 +16,7 @@ import { readSnapshot, readSnapshotHeader, snapshotDigest, writeSnapshot } from 
 import { nonZeroRuns } from '../../../src/hypervisor/snapshot/zero-pages.js';
 import {
   SNAPSHOT_END_MAGIC, SNAPSHOT_HEADER, SNAPSHOT_MAGIC, SNAPSHOT_RUN, SNAPSHOT_TRAILER,
+  snapshotCapacity,
 } from '../../../src/protocols/snapshot-file.js';
 
 const PAGE = 4096;
@@ -152,6 +153,7 @@ test('round trip: random sparse memory and random state come back identical; onl
       const stateBytes = Buffer.byteLength(JSON.stringify(state));
       assert.equal(written.bytes, 36 + stateBytes + runs.length * 16 + stored * PAGE + 16 + 104);
       assert.equal(readFileSync(file).length, written.bytes);
+      assert.ok(written.bytes <= snapshotCapacity(memory.length, stateBytes), 'within the capacity a hibernation preallocates');
       const restored = new Uint8Array(memory.length);
       assert.deepEqual(read(file, restored), JSON.parse(JSON.stringify(state)));
       assert.ok(Buffer.from(restored).equals(Buffer.from(memory)));
@@ -161,6 +163,18 @@ test('round trip: random sparse memory and random state come back identical; onl
       });
       rmSync(file);
     }), { numRuns: 60 });
+});
+
+test('the capacity holds the worst memories: every other page (the most runs), and every page', () => {
+  for (const pages of [1, 2, 7, 64]) {
+    const alternate = sparseMemory(pages, Array.from({ length: Math.ceil(pages / 2) }, (_, i): [number, number, number] => [2 * i, 0, 1]));
+    const full = new Uint8Array(pages * PAGE).fill(1);
+    const capacity = snapshotCapacity(pages * PAGE, 2);
+    const sizes = [alternate, full].map((m) => write({}, m).written.bytes);
+    assert.ok(sizes.every((n) => n <= capacity), `${sizes.join(', ')} within ${capacity}`);
+    // Loose by at most a run header per page pair: a guest's image never costs much more than its memory.
+    assert.ok(capacity - Math.max(...sizes) <= 8 * pages + 16, `${pages} pages: ${capacity} for at most ${Math.max(...sizes)}`);
+  }
 });
 
 test('a 64 MiB memory with three non-zero pages makes a file of three pages and their headers', () => {
