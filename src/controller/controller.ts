@@ -512,7 +512,7 @@ export class Controller {
       ours = mine;
       const fds = [theirs];
       inherited.push(theirs);
-      for (const open of [() => files.openConsole(), () => files.openHypervisorLog(), () => openSync(KVM_DEVICE, 'r+'), () => openSync(this.kernel, 'r'),
+      for (const open of [() => files.openConsole(snapshotFd !== undefined), () => files.openHypervisorLog(), () => openSync(KVM_DEVICE, 'r+'), () => openSync(this.kernel, 'r'),
         () => openSync(files.root, 'r+'), () => openSync(files.metadata, 'r')]) {
         const fd = open();
         fds.push(fd);

@@ -118,9 +118,13 @@ export class InstanceFiles {
     return path.join(this.dir, 'hypervisor.log');
   }
 
-  /** A new, empty console log for a boot (EC2 shows the latest boot's output). */
-  openConsole(): number {
+  /**
+   * A new, empty console log for a boot (EC2 shows the latest boot's output); the same log, appended to, for a VM
+   * resumed from hibernation (`resumed`), which is the same boot going on.
+   */
+  openConsole(resumed = false): number {
     mkdirSync(this.dir, { recursive: true });
+    if (resumed) return openSync(this.console, LOG_FLAGS & ~constants.O_TRUNC, 0o600);
     rmSync(rotated(this.console), { force: true });
     return openSync(this.console, LOG_FLAGS, 0o600);
   }

@@ -65,6 +65,12 @@ test('the console log is capped and rotated to .1; the console tail reads across
       closeSync(fd);
       closeSync(log);
     }
+    // A VM resumed from hibernation is the same boot: its console goes on.
+    const kept = files.consoleTail();
+    const resumed = files.openConsole(true);
+    writeSync(resumed, 'after the resume\n');
+    closeSync(resumed);
+    assert.equal(files.consoleTail().toString(), `${kept.toString().slice('after the resume\n'.length)}after the resume\n`);
     closeSync(files.openConsole());
     assert.equal(existsSync(`${files.console}.1`), false, 'a new boot\'s console begins empty');
     assert.equal(files.consoleTail().length, 0);

@@ -10,16 +10,21 @@ export function defaultAmi(): string {
   return amiId(image);
 }
 
-/** The instance's console once it matches `re` (polled once a second, for at most `seconds`: only to detect a hang). */
-export async function consoleUntil(ec2: sdk.EC2Client, id: string, re: RegExp, seconds = 300): Promise<string> {
+/**
+ * The instance's console once it matches `re` or `re` says it is ready (polled once a second, for at most
+ * `seconds`: only to detect a hang).
+ */
+export async function consoleUntil(ec2: sdk.EC2Client, id: string, re: RegExp | ((text: string) => boolean), seconds = 300): Promise<string> {
+  const ready = typeof re === 'function' ? re : (text: string): boolean => re.test(text);
   let text = '';
   for (let i = 0; i < seconds; i++) {
     const out = await ec2.send(new sdk.GetConsoleOutputCommand({ InstanceId: id }));
     text = Buffer.from(out.Output ?? '', 'base64').toString('utf8');
-    if (re.test(text)) return text;
+    if (ready(text)) return text;
     await new Promise((r) => setTimeout(r, 1000));
   }
-  assert.match(text, re, `console of ${id}`);
+  if (re instanceof RegExp) assert.match(text, re, `console of ${id}`);
+  else assert.fail(`console of ${id} is not what was waited for:\n${text}`);
   return text;
 }
 
