@@ -9,9 +9,9 @@
 // disks come as inherited descriptors and the cards' connections on its channel. The old root is detached before
 // the hypervisor starts, so nothing of the host's file system can be reached again from inside.
 import { accessSync, closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { SharedLibraries } from './shared-libraries.js';
 import path from 'node:path';
 import * as libc from '../sys/libc.js';
+import { SharedLibraries } from './shared-libraries.js';
 
 /** Uids the jails run as: JAIL_UID_BASE and up, each given once (no account is needed). */
 export const JAIL_UID_BASE = 0x40000;
@@ -213,7 +213,7 @@ function which(tool: string): string {
       // not here
     }
   }
-  throw new Error(`${tool} is needed to build the jails and is not on ${JAIL_PATH}: install util-linux`);
+  throw new Error(`${tool} is needed to build the jails and is not on ${JAIL_PATH}: install it (util-linux has all but sh)`);
 }
 
 /** The PATH the jail is built with. */
