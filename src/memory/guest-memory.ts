@@ -17,6 +17,7 @@ export interface SharedGuestMemory {
   readonly address: bigint;
   readonly size: number;
   readonly regions: readonly MemoryRegion[];
+  readonly secret: boolean;
 }
 
 export class GuestMemoryError extends AzoteError {
@@ -51,26 +52,32 @@ export class GuestMemory {
     readonly address: bigint,
     readonly size: number,
     readonly regions: readonly MemoryRegion[],
+    /** On secret memory (memfd_secret) rather than a sealed memfd. */
+    readonly secret: boolean,
   ) {
     this.bytes = new Uint8Array(buffer);
     this.dv = new DataView(buffer);
   }
 
-  /** Allocates `size` bytes of guest RAM on a new memfd, sealed at that size. Pages are only committed when touched. */
-  static create(size: number, name = 'azote-guest-ram'): GuestMemory {
+  /**
+   * Allocates `size` bytes of guest RAM; pages are only committed when touched. On a new memfd sealed at that size
+   * (`secret` false), or on secret memory (memfd_secret: out of the kernel's direct map, readable by no other process;
+   * its size is fixed by its first ftruncate, and it is charged as locked memory).
+   */
+  static create(size: number, name = 'azote-guest-ram', o: { readonly secret?: boolean } = {}): GuestMemory {
     if (!Number.isSafeInteger(size) || size <= 0 || size % 4096 !== 0) {
       throw new AzoteError('BadMemorySize', `guest memory size ${size} is not a positive multiple of 4096`);
     }
-    const fd = libc.memfdCreate(name, libc.MFD_ALLOW_SEALING);
+    const fd = o.secret ? libc.memfdSecret() : libc.memfdCreate(name, libc.MFD_ALLOW_SEALING);
     try {
       libc.ftruncate(fd, size);
       // Sealed at its size: a card maps only memory that cannot shrink under it (touching a page past the end of
       // a shrunk file is SIGBUS), and nothing can change the seals afterwards.
-      libc.addSeals(fd, libc.F_SEAL_SHRINK | libc.F_SEAL_GROW | libc.F_SEAL_SEAL);
+      if (!o.secret) libc.addSeals(fd, libc.F_SEAL_SHRINK | libc.F_SEAL_GROW | libc.F_SEAL_SEAL);
       const m = libc.mmap(size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED | libc.MAP_NORESERVE, fd, 0);
-      // Guest pages stay out of core dumps of the hypervisor.
-      libc.madvise(m, libc.MADV_DONTDUMP);
-      return new GuestMemory(fd, m, m.buffer, m.address, size, planRegions(size));
+      // Guest pages stay out of core dumps of the hypervisor (secret memory never is in one).
+      if (!o.secret) libc.madvise(m, libc.MADV_DONTDUMP);
+      return new GuestMemory(fd, m, m.buffer, m.address, size, planRegions(size), o.secret === true);
     } catch (e) {
       libc.close(fd);
       throw e;
@@ -79,9 +86,11 @@ export class GuestMemory {
 
   /**
    * The byte ranges of the memfd that hold data (SEEK_DATA/SEEK_HOLE): pages never written are holes, which a reader
-   * can take as zero without touching them (touching a shmem hole allocates a page).
+   * can take as zero without touching them (touching a shmem hole allocates a page). All of secret memory.
    */
   dataExtents(): Array<{ offset: number; length: number }> {
+    // Secret memory cannot be asked (lseek gives ESPIPE): all of it may hold data.
+    if (this.secret) return [{ offset: 0, length: this.size }];
     const extents: Array<{ offset: number; length: number }> = [];
     for (let at = 0; at < this.size;) {
       const data = libc.seekExtent(this.fd, at, libc.SEEK_DATA);
@@ -96,11 +105,11 @@ export class GuestMemory {
   /** The same memory, seen from another thread of this process. */
   static attach(shared: SharedGuestMemory): GuestMemory {
     return new GuestMemory(shared.fd, undefined, libc.viewAt(shared.address, shared.size), shared.address,
-      shared.size, shared.regions);
+      shared.size, shared.regions, shared.secret);
   }
 
   share(): SharedGuestMemory {
-    return { fd: this.fd, address: this.address, size: this.size, regions: this.regions };
+    return { fd: this.fd, address: this.address, size: this.size, regions: this.regions, secret: this.secret };
   }
 
   /** Offset in the mapping of [gpa, gpa+length), or undefined when the range is not entirely inside one region. */

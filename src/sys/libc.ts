@@ -19,6 +19,8 @@ const c = {
   madvise: lib.func('int madvise(void *addr, size_t len, int advice)'),
   memfdCreate: lib.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: lib.func('int ftruncate(int fd, int64_t len)'),
+  // memfd_secret has no libc wrapper in Debian 12's glibc: the raw system call, with its one argument.
+  syscall1: lib.func('long syscall(long nr, unsigned long a1)'),
   lseek: lib.func('int64_t lseek(int fd, int64_t offset, int whence)'),
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
   gettid: lib.func('int gettid()'),
@@ -149,6 +151,18 @@ export function mappedAt(address: bigint, length: number): Mapping {
 /** A new memfd (close-on-exec); `flags` may add MFD_ALLOW_SEALING. */
 export function memfdCreate(name: string, flags = 0): number {
   return check('memfd_create', c.memfdCreate(name, flags | MFD_CLOEXEC) as number);
+}
+
+const SYS_MEMFD_SECRET = 447;
+
+/**
+ * A new secret memory file (memfd_secret(2), close-on-exec): its pages leave the kernel's direct map and can be read
+ * only through a mapping of the file, never by another process through /proc/PID/mem or process_vm_readv. Size it
+ * once with ftruncate; it takes no seals. Throws SysError ENOSYS where the kernel has no CONFIG_SECRETMEM (or the
+ * secretmem.enable=0 boot option turned it off).
+ */
+export function memfdSecret(): number {
+  return check('memfd_secret', Number(c.syscall1(SYS_MEMFD_SECRET, O_CLOEXEC) as number | bigint));
 }
 
 /** Adds F_SEAL_* seals to a memfd created with MFD_ALLOW_SEALING. */
