@@ -4,12 +4,13 @@ import path from 'node:path';
 
 const below = {
   base: [],
-  isolation: ['base'],
   sys: ['base'],
   protocols: ['base', 'sys'],
   kvm: ['base', 'sys'],
   memory: ['base', 'sys'],
   boot: ['base', 'sys', 'kvm', 'memory'],
+  // The engine creates VMs, owns their memory and sets up their vCPUs.
+  isolation: ['base', 'sys', 'kvm', 'memory', 'boot'],
   virtio: ['base', 'sys', 'memory'],
   'vhost-user': ['base', 'sys', 'memory', 'virtio'],
   images: ['base', 'sys'],
