@@ -94,9 +94,10 @@ function readInherited(fd: number): Buffer {
   }
 }
 
-/** A `save` launch: the snapshot is taken where init waits for its run request, then the request is given. */
+/** A `save` launch's snapshot has begun (it is taken once). */
 let saveStarted = false;
 
+/** A `save` launch: the snapshot is taken where init waits for its run request, then the request is given. */
 async function saveThenGo(created: MicroVm, fd: number, request: Uint8Array): Promise<void> {
   const started = performance.now();
   try {
