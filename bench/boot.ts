@@ -4,9 +4,10 @@
 //      which follows the guest's write to the exit port right after it starts. Interleaved runs of
 //      `azote run` (the CLI, through `node bin/azote.js`), the bare MicroVm (bench/azote-vmm.ts: no CLI, no
 //      initramfs) and QEMU/KVM.
-//   2. VMM memory under KVM: each VMM runs hello.elf with `halt` (it prints its lines and parks); once it has said
-//      "halting", /proc/PID/smaps gives the resident set; the VMM's own memory is that minus the resident pages of
-//      the guest RAM mapping (Azote: memfd "azote-guest-ram"; QEMU: a memory-backend-memfd).
+//   2. VMM memory under KVM: each VMM runs hello.elf with `halt` (it prints its lines and parks), 1 and then 4 at
+//      once; once all said "halting", /proc/PID/smaps of every process serving each VM gives its private memory
+//      (Private_Clean + Private_Dirty), per VM; the VMM's own is that minus the private pages of the guest RAM
+//      mapping (Azote: memfd "azote-guest-ram"; QEMU: a memory-backend-memfd).
 //   3. Linux reference: QEMU cannot boot Linux under KVM on this machine, so Azote's kernel and initramfs under
 //      Azote/KVM stand beside the same kernel and initramfs under QEMU TCG: time from process start to the guest
 //      init's boot marker. Azote reports it on stderr (--boot-time); for QEMU the initramfs gets init's QEMU build
@@ -28,7 +29,7 @@ import { runRequestArchive } from '../src/images/run-request.js';
 import { ensureKernel, kernelKey } from '../src/images/kernel.js';
 import { projectRoot } from '../src/images/paths.js';
 import { detectKvmFlavour } from '../src/kvm/kvm.js';
-import { makeTempDir, readRss, removeTempDir, runSync, withChild, type RssSplit } from './proc.js';
+import { BenchError, makeTempDir, processTree, readPrivate, removeTempDir, runSync, TimedChild, withChild, type PrivateSplit } from './proc.js';
 import { renderMetric, type Metric, type MetricResult } from './stats.js';
 import { envInt, kvmProblem, progress, qemuVersion, rotated, say } from './common.js';
 
@@ -44,6 +45,9 @@ const SETTLE_MS = 500;
 const MiB = 1024 * 1024;
 const QEMU_KVM = 'qemu microvm (KVM)';
 const NODE_REF = 'node -e "" (reference)';
+const AZOTE_RUN_HYPERVISOR = 'azote run: its hypervisor (jailed)';
+/** VMs of a kind run at once for the second memory figure. */
+const VMS_SIDE_BY_SIDE = 4;
 
 /** The command Linux runs in the guest (a shell builtin: the image has few applet links). */
 const LINUX_COMMAND = ['/bin/sh', '-c', 'true'];
@@ -181,55 +185,80 @@ class BootBench {
     });
   }
 
-  /** Resident memory of each VMM while hello.elf is parked, split into guest pages and the VMM's own. */
+  /**
+   * Private memory per VM while hello.elf is parked (smaps Private_Clean + Private_Dirty, summed over every process
+   * that serves the VM: `azote run`'s jailed hypervisor is a grandchild of the CLI), split into guest pages and the
+   * VMMs' own, with 1 and with VMS_SIDE_BY_SIDE VMs of a kind running at once (divided by their number).
+   */
   private async vmmMemory(azoteElf: string, qemuElf: string): Promise<void> {
     const cmdline = 'halt';
     const azoteRam = /^\/memfd:azote-guest-ram\b/;
-    const variants: Variant[] = [
-      { name: 'azote run (CLI)', command: this.azoteCli(azoteElf, cmdline, MEM_MIB), status: 130, guestMapping: azoteRam },
-      { name: 'azote MicroVm (no CLI)', command: this.azoteApi(azoteElf, cmdline, MEM_MIB), status: 130, guestMapping: azoteRam },
+    interface Kind {
+      readonly command: string[];
+      readonly guestMapping: RegExp;
+      /** The rows it gives: a name and which processes of its tree (the first is the launched one) count. */
+      readonly rows: ReadonlyArray<{ readonly name: string; readonly pids: (tree: number[]) => number[] }>;
+    }
+    const all = (tree: number[]): number[] => tree;
+    const kinds: Kind[] = [
       {
-        name: QEMU_KVM, command: this.qemuKvm(qemuElf, cmdline, MEM_MIB, true), status: 0,
-        guestMapping: /^\/memfd:memory-backend-memfd\b/,
+        command: this.azoteCli(azoteElf, cmdline, MEM_MIB), guestMapping: azoteRam,
+        rows: [{ name: AZOTE_RUN_HYPERVISOR, pids: (tree) => tree.slice(1) }, { name: 'azote run, its CLI included', pids: all }],
+      },
+      { command: this.azoteApi(azoteElf, cmdline, MEM_MIB), guestMapping: azoteRam, rows: [{ name: 'azote MicroVm (one process, no CLI)', pids: all }] },
+      {
+        command: this.qemuKvm(qemuElf, cmdline, MEM_MIB, true), guestMapping: /^\/memfd:memory-backend-memfd\b/,
+        rows: [{ name: QEMU_KVM, pids: all }],
       },
     ];
-    const once = (v: Variant): Promise<RssSplit> => withChild(v.command, { label: v.name, timeoutMs: TEST_TIMEOUT_MS }, async (c) => {
-      await c.waitFor('stdout', /\nhalting/);
-      await sleep(SETTLE_MS);
-      const rss = readRss(c.pid, v.guestMapping);
-      if (rss.guestMapped !== MEM_MIB * MiB) {
-        throw c.error(`found ${rss.guestMapped / MiB} MiB of mappings matching ${v.guestMapping} in /proc/${c.pid}/smaps, `
-          + `expected the ${MEM_MIB} MiB of guest RAM`);
+    /** Starts `count` VMs of a kind at once; once all parked, each row's private memory per VM. */
+    const measure = async (kind: Kind, count: number): Promise<Map<string, PrivateSplit>> => {
+      const children = Array.from({ length: count }, (_, n) => TimedChild.start(kind.command, { label: `${kind.rows[0]?.name ?? ''} #${n + 1}`, timeoutMs: TEST_TIMEOUT_MS }));
+      try {
+        await Promise.all(children.map((c) => c.waitFor('stdout', /\nhalting/)));
+        await sleep(SETTLE_MS);
+        const trees = children.map((c) => processTree(c.pid));
+        const found = readPrivate(trees.flat(), kind.guestMapping).guestMapped;
+        if (found !== count * MEM_MIB * MiB) {
+          throw new BenchError(`found ${found / MiB} MiB of mappings matching ${kind.guestMapping} in the smaps of ${count} VMs' processes, `
+            + `expected ${count} x ${MEM_MIB} MiB of guest RAM`);
+        }
+        return new Map(kind.rows.map((r) => {
+          const split = readPrivate(trees.flatMap(r.pids), kind.guestMapping);
+          return [r.name, { private: split.private / count, guest: split.guest / count, own: split.own / count, guestMapped: split.guestMapped / count }];
+        }));
+      } finally {
+        await Promise.all(children.map((c) => c.stop('SIGTERM')));
       }
-      await c.stop('SIGTERM');
-      return rss;
-    });
-    say('\nVMM memory: hello.elf with "halt", smaps read once it has parked');
-    const own = new Map(variants.map((v) => [v.name, [] as number[]]));
-    const total = new Map(variants.map((v) => [v.name, [] as number[]]));
-    const guest = new Map(variants.map((v) => [v.name, [] as number[]]));
-    for (let i = 0; i < this.memRuns; i++) {
-      for (const v of rotated(variants, i)) {
-        const r = await once(v);
-        own.get(v.name)!.push(r.own / MiB);
-        total.get(v.name)!.push(r.total / MiB);
-        guest.get(v.name)!.push(r.guest / MiB);
+    };
+    say(`\nVMM memory: hello.elf with "halt", smaps of every process serving each VM read once all have parked (1 and ${VMS_SIDE_BY_SIDE} VMs)`);
+    const rows = kinds.flatMap((k) => k.rows.map((r) => r.name));
+    for (const count of [1, VMS_SIDE_BY_SIDE]) {
+      const own = new Map(rows.map((r) => [r, [] as number[]]));
+      const guest = new Map(rows.map((r) => [r, [] as number[]]));
+      for (let i = 0; i < this.memRuns; i++) {
+        for (const kind of rotated(kinds, i)) {
+          for (const [name, split] of await measure(kind, count)) {
+            own.get(name)?.push(split.own / MiB);
+            guest.get(name)?.push(split.guest / MiB);
+          }
+        }
+        progress(`  ${count} VM${count > 1 ? 's' : ''}: run ${i + 1}/${this.memRuns}`);
       }
-      progress(`  run ${i + 1}/${this.memRuns}`);
+      this.show({
+        id: `vmm-private-${count}`, unit: 'MiB',
+        title: `Private memory per VM, guest RAM left out (Private_Clean + Private_Dirty of every process serving it; ${count} VM${count > 1 ? 's' : ''} running)`,
+        rows: rows.map((name) => ({ name, samples: own.get(name) ?? [] })), baseline: QEMU_KVM,
+        notes: [
+          `${AZOTE_RUN_HYPERVISOR}: the jail's unshare and the hypervisor process; the CLI attends the console, as a terminal does QEMU's`,
+          'QEMU runs with -object memory-backend-memfd so that its guest RAM mapping can be told apart',
+        ],
+      });
+      this.show({
+        id: `guest-private-${count}`, title: `Private guest RAM per VM (same runs; the CLI copies its initramfs into the guest)`, unit: 'MiB',
+        rows: rows.map((name) => ({ name, samples: guest.get(name) ?? [] })),
+      }, 2);
     }
-    this.show({
-      id: 'vmm-own-rss', title: 'VMM own memory under KVM: RSS minus resident guest RAM (hello.elf, parked)', unit: 'MiB',
-      rows: variants.map((v) => ({ name: v.name, samples: own.get(v.name)! })), baseline: QEMU_KVM,
-      notes: ['QEMU runs here with -object memory-backend-memfd so that its guest RAM mapping can be told apart'],
-    });
-    this.show({
-      id: 'vmm-total-rss', title: 'Whole process RSS, guest pages included (same runs)', unit: 'MiB',
-      rows: variants.map((v) => ({ name: v.name, samples: total.get(v.name)! })), baseline: QEMU_KVM,
-    }, 1);
-    this.show({
-      id: 'guest-rss', title: 'Resident guest RAM (same runs; the CLI copies its initramfs into the guest)', unit: 'MiB',
-      rows: variants.map((v) => ({ name: v.name, samples: guest.get(v.name)! })),
-    }, 2);
   }
 
   /** Azote's kernel and initramfs: Azote under KVM beside QEMU under TCG, start -> init's boot marker. */

@@ -62,7 +62,7 @@ export async function runJail(): Promise<JailReport> {
       ['node', () => timed(process.execPath, [entry])],
       ['taskset + unshare --net', () => timed('taskset', ['--cpu-list', '0', 'unshare', '--net', '--', process.execPath, entry])],
       ['jail (namespaces, root, uid, rlimit)', () => {
-        const c = jailCommand({ mountPoint, componentDir: component, entry, args: [], cores: [0], uid: JAIL_UID_BASE + 99, cgroupProcs: [], memlockBytes: memlockLimit(64 * 2 ** 20).bytes });
+        const c = jailCommand({ mountPoint, componentDir: component, entry, args: [], cores: [0], uid: JAIL_UID_BASE + 99, cgroupProcs: [], lockedMemory: memlockLimit(64 * 2 ** 20) });
         return timed(c.command, c.args);
       }],
     ];

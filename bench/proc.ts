@@ -1,7 +1,7 @@
 // Child processes for benchmarks: timed from just before spawn, watched for output, bounded by a timeout, and always
 // killed when the benchmark leaves early (error, timeout, Ctrl-C).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -259,49 +259,73 @@ export function runSync(command: string[], what: string, cwd?: string): string {
   return r.stdout;
 }
 
-export interface RssSplit {
-  /** Resident set of the whole process, bytes. */
-  readonly total: number;
-  /** Resident pages of the guest RAM mapping(s), bytes. */
+/** Private memory (smaps Private_Clean + Private_Dirty) of some processes, split into guest RAM and the rest. */
+export interface PrivateSplit {
+  /** Summed over the processes, bytes. */
+  readonly private: number;
+  /** Of which in guest RAM mappings (pages only one process maps). */
   readonly guest: number;
-  /** total - guest: what the VMM itself holds. */
+  /** private - guest: what the processes themselves hold. */
   readonly own: number;
-  /** Summed size of the guest RAM mapping(s), bytes (to check that the right mapping was found). */
+  /** Summed size of the guest RAM mappings, bytes (to check that the right mappings were found). */
   readonly guestMapped: number;
 }
 
 const SMAPS_HEADER = /^[0-9a-f]+-[0-9a-f]+\s+\S+\s+\S+\s+\S+\s+\S+\s*(.*)$/;
 
-/**
- * Reads /proc/PID/smaps and splits the resident set into the guest RAM (every mapping whose name matches
- * `guestMapping`) and the rest.
- */
-export function readRss(pid: number, guestMapping: RegExp): RssSplit {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/smaps`, 'utf8');
-  } catch (e) {
-    throw new BenchError(`cannot read /proc/${pid}/smaps: ${(e as Error).message}`);
+/** `pid` and every process below it (a jailed hypervisor is a grandchild of `azote run`), from /proc. */
+export function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    children.set(ppid, [...children.get(ppid) ?? [], Number(name)]);
   }
+  const tree: number[] = [];
+  for (const queue = [pid]; queue.length > 0;) {
+    const p = queue.shift() ?? 0;
+    tree.push(p);
+    queue.push(...children.get(p) ?? []);
+  }
+  return tree;
+}
+
+/** Reads /proc/PID/smaps of each process and sums its private memory, in and out of mappings matching `guestMapping`. */
+export function readPrivate(pids: readonly number[], guestMapping: RegExp): PrivateSplit {
   let total = 0;
   let guest = 0;
   let guestMapped = 0;
-  let inGuest = false;
-  for (const line of text.split('\n')) {
-    const h = SMAPS_HEADER.exec(line);
-    if (h) {
-      inGuest = guestMapping.test(h[1] ?? '');
-      continue;
+  for (const pid of pids) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+    } catch (e) {
+      throw new BenchError(`cannot read /proc/${pid}/smaps: ${(e as Error).message}`);
     }
-    const f = /^(Rss|Size):\s+(\d+) kB/.exec(line);
-    if (!f) continue;
-    const bytes = Number(f[2]) * 1024;
-    if (f[1] === 'Rss') {
-      total += bytes;
-      if (inGuest) guest += bytes;
-    } else if (inGuest) {
-      guestMapped += bytes;
+    let inGuest = false;
+    for (const line of text.split('\n')) {
+      const h = SMAPS_HEADER.exec(line);
+      if (h) {
+        inGuest = guestMapping.test(h[1] ?? '');
+        continue;
+      }
+      const f = /^(Size|Private_Clean|Private_Dirty):\s+(\d+) kB/.exec(line);
+      if (!f) continue;
+      const bytes = Number(f[2]) * 1024;
+      if (f[1] === 'Size') {
+        if (inGuest) guestMapped += bytes;
+      } else {
+        total += bytes;
+        if (inGuest) guest += bytes;
+      }
     }
   }
-  return { total, guest, own: total - guest, guestMapped };
+  return { private: total, guest, own: total - guest, guestMapped };
 }

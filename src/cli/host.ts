@@ -27,6 +27,9 @@ export function hostComponents(hostDir: string): void {
     return;
   }
   for (const c of rows) process.stdout.write(`${c.name.padEnd(12)} ${c.version.padEnd(8)} build ${String(c.build).padEnd(11)} ${c.files} files  sha384:${c.digest}\n`);
+  // What the controller measured at the host's start: how guests' memory is kept (isolation/memory-protection.ts).
+  const memory = chip.eventLog().filter((e) => e.component === 'guest-memory').at(-1);
+  if (memory) process.stdout.write(`guest memory: ${memory.version} (measured into PCR${memory.pcr} at this host's start, sha384:${memory.digest})\n`);
 }
 
 export function hostInstall(hostDir: string, bundle: string): void {

@@ -1,5 +1,5 @@
 // The `azote` command. Subcommands load their modules on demand so that start-up stays short.
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { AzoteError, errorMessage } from '../base/errors.js';
 import { createLogger } from '../base/log.js';
 import type { UpCliOptions } from './up.js';
@@ -64,6 +64,9 @@ program.command('run')
   .option('-v, --verbose', 'show the guest kernel\'s boot messages (boots cold)', false)
   .option('--cold', 'boot the guest, even where a snapshot of the booted machine could be continued (by default the first run '
     + 'of a machine saves one where its init waits for the command, and later runs continue it)', false)
+  .addOption(new Option('--guest-memory <kind>', 'guest RAM: "secret" (memfd_secret: out of the host kernel\'s direct map, '
+    + 'unreadable by other processes), "memfd" (a sealed memfd), or "auto": secret where this host\'s KVM runs guests on it')
+    .choices(['auto', 'secret', 'memfd']).default('auto'))
   .option('--boot-time', 'print when the guest\'s init started (or ran again from its snapshot), in ms after process start', false)
   .argument('[command...]', 'command and arguments to run in the guest (after --)')
   .action(async (command: string[], opts) => {
@@ -71,7 +74,7 @@ program.command('run')
     process.exitCode = await runCommand(command, {
       vcpus: opts.vcpus, mem: opts.mem, kernel: opts.kernel, initrd: opts.initrd, cmdline: opts.cmdline,
       verbose: opts.verbose, bootTime: opts.bootTime, env: opts.env, rng: opts.rng, disks: opts.disk, image: opts.image, net: opts.net, vsock: opts.vsock, volumes: opts.volume,
-      jail: opts.jail, cold: opts.cold,
+      jail: opts.jail, cold: opts.cold, guestMemory: opts.guestMemory,
     }, log);
   });
 

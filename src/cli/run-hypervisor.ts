@@ -35,7 +35,7 @@ export interface RunCard {
 
 /** What the hypervisor is given. start() closes every descriptor here once inherited or sent, but the vsock's. */
 export interface Handover {
-  readonly launch: Pick<InstanceLaunch, 'flavour' | 'cmdline' | 'vcpus' | 'memoryMiB' | 'rng'>;
+  readonly launch: Pick<InstanceLaunch, 'flavour' | 'cmdline' | 'vcpus' | 'memoryMiB' | 'memory' | 'rng'>;
   readonly kvmFd: number;
   readonly kernelFd: number;
   readonly initrdFd: number | undefined;

@@ -3,10 +3,10 @@
 // said nothing), or where this host allows no user namespaces (said in one line on stderr). Either way the
 // hypervisor is the same entry, told everything over its channel and inherited descriptors.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { coreGroups } from '../controller/cores.js';
-import { JAIL_PATH, jailCommand, JailUids, MEMLOCK_OVERHEAD_MIB, memlockLimit } from '../controller/jail.js';
+import { JAIL_PATH, jailCommand, JailUids, memlockLimit, type LockedMemory } from '../controller/jail.js';
 import { projectRoot } from '../images/paths.js';
 import { COMPONENTS } from '../controller/components.js';
 import type { StagedHypervisor } from './hypervisor-files.js';
@@ -58,16 +58,34 @@ function entryArgs(vsock: boolean): string[] {
  * use, locked memory for its guest, and the data directory's mount point (the controller's, each jail mounting its
  * root in its own mount namespace). No control group: the user's own limits apply, as to any program they run.
  */
-export function jailedHypervisor(o: { dataDir: string; staged: StagedHypervisor; memoryMiB: number; vsock: boolean }): HypervisorCommand {
+export function jailedHypervisor(o: { dataDir: string; staged: StagedHypervisor; lockedMemory: LockedMemory; vsock: boolean }): HypervisorCommand {
   const mountPoint = path.join(o.dataDir, 'jail');
   mkdirSync(mountPoint, { recursive: true, mode: 0o755 });
   const uid = process.getuid?.() === 0 ? new JailUids(path.join(o.dataDir, 'jail-uid-next')).next(new Set()) : undefined;
   const { command, args } = jailCommand({
     mountPoint, componentDir: o.staged.dir, entry: o.staged.entry, args: entryArgs(o.vsock), cores: coreGroups().flat(), uid,
-    cgroupProcs: [], memlockBytes: memlockLimit((o.memoryMiB + MEMLOCK_OVERHEAD_MIB) * 2 ** 20).bytes,
-    libraryCache: path.join(o.dataDir, 'jail-libraries.json'),
+    cgroupProcs: [], lockedMemory: o.lockedMemory, libraryCache: path.join(o.dataDir, 'jail-libraries.json'),
   });
   return { command, args, uid };
+}
+
+/**
+ * The memory a hypervisor may lock, in bytes (secret guest memory counts): in the jail, up to `wanted` (memlockLimit,
+ * which may let it keep CAP_IPC_LOCK: then without limit); unjailed, this process's own RLIMIT_MEMLOCK (soft), or no
+ * limit as root (CAP_IPC_LOCK).
+ */
+export function lockableBytes(jailed: boolean, wanted: number): number {
+  if (jailed) {
+    const lock = memlockLimit(wanted, { ipcLock: true });
+    return lock.ipcLock ? Infinity : lock.bytes;
+  }
+  return ownMemlock();
+}
+
+function ownMemlock(): number {
+  if (process.getuid?.() === 0) return Infinity;
+  const soft = /^Max locked memory\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? '0';
+  return soft === 'unlimited' ? Infinity : Number(soft);
 }
 
 /** The same entry unjailed, from this build. */

@@ -26,6 +26,8 @@ export interface SnapshotMachine {
   readonly tap: boolean;
   readonly vsock: boolean;
   readonly flavour: string;
+  /** What guest memory is (a guest booted with kvmclock cannot continue on secret memory). */
+  readonly memory: { readonly kind: string; readonly noKvmclock: boolean };
 }
 
 /**
@@ -67,7 +69,7 @@ function kernelIdentity(file: string): string {
 
 export function snapshotKey(m: SnapshotMachine): string {
   return sha256(String(SNAPSHOT_FORMAT_VERSION), kernelIdentity(m.kernel), m.initrd, m.cmdline,
-    JSON.stringify({ vcpus: m.vcpus, mem: m.memoryMiB, rng: m.rng, tap: m.tap, vsock: m.vsock, flavour: m.flavour }), hypervisorCode()).slice(0, 32);
+    JSON.stringify({ vcpus: m.vcpus, mem: m.memoryMiB, rng: m.rng, tap: m.tap, vsock: m.vsock, flavour: m.flavour, memory: m.memory }), hypervisorCode()).slice(0, 32);
 }
 
 export function snapshotDir(): string {

@@ -9,6 +9,8 @@ import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { defaultDataDir } from '../controller/data-dir.js';
 import { detectKvmFlavour } from '../kvm/kvm.js';
+import { chooseProtection, rememberedProbe, type GuestMemoryKind, type MemoryProtection } from '../isolation/memory-protection.js';
+import { MEMLOCK_OVERHEAD_MIB, memlockLimit } from '../controller/jail.js';
 import { GUEST_SHUTDOWN_GRACE_MS } from '../hypervisor/devices/azote-ports.js';
 import type { DiskSpec } from '../hypervisor/vm.js';
 import { validateVmShape } from '../hypervisor/vm-shape.js';
@@ -22,7 +24,7 @@ import { attachConsole, type ConsoleInput } from './console.js';
 import { stageHypervisor, type StagedHypervisor } from './hypervisor-files.js';
 import { openInputs, type RunInputs } from './run-inputs.js';
 import { RunHypervisor, type HypervisorOutcome } from './run-hypervisor.js';
-import { chooseJail, jailedHypervisor, unjailedHypervisor, userNamespaceProblem, type HypervisorCommand } from './run-jail.js';
+import { chooseJail, jailedHypervisor, lockableBytes, unjailedHypervisor, userNamespaceProblem, type HypervisorCommand } from './run-jail.js';
 
 export interface RunOptions {
   readonly vcpus: number;
@@ -48,6 +50,8 @@ export interface RunOptions {
   readonly jail: boolean;
   /** --cold: boot the guest even where a snapshot of the booted machine could be continued. */
   readonly cold: boolean;
+  /** --guest-memory: secret memory where this host lets guests run on it (auto), always (secret), or never (memfd). */
+  readonly guestMemory: GuestMemoryKind | 'auto';
 }
 
 /** Exit status when the VM itself ended abnormally (not the guest command); main.ts uses the same for its errors. */
@@ -98,9 +102,28 @@ function panicLine(tail: string): string | undefined {
  * from the ports) without disks, cards or a command line of the user's; a snapshot cannot carry those. Asking for the
  * kernel's boot messages (--verbose) boots, too.
  */
-function snapshotMachine(o: RunOptions, kernel: string, initrd: Uint8Array, cmdline: string, flavour: string): SnapshotMachine | undefined {
+function snapshotMachine(o: RunOptions, kernel: string, initrd: Uint8Array, cmdline: string, flavour: string): Omit<SnapshotMachine, 'memory'> | undefined {
   if (o.cold || o.verbose || o.image || o.initrd || o.cmdline || o.disks.length > 0 || o.volumes.length > 0 || (o.net !== undefined && o.net !== 'tap')) return undefined;
   return { kernel, initrd, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, rng: o.rng, tap: o.net === 'tap', vsock: o.vsock !== undefined, flavour };
+}
+
+/**
+ * The guest's memory: what this host's KVM allows (asked once per host kernel, remembered in the data directory)
+ * and the user asked for, on memory the hypervisor may lock all of (secret memory counts as locked).
+ */
+async function guestMemory(o: RunOptions, flavour: string, memlockBytes: number): Promise<MemoryProtection> {
+  if (o.guestMemory === 'memfd') return chooseProtection({ usable: false, why: 'not asked for' }, 'memfd');
+  const probe = await rememberedProbe(path.join(defaultDataDir(), 'guest-memory-probe.json'), flavour,
+    async () => (await import('../isolation/secret-probe.js')).probeHostMemory());
+  const protection = chooseProtection(probe, o.guestMemory);
+  const needed = (o.mem + MEMLOCK_OVERHEAD_MIB) * 2 ** 20;
+  if (protection.kind !== 'secret' || memlockBytes >= needed) return protection;
+  const why = `the hypervisor may lock ${Math.floor(memlockBytes / 2 ** 20)} MiB, less than the guest's ${o.mem} MiB and ${MEMLOCK_OVERHEAD_MIB} MiB more`;
+  if (o.guestMemory === 'secret') {
+    throw new AzoteError('SecretMemoryUnavailable', `the guest cannot have secret memory: ${why}`,
+      'raise the locked-memory limit (ulimit -l, or limits.conf memlock), run as root, or leave --guest-memory to auto');
+  }
+  return { kind: 'memfd', noKvmclock: false, why };
 }
 
 export async function runCommand(argv: string[], o: RunOptions, log: Logger, retried = false): Promise<number> {
@@ -118,7 +141,8 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger, ret
   let initrd: Uint8Array | undefined;
   let cmdline: string;
   let root: { dir: string; path: string } | undefined;
-  let machine: SnapshotMachine | undefined;
+  /** The machine, if a snapshot of it could be continued, but for its memory (known once the jail is). */
+  let bootable: Omit<SnapshotMachine, 'memory'> | undefined;
   if (o.image) {
     if (o.initrd) throw new AzoteError('BadArguments', '--image and --initrd do not go together', 'use one of them');
     const image = findImage(o.image);
@@ -128,8 +152,8 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger, ret
   } else {
     const initramfs = o.initrd ? readInput(o.initrd, 'initrd') : readFileSync(await ensureBaseInitramfs(log));
     cmdline = o.cmdline ?? base;
-    machine = snapshotMachine(o, kernel, initramfs, cmdline, flavour);
-    if (machine) {
+    bootable = snapshotMachine(o, kernel, initramfs, cmdline, flavour);
+    if (bootable) {
       initrd = initramfs;
     } else {
       // Linux unpacks concatenated cpio archives: the run request rides after the base image, starting on a 4-byte
@@ -147,16 +171,23 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger, ret
       volumes: o.volumes, vsock: o.vsock });
     const choice = chooseJail({ noJail: !o.jail, root: process.getuid?.() === 0, userNamespaces: userNamespaceProblem });
     if (!choice.jail && choice.notice) process.stderr.write(`${choice.notice}\n`);
+    // Secret memory counts as locked: the guest gets it only where its hypervisor may lock all of it.
+    const lockable = (o.mem + MEMLOCK_OVERHEAD_MIB) * 2 ** 20;
+    const memory = await guestMemory(o, flavour, lockableBytes(choice.jail, lockable));
     let cmd: HypervisorCommand;
     if (choice.jail) {
       const dataDir = defaultDataDir();
       staged = stageHypervisor(path.join(dataDir, 'run'));
-      cmd = jailedHypervisor({ dataDir, staged, memoryMiB: o.mem, vsock: o.vsock !== undefined });
+      cmd = jailedHypervisor({ dataDir, staged, lockedMemory: memlockLimit(lockable, { ipcLock: memory.kind === 'secret' }), vsock: o.vsock !== undefined });
     } else {
       cmd = unjailedHypervisor(o.vsock !== undefined);
     }
-    log.debug('starting the hypervisor', { msSinceStart: Math.round(performance.now()), jailed: choice.jail, uid: cmd.uid, vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline });
+    log.debug('starting the hypervisor', {
+      msSinceStart: Math.round(performance.now()), jailed: choice.jail, uid: cmd.uid, vcpus: o.vcpus, memMiB: o.mem, flavour, cmdline,
+      guestMemory: memory.kind, ...(memory.why ? { notSecretBecause: memory.why } : {}),
+    });
     const { handover } = inputs;
+    const machine: SnapshotMachine | undefined = bootable && { ...bootable, memory: { kind: memory.kind, noKvmclock: memory.noKvmclock } };
     if (machine) snapshot = useSnapshot(machine, path.join(defaultDataDir(), 'host'), log);
     const tap = handover.tap;
     const runRequest = snapshot ? runRequestBytes({
@@ -166,7 +197,7 @@ export async function runCommand(argv: string[], o: RunOptions, log: Logger, ret
     handed = true; // RunHypervisor.start closes what it was handed, whatever happens
     const use = snapshot;
     const hv = RunHypervisor.start(cmd, {
-      ...handover, launch: { flavour, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, rng: o.rng },
+      ...handover, launch: { flavour, cmdline, vcpus: o.vcpus, memoryMiB: o.mem, memory: { kind: memory.kind, noKvmclock: memory.noKvmclock }, rng: o.rng },
       snapshot: use && runRequest ? {
         use: use.mode === 'save' ? { mode: 'save', fd: use.fd } : { mode: 'restore', fd: use.fd, digest: use.digest }, runRequest,
       } : undefined,

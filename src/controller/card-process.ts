@@ -8,12 +8,13 @@
 // signals) and is written down in its pid files until it ends.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { AzoteError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { CARD_READY } from '../cards/main-args.js';
 import { listenAtPath } from '../sys/unix-listen.js';
 import { InstanceCgroup } from './cgroup.js';
-import { JAIL_PATH, jailCommand } from './jail.js';
+import { JAIL_PATH, jailCommand, memlockLimit } from './jail.js';
 import type { PidFiles } from './pid-files.js';
 
 /** Generous: it only detects a card that hangs before serving (a loaded host starts Node slowly). */
@@ -32,6 +33,8 @@ export interface CardJail {
   readonly uids: { take(): number | undefined; give(uid: number): void };
   /** Where ldd's answers are kept across jails (JailSpec.libraryCache). */
   readonly libraryCache?: string | undefined;
+  /** The guests it serves have secret memory, which its mappings of it count as locked: it may lock all of it. */
+  readonly secretGuestMemory?: boolean | undefined;
 }
 
 export interface CardSpec {
@@ -157,7 +160,9 @@ export class CardProcess {
       for (const f of spec.files) opened.push(openSync(f.path, f.readOnly ? 'r' : 'r+'));
       const { command, args } = jailCommand({
         mountPoint: spec.jail.mountPoint, componentDir: component.dir, entry: component.entryPath, args: spec.args, cores: spec.jail.cores, uid,
-        cgroupProcs: this.cgroup?.procsFiles ?? [], memlockBytes: 0, // a card locks no memory
+        // A card maps the guest memory of the VMs it serves, which counts as locked where it is secret memory.
+        cgroupProcs: this.cgroup?.procsFiles ?? [],
+        lockedMemory: spec.jail.secretGuestMemory ? memlockLimit(totalmem(), { ipcLock: true }) : { bytes: 0, ipcLock: false },
         libraryCache: spec.jail.libraryCache,
       });
       const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe', ...this.listening.map((l) => l.fd), ...opened, ...spec.inherited ?? []], env: { PATH: JAIL_PATH } });

@@ -24,6 +24,8 @@ import { Channel, channelPair } from '../protocols/channel.js';
 import { snapshotCapacity } from '../protocols/snapshot-file.js';
 import { hypervisorMessage, INHERITED_FDS, type ControllerMessage, type HypervisorMessage } from '../protocols/instance.js';
 import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
+import { chooseProtection, protectionMeasurement, type MemoryProtection } from '../isolation/memory-protection.js';
+import { probeHostMemory } from '../isolation/secret-probe.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import * as libc from '../sys/libc.js';
 import { CardProcess, FIRST_CARD_FD, type CardJail } from './card-process.js';
@@ -35,7 +37,7 @@ import { provisionDevelopmentHost, verifyController, type VerifiedRuntime } from
 import { INSTANCE_ARGV } from './instance-boot.js';
 import { InstanceFiles, type InstanceMetadata } from './instance-files.js';
 import { Hibernations, type ResumableImage } from './hibernation.js';
-import { JAIL_PATH, jailCommand, jailedExit, jailToolPaths, JailUids, MEMLOCK_OVERHEAD_MIB, memlockLimit } from './jail.js';
+import { JAIL_PATH, jailCommand, jailedExit, jailToolPaths, JailUids, MEMLOCK_OVERHEAD_MIB, memlockLimit, type LockedMemory } from './jail.js';
 import { PidFiles } from './pid-files.js';
 import { sha384 } from '../security-chip/manifest.js';
 import { parseIpv4, parseSubnet, subnetRange } from '../virtio/net-addressing.js';
@@ -193,7 +195,9 @@ export class Controller {
   private readonly savingImages = new Set<Promise<boolean>>();
 
   private constructor(private readonly o: ControllerOptions, private readonly kernel: string, readonly chip: SecurityChip,
-    private readonly runtime: VerifiedRuntime, private readonly pids: PidFiles) {
+    private readonly runtime: VerifiedRuntime, private readonly pids: PidFiles,
+    /** What every guest's memory is on this host, measured at its start. */
+    readonly guestMemory: MemoryProtection) {
     this.jailUids = new JailUids(path.join(o.dataDir, 'jail-uid-next'));
     this.hibernations = new Hibernations(chip, o.log);
     // A network card serves one VPC, whose instances' cores change with them: it may run on any core.
@@ -210,7 +214,7 @@ export class Controller {
 
   private cardJail(cores: readonly number[], memoryMiB: number): CardJail {
     return {
-      mountPoint: this.jailMountPoint(), cores, memoryMiB, libraryCache: this.libraryCache(),
+      mountPoint: this.jailMountPoint(), cores, memoryMiB, libraryCache: this.libraryCache(), secretGuestMemory: this.guestMemory.kind === 'secret',
       uids: {
         take: () => {
           const uid = this.jailUid();
@@ -256,7 +260,14 @@ export class Controller {
     chip.measure(self.component);
     // The host programs that build the jails are Debian's, not ours to sign: they are measured, beside the controller.
     chip.measure({ name: 'jail-tools', version: 'host', build: 0, digest: sha384(jailToolPaths().map((t) => `${sha384(readFileSync(t))}  ${t}\n`).join('')) });
-    return new Controller(o, kernel, chip, self.runtime, pids);
+    // Guests' memory is a property of the host, asked of its KVM once and measured: a quote shows what is hidden.
+    // Secret memory counts as locked: jails that could not lock all of a guest's cannot have it.
+    const jailsLock = !memlockLimit(totalmem(), { ipcLock: true }).clamped;
+    const guestMemory = jailsLock ? chooseProtection(probeHostMemory())
+      : { kind: 'memfd' as const, noKvmclock: false, why: 'the controller can neither raise the jails\' locked-memory limit nor let them lock (run it as root)' };
+    chip.measure(protectionMeasurement(guestMemory));
+    o.log.info('guest memory', { kind: guestMemory.kind, noKvmclock: guestMemory.noKvmclock, ...(guestMemory.why ? { why: guestMemory.why } : {}) });
+    return new Controller(o, kernel, chip, self.runtime, pids, guestMemory);
   }
 
   volumeFile(volumeId: string): string {
@@ -333,7 +344,7 @@ export class Controller {
     const files = this.files(req.instanceId);
     const work = (async () => {
       if (!files.hasRoot) await files.createRoot(req.image, req.rootGiB);
-      files.writeMetadata(req.metadata);
+      files.writeMetadata({ ...req.metadata, guestMemory: this.guestMemory.kind });
       const netCard = await this.networks.cardOf(req.network.vpc);
       const cards = await this.volumeCards(req);
       try {
@@ -466,6 +477,7 @@ export class Controller {
     child.on('error', (e) => finish({ kind: 'failed', detail: `the hypervisor could not be started: ${e.message}` }));
     const launch: ControllerMessage = {
       kind: 'launch', kvmFd: INHERITED_FDS.kvm, kernelFd: INHERITED_FDS.kernel, flavour: detectKvmFlavour(), cmdline, vcpus: req.vcpus, memoryMiB: req.memoryMiB,
+      memory: { kind: this.guestMemory.kind, noKvmclock: this.guestMemory.noKvmclock },
       disks: [{ fd: INHERITED_FDS.firstDisk, name: 'root', readOnly: false }, { fd: INHERITED_FDS.firstDisk + 1, name: 'metadata', readOnly: true }],
       netCard: NET_CARD, volumes: req.volumes.map((v) => `volume ${v}`), rng: true,
       ...(resume ? { snapshot: { mode: 'restore', fd: SNAPSHOT_FD, digest: resume.digest } } : {}),
@@ -505,7 +517,7 @@ export class Controller {
     try {
       const { command, args } = jailCommand({
         mountPoint: this.jailMountPoint(), componentDir: hypervisor.dir, entry: hypervisor.entryPath, args: ['--instance', req.instanceId], cores: req.cores, uid,
-        cgroupProcs, memlockBytes: this.memlock(req), libraryCache: this.libraryCache(),
+        cgroupProcs, lockedMemory: this.memlock(req), libraryCache: this.libraryCache(),
       });
       // The hypervisor's seccomp forbids socketpair(): the pair is made here and one end inherited.
       const [mine, theirs] = channelPair();
@@ -534,13 +546,13 @@ export class Controller {
   }
 
   /** The locked memory the instance's jail may have: its guest's and a little more, or what this host allows. */
-  private memlock(req: LaunchRequest): number {
-    const { bytes, clamped } = memlockLimit((req.memoryMiB + MEMLOCK_OVERHEAD_MIB) * 2 ** 20);
-    if (clamped) {
+  private memlock(req: LaunchRequest): LockedMemory {
+    const locked = memlockLimit((req.memoryMiB + MEMLOCK_OVERHEAD_MIB) * 2 ** 20, { ipcLock: this.guestMemory.kind === 'secret' });
+    if (locked.clamped) {
       this.o.log.warn('the controller may not raise the locked-memory limit (no CAP_SYS_RESOURCE): the jail keeps the host\'s',
-        { instance: req.instanceId, bytes });
+        { instance: req.instanceId, bytes: locked.bytes });
     }
-    return bytes;
+    return locked;
   }
 
   /**

@@ -27,6 +27,8 @@ export interface InstanceMetadata {
   readonly publicKey?: string | undefined;
   /** User data, decoded. */
   readonly userData?: Buffer | undefined;
+  /** What the guest's memory is on this host (secret or memfd: isolation/memory-protection.ts). */
+  readonly guestMemory?: string | undefined;
 }
 
 /** The newest part of the console that GetConsoleOutput returns. */
@@ -107,6 +109,7 @@ export class InstanceFiles {
       .file('instance-type', Buffer.from(m.instanceType))
       .file('ami-launch-index', Buffer.from(String(m.launchIndex)))
       .file('hostname', Buffer.from(m.hostname));
+    if (m.guestMemory) w.file('guest-memory', Buffer.from(`${m.guestMemory}\n`));
     if (m.publicKey) w.file('public-key', Buffer.from(`${m.publicKey}\n`));
     if (m.userData) w.file('user-data', m.userData, 0o755);
     const archive = w.finish();

@@ -152,8 +152,8 @@ export interface JailSpec {
   readonly uid: number | undefined;
   /** The cgroup.procs files of its control group (InstanceCgroup.procsFiles); empty where there is none. */
   readonly cgroupProcs: readonly string[];
-  /** RLIMIT_MEMLOCK, soft and hard: the memory it may lock (secret guest memory counts as locked). */
-  readonly memlockBytes: number;
+  /** The memory it may lock (secret guest memory counts as locked): memlockLimit's answer. */
+  readonly lockedMemory: LockedMemory;
   /** A file that keeps ldd's answers across processes (shared-libraries.ts); undefined: asked again by each process. */
   readonly libraryCache?: string | undefined;
 }
@@ -162,17 +162,30 @@ const CAP_SYS_RESOURCE = 24;
 /** Locked memory a hypervisor may have beyond its guest's (the guest's memory may be secret memory, which counts). */
 export const MEMLOCK_OVERHEAD_MIB = 64;
 
+/** The memory a jail may lock: its RLIMIT_MEMLOCK, and whether it keeps CAP_IPC_LOCK (then the limit does not bind). */
+export interface LockedMemory {
+  readonly bytes: number;
+  readonly ipcLock: boolean;
+}
+
+const CAP_IPC_LOCK = 14;
+
 /**
- * The RLIMIT_MEMLOCK a jail gets for `wanted` bytes: `wanted` where this process may raise limits
- * (CAP_SYS_RESOURCE), else no more than its own hard limit (a jail can only be given less); `clamped` says which.
+ * How a jail may lock `wanted` bytes: an RLIMIT_MEMLOCK of that much where this process may raise limits
+ * (CAP_SYS_RESOURCE) or its own hard limit allows it; else, if `o.ipcLock` allows it (the jail must lock it all: its
+ * guest memory is secret memory) and this process may lock without limit (root with CAP_IPC_LOCK, but not allowed to
+ * raise limits: a container), by keeping CAP_IPC_LOCK through the jail (its memory stays bounded by its control
+ * group, which is charged for every page); else no more than the hard limit (`clamped`).
  */
-export function memlockLimit(wanted: number): { bytes: number; clamped: boolean } {
+export function memlockLimit(wanted: number, o: { readonly ipcLock: boolean } = { ipcLock: false }): LockedMemory & { clamped: boolean } {
   const status = readFileSync('/proc/self/status', 'utf8');
   const eff = BigInt(`0x${/^CapEff:\s+([0-9a-f]+)$/m.exec(status)?.[1] ?? '0'}`);
-  if ((eff >> BigInt(CAP_SYS_RESOURCE)) & 1n) return { bytes: wanted, clamped: false };
+  if ((eff >> BigInt(CAP_SYS_RESOURCE)) & 1n) return { bytes: wanted, ipcLock: false, clamped: false };
   const hard = /^Max locked memory\s+\S+\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? '0';
   const limit = hard === 'unlimited' ? Infinity : Number(hard);
-  return limit >= wanted ? { bytes: wanted, clamped: false } : { bytes: limit, clamped: true };
+  if (limit >= wanted) return { bytes: wanted, ipcLock: false, clamped: false };
+  if (o.ipcLock && process.getuid?.() === 0 && (eff >> BigInt(CAP_IPC_LOCK)) & 1n) return { bytes: limit, ipcLock: true, clamped: false };
+  return { bytes: limit, ipcLock: false, clamped: true };
 }
 
 /**
@@ -235,6 +248,12 @@ function hostTools(libraries: SharedLibraries): HostTools {
   return tools;
 }
 
+/** setpriv's capability options: none at all, or only CAP_IPC_LOCK (ambient: it survives the exec of node). */
+function capabilities(ipcLock: boolean): string[] {
+  const keep = ipcLock ? ',+ipc_lock' : '';
+  return [`--inh-caps=-all${keep}`, ...(ipcLock ? ['--ambient-caps=+ipc_lock'] : []), `--bounding-set=-all${keep}`];
+}
+
 /** The command and arguments that start `entry` in its jail. */
 export function jailCommand(spec: JailSpec): { command: string; args: string[] } {
   const libraries = new SharedLibraries(spec.libraryCache);
@@ -247,9 +266,9 @@ export function jailCommand(spec: JailSpec): { command: string; args: string[] }
   const namespaces = ['unshare', ...(root ? [] : ['--user', '--map-root-user']), '--net', '--mount', '--propagation', 'private',
     '--ipc', '--uts', '--pid', '--fork', '--kill-child'];
   const identity = spec.uid !== undefined ? [`--reuid=${spec.uid}`, `--regid=${spec.uid}`, '--clear-groups'] : [];
-  const jail = ['taskset', '--cpu-list', spec.cores.join(','), 'prlimit', `--memlock=${spec.memlockBytes}:${spec.memlockBytes}`, '--',
+  const jail = ['taskset', '--cpu-list', spec.cores.join(','), 'prlimit', `--memlock=${spec.lockedMemory.bytes}:${spec.lockedMemory.bytes}`, '--',
     ...namespaces, '--', 'sh', '-c', ROOT_SCRIPT, 'azote-jail', spec.mountPoint, umount, umountLibs, ...steps, '--',
-    setpriv, ...identity, '--inh-caps=-all', '--bounding-set=-all', '--no-new-privs', '--', process.execPath, spec.entry, ...spec.args];
+    setpriv, ...identity, ...capabilities(spec.lockedMemory.ipcLock), '--no-new-privs', '--', process.execPath, spec.entry, ...spec.args];
   const grouped = spec.cgroupProcs.length === 0 ? jail
     : ['sh', '-c', CGROUP_SCRIPT, 'azote-cgroup', String(spec.cgroupProcs.length), ...spec.cgroupProcs, ...jail];
   // The parent-death signal holds through the execs down to unshare (the controller's own child), which takes its

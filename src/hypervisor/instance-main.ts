@@ -138,7 +138,7 @@ async function launch(spec: InstanceLaunch): Promise<void> {
     const initrd = spec.initrdFd === undefined || snapshot?.mode === 'restore' ? undefined : readInherited(spec.initrdFd);
     const tap = spec.tap ? { ...spec.tap, mac: Uint8Array.from(spec.tap.mac.split(':').map((h) => parseInt(h, 16))) } : undefined;
     created = new MicroVm({
-      kernel, initrd, cmdline: spec.cmdline, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, log, kvmFd: spec.kvmFd, flavour: spec.flavour,
+      kernel, initrd, cmdline: spec.cmdline, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, memory: spec.memory, log, kvmFd: spec.kvmFd, flavour: spec.flavour,
       disks: spec.disks.map((d) => ({ path: d.name, fd: d.fd, readOnly: d.readOnly })), rng: spec.rng, confineThreads: allowlists,
       volumes: (spec.volumes ?? []).map(card), ...(spec.netCard ? { netCard: card(spec.netCard) } : {}),
       ...(tap ? { tap } : {}), ...(spec.vsockFd === undefined ? {} : { vsock: { listenFd: spec.vsockFd, connect: connectVsock } }),

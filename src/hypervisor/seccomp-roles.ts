@@ -2,8 +2,10 @@
 // where its parent hands it a vsock's listening socket, accept4 besides for the process and the I/O thread, which
 // takes the host programs' connections on it (the guest's connections to the host are made by the parent).
 // The process may also lseek: a snapshot finds the guest memfd's data extents with SEEK_DATA/SEEK_HOLE, so that it
-// reads only pages the guest wrote (the tests the profile is recorded from take no snapshot).
-import { SYS_ACCEPT4, SYS_LSEEK, type SyscallAllowlist } from '../sys/seccomp.js';
+// reads only pages the guest wrote (the tests the profile is recorded from take no snapshot), or on secret memory, which
+// has no holes to seek, asks which pages are resident (mincore); and it may make secret memory for the guest
+// (memfd_secret: the profile is recorded on a memfd).
+import { SYS_ACCEPT4, SYS_LSEEK, SYS_MEMFD_SECRET, SYS_MINCORE, type SyscallAllowlist } from '../sys/seccomp.js';
 import { HYPERVISOR_SECCOMP } from './seccomp-profile.js';
 
 export interface HypervisorAllowlists {
@@ -15,6 +17,8 @@ export interface HypervisorAllowlists {
 export function hypervisorAllowlists(o: { readonly vsock: boolean }): HypervisorAllowlists {
   const accept = (list: SyscallAllowlist): SyscallAllowlist =>
     (o.vsock ? { ...list, syscalls: { ...list.syscalls, accept4: SYS_ACCEPT4 } } : list);
-  const process = { ...HYPERVISOR_SECCOMP.process, syscalls: { ...HYPERVISOR_SECCOMP.process.syscalls, lseek: SYS_LSEEK } };
+  const process = { ...HYPERVISOR_SECCOMP.process, syscalls: {
+    ...HYPERVISOR_SECCOMP.process.syscalls, lseek: SYS_LSEEK, mincore: SYS_MINCORE, memfd_secret: SYS_MEMFD_SECRET,
+  } };
   return { process: accept(process), vcpu: HYPERVISOR_SECCOMP.vcpu, io: accept(HYPERVISOR_SECCOMP.io) };
 }

@@ -10,6 +10,7 @@ import { GuestMemory, MiB } from '../memory/guest-memory.js';
 import { loadGuest, type BootPlan } from '../boot/loader.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../boot/layout.js';
 import { validateVmShape } from './vm-shape.js';
+import { protectionParams, type MemoryProtection } from '../isolation/memory-protection.js';
 import type { BusCounters } from './bus.js';
 import { withoutPvHypercalls } from './pvm-quirks.js';
 import { COM1_IRQ } from './devices/uart.js';
@@ -36,6 +37,11 @@ export interface VmConfig {
   readonly cmdline: string;
   readonly vcpus: number;
   readonly memoryMiB: number;
+  /**
+   * What guest memory is (the host's choice, isolation/memory-protection.ts): a sealed memfd when not given. A guest
+   * that must run without kvmclock on it is told so on its command line.
+   */
+  readonly memory?: Pick<MemoryProtection, 'kind' | 'noKvmclock'> | undefined;
   /** Bytes the guest wrote to its serial port. */
   readonly output: (bytes: Uint8Array) => void;
   readonly log: Logger;
@@ -174,7 +180,7 @@ export class MicroVm {
       this.vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
       this.vm.createIrqchip();
       this.vm.createPit2();
-      this.mem = GuestMemory.create(cfg.memoryMiB * MiB);
+      this.mem = GuestMemory.create(cfg.memoryMiB * MiB, undefined, { secret: cfg.memory?.kind === 'secret' });
       this.core.defer(() => this.mem.close());
       this.mem.regions.forEach((r, slot) => this.vm.setUserMemoryRegion(slot, r.gpa, r.size, this.mem.address + BigInt(r.offset)));
       devices = new DeviceManager(this.vm, this.mem, {
@@ -207,7 +213,8 @@ export class MicroVm {
       } else {
         // A card's guest gets its address by DHCP (the card serves it); a TAP's guest is told it.
         const request = cfg.runRequestByPort ? ['azote.request=port'] : [`azote.net=${this.netParam}`];
-        const cmdline = [cfg.cmdline, ...request, ...this.devices.kernelParams()].filter((p) => p && p !== 'azote.net=').join(' ');
+        const memory = cfg.memory ? protectionParams(cfg.memory, () => this.vm.getTscKhz()) : [];
+        const cmdline = [cfg.cmdline, ...request, ...memory, ...this.devices.kernelParams()].filter((p) => p && p !== 'azote.net=').join(' ');
         this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
       }
     } catch (e) {
@@ -237,7 +244,7 @@ export class MicroVm {
   }
 
   private get shape(): MachineShape {
-    return { vcpus: this.cfg.vcpus, memoryMiB: this.cfg.memoryMiB, devices: this.devices.names, cpuid: cpuidDigest(this.cpuid) };
+    return { vcpus: this.cfg.vcpus, memoryMiB: this.cfg.memoryMiB, memory: this.mem.secret ? 'secret' : 'memfd', devices: this.devices.names, cpuid: cpuidDigest(this.cpuid) };
   }
 
   /**

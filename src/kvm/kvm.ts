@@ -133,6 +133,11 @@ export class Vm {
     libc.ioctl(this.fd, K.KVM_SET_TSS_ADDR, addr);
   }
 
+  /** The TSC frequency new vCPUs get, in kHz (a VM ioctl since Linux 6.0: KVM_CAP_VM_TSC_CONTROL). */
+  getTscKhz(): number {
+    return libc.ioctl(this.fd, K.KVM_GET_TSC_KHZ);
+  }
+
   setIdentityMapAddr(addr: number): void {
     const b = new Uint8Array(8);
     new DataView(b.buffer).setBigUint64(0, BigInt(addr), true);

@@ -29,6 +29,7 @@ export class GuestMemoryError extends AzoteError {
 
 export const GiB = 1024 * 1024 * 1024;
 export const MiB = 1024 * 1024;
+const PAGE = 4096;
 /** RAM above this guest-physical address is moved above 4 GiB, leaving the 32-bit MMIO hole free. */
 export const MMIO_HOLE_START = 3 * GiB;
 export const MMIO_HOLE_END = 4 * GiB;
@@ -85,12 +86,12 @@ export class GuestMemory {
   }
 
   /**
-   * The byte ranges of the memfd that hold data (SEEK_DATA/SEEK_HOLE): pages never written are holes, which a reader
-   * can take as zero without touching them (touching a shmem hole allocates a page). All of secret memory.
+   * The byte ranges of the memory that hold data: pages never touched are holes, which a reader can take as zero
+   * without touching them (touching a hole allocates a page: on secret memory, a locked one). A memfd is asked with
+   * SEEK_DATA/SEEK_HOLE; secret memory cannot be (lseek gives ESPIPE), so its resident pages are (mincore).
    */
   dataExtents(): Array<{ offset: number; length: number }> {
-    // Secret memory cannot be asked (lseek gives ESPIPE): all of it may hold data.
-    if (this.secret) return [{ offset: 0, length: this.size }];
+    if (this.secret) return this.residentExtents();
     const extents: Array<{ offset: number; length: number }> = [];
     for (let at = 0; at < this.size;) {
       const data = libc.seekExtent(this.fd, at, libc.SEEK_DATA);
@@ -98,6 +99,21 @@ export class GuestMemory {
       const hole = Math.min(libc.seekExtent(this.fd, data, libc.SEEK_HOLE) ?? this.size, this.size);
       extents.push({ offset: data, length: hole - data });
       at = hole;
+    }
+    return extents;
+  }
+
+  private residentExtents(): Array<{ offset: number; length: number }> {
+    const resident = libc.residentPages(this.address, this.size);
+    const extents: Array<{ offset: number; length: number }> = [];
+    for (let page = 0; page < resident.length;) {
+      if (((resident[page] ?? 0) & 1) === 0) {
+        page++;
+        continue;
+      }
+      const first = page;
+      while (page < resident.length && ((resident[page] ?? 0) & 1) !== 0) page++;
+      extents.push({ offset: first * PAGE, length: Math.min(page * PAGE, this.size) - first * PAGE });
     }
     return extents;
   }

@@ -20,6 +20,12 @@ export interface InstanceLaunch {
   readonly cmdline: string;
   readonly vcpus: number;
   readonly memoryMiB: number;
+  /**
+   * What guest memory is (the isolation layer's MemoryProtection, chosen by the parent for its host): secret memory
+   * or a sealed memfd, and whether the guest must run without kvmclock (then the hypervisor says so on its command
+   * line).
+   */
+  readonly memory: LaunchMemory;
   /** Inherited disk descriptors, in order; `name` only names them in messages. */
   readonly disks: ReadonlyArray<{ readonly fd: number; readonly name: string; readonly readOnly: boolean }>;
   /** The cards the VM uses, by the names `card` messages give: the network card's, then each volume's. */
@@ -42,6 +48,13 @@ export interface InstanceLaunch {
    */
   readonly snapshot?: LaunchSnapshot | undefined;
   readonly runRequest?: string | undefined;
+}
+
+export const GUEST_MEMORY_KINDS = ['secret', 'memfd'] as const;
+
+export interface LaunchMemory {
+  readonly kind: (typeof GUEST_MEMORY_KINDS)[number];
+  readonly noKvmclock: boolean;
 }
 
 export type LaunchSnapshot =
@@ -123,6 +136,8 @@ const runRequest = (snapshot: unknown, v: unknown): boolean => {
   if (v === undefined) return record(snapshot) && snapshot.mode === 'restore';
   return typeof v === 'string' && v.length <= MAX_RUN_REQUEST_BASE64 && /^[A-Za-z0-9+/]*={0,2}$/.test(v);
 };
+const launchMemory = (v: unknown): boolean => record(v) && (GUEST_MEMORY_KINDS as readonly unknown[]).includes(v.kind)
+  && typeof v.noKvmclock === 'boolean';
 const launchTap = (v: unknown): boolean => v === undefined || (record(v) && fdNumber(v.fd) && typeof v.mac === 'string'
   && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(v.mac) && ipv4(v.hostIp) && ipv4(v.guestIp)
   && Number.isSafeInteger(v.prefix) && (v.prefix as number) >= 1 && (v.prefix as number) <= 30);
@@ -177,7 +192,7 @@ export function controllerMessage(m: unknown, fds = 0): ControllerMessage | unde
     case 'launch':
       return fdNumber(r.kvmFd) && fdNumber(r.kernelFd) && (r.initrdFd === undefined || fdNumber(r.initrdFd))
         && (KVM_FLAVOURS as readonly unknown[]).includes(r.flavour)
-        && shortString(r.cmdline, 4096) && count(r.vcpus) && count(r.memoryMiB)
+        && shortString(r.cmdline, 4096) && count(r.vcpus) && count(r.memoryMiB) && launchMemory(r.memory)
         && Array.isArray(r.disks) && r.disks.every((d: unknown) => typeof d === 'object' && d !== null
           && fdNumber((d as Record<string, unknown>).fd) && shortString((d as Record<string, unknown>).name)
           && typeof (d as Record<string, unknown>).readOnly === 'boolean')

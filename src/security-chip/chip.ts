@@ -18,7 +18,11 @@ import { readTgz, writeTgz } from './tar.js';
 
 export const PCR_COUNT = 8;
 /** The register each component class is measured into; classes not listed go to the last one. */
-export const PCR_OF: Readonly<Record<string, number>> = { controller: 0, 'jail-tools': 0, hypervisor: 1, 'card-block': 2, 'card-net': 3 };
+export const PCR_OF: Readonly<Record<string, number>> = {
+  controller: 0, 'jail-tools': 0, hypervisor: 1, 'card-block': 2, 'card-net': 3,
+  /** The protection of guests' memory in force on the host (isolation/memory-protection.ts). */
+  'guest-memory': 4,
+};
 const ZERO_PCR = '0'.repeat(96);
 
 export interface MeasurementEvent {

@@ -17,6 +17,7 @@ const c = {
   mmap: lib.func('void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)'),
   munmap: lib.func('int munmap(void *addr, size_t len)'),
   madvise: lib.func('int madvise(void *addr, size_t len, int advice)'),
+  mincore: lib.func('int mincore(uint64_t addr, size_t len, void *vec)'),
   memfdCreate: lib.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: lib.func('int ftruncate(int fd, int64_t len)'),
   // memfd_secret has no libc wrapper in Debian 12's glibc: the raw system call, with its one argument.
@@ -133,6 +134,16 @@ export function munmap(m: Mapping): void {
 
 export function madvise(m: Mapping, advice: number): void {
   check('madvise', c.madvise(m.ptr, m.length, advice) as number);
+}
+
+/**
+ * Which pages of [address, address+length) are resident (mincore(2)): one byte per 4 KiB page, bit 0 set for a page
+ * in memory. For a shared file mapping it tells the file's pages present, whoever faulted them in.
+ */
+export function residentPages(address: bigint, length: number): Uint8Array {
+  const vec = Buffer.alloc(Math.ceil(length / 4096));
+  check('mincore', c.mincore(address, length, vec) as number);
+  return vec;
 }
 
 /** A view of memory mapped by another thread of this process, from its address. */

@@ -53,9 +53,9 @@ test('a probe in the real jail: its cores cannot widen, its IPC, UTS and pid nam
   const cgroup = InstanceCgroup.create(`probe-${process.pid}`, { memoryMiB: 64, vcpus: 1, cores }, silentLogger);
   assert.ok(cgroup, 'the controller can make control groups here (root)');
   const uid = JAIL_UID_BASE + 4242;
-  const memlock = memlockLimit(64 * 2 ** 20).bytes;
+  const memlock = memlockLimit(64 * 2 ** 20);
   const { command, args } = jailCommand({ mountPoint, componentDir: component, entry: path.join(component, 'dist/test/controller/jail-probe-entry.js'),
-    args: [], cores, uid, cgroupProcs: cgroup.procsFiles, memlockBytes: memlock });
+    args: [], cores, uid, cgroupProcs: cgroup.procsFiles, lockedMemory: memlock });
   const jail = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: JAIL_PATH } });
   try {
     let out = '';
@@ -82,7 +82,10 @@ test('a probe in the real jail: its cores cannot widen, its IPC, UTS and pid nam
     assert.equal(readFileSync(`/proc/${inside}/status`, 'utf8').match(/^Uid:\s+(\d+)/m)?.[1], String(uid));
     const shm = (): string[] => readFileSync('/proc/sysvipc/shm', 'utf8').split('\n').slice(1).filter((l) => l.trim().split(/\s+/)[7] === String(uid));
     assert.deepEqual(shm(), [], 'the host\'s IPC namespace never sees its segment');
-    assert.match(readFileSync(`/proc/${inside}/limits`, 'utf8'), new RegExp(`^Max locked memory\\s+${memlock}\\s+${memlock}\\s+bytes`, 'm'));
+    assert.match(readFileSync(`/proc/${inside}/limits`, 'utf8'), new RegExp(`^Max locked memory\\s+${memlock.bytes}\\s+${memlock.bytes}\\s+bytes`, 'm'));
+    // No capability at all, but CAP_IPC_LOCK where the limit could not be raised (a container without CAP_SYS_RESOURCE).
+    const capEff = readFileSync(`/proc/${inside}/status`, 'utf8').match(/^CapEff:\s+([0-9a-f]+)/m)?.[1];
+    assert.equal(capEff, (memlock.ipcLock ? 1n << 14n : 0n).toString(16).padStart(16, '0'), `capabilities ${capEff}`);
     const groups = readFileSync(`/proc/${inside}/cgroup`, 'utf8');
     const name = `azote/probe-${process.pid}`;
     if (existsSync('/sys/fs/cgroup/cgroup.controllers')) {

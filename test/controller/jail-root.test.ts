@@ -47,7 +47,7 @@ console.log(JSON.stringify({ uid: process.getuid(), gid: process.getgid(), top: 
   const mountPoint = path.join(dir, 'root');
   mkdirSync(mountPoint);
   const { command, args } = jailCommand({ mountPoint, componentDir: component, entry, args: ['--instance', 'i-1'], cores: [0], uid: JAIL_UID_BASE + 7,
-    cgroupProcs: [], memlockBytes: memlockLimit(64 * 2 ** 20).bytes });
+    cgroupProcs: [], lockedMemory: memlockLimit(64 * 2 ** 20) });
   const r = spawnSync(command, args, { encoding: 'utf8', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
   assert.equal(r.status, 0, r.stderr);
   const seen = JSON.parse(r.stdout) as Record<string, unknown>;
@@ -57,4 +57,23 @@ console.log(JSON.stringify({ uid: process.getuid(), gid: process.getgid(), top: 
     uid: JAIL_UID_BASE + 7, gid: JAIL_UID_BASE + 7, top: undefined, old: [], bins: ['node', 'setpriv'], write: 'EROFS', dataGone: true,
     args: ['--instance', 'i-1'],
   });
+});
+
+test('a jail keeps no capability at all, or CAP_IPC_LOCK alone where its secret guest memory must be locked', () => {
+  const component = path.join(dir, 'caps');
+  mkdirSync(component, { recursive: true });
+  const entry = path.join(component, 'entry.js');
+  writeFileSync(entry, '');
+  const setpriv = (ipcLock: boolean): string[] => {
+    const { args } = jailCommand({ mountPoint: path.join(dir, 'caps-root'), componentDir: component, entry, args: [], cores: [0], uid: JAIL_UID_BASE + 9,
+      cgroupProcs: [], lockedMemory: { bytes: 0, ipcLock } });
+    // The setpriv that runs the entry: its capability options come just before --no-new-privs.
+    const end = args.indexOf('--no-new-privs');
+    assert.ok(end > 0);
+    return args.slice(end - 3, end).filter((a) => /caps|bounding/.test(a));
+  };
+  assert.deepEqual(setpriv(false), ['--inh-caps=-all', '--bounding-set=-all']);
+  // Measured with these options from root to an unprivileged uid: CapEff 0x4000 in the child, and a 64 MiB
+  // memfd_secret mapped under an 8 MiB RLIMIT_MEMLOCK.
+  assert.deepEqual(setpriv(true), ['--inh-caps=-all,+ipc_lock', '--ambient-caps=+ipc_lock', '--bounding-set=-all,+ipc_lock']);
 });

@@ -110,7 +110,11 @@ test('guest memory on secret memory: usable here, unreadable from another proces
     assert.deepEqual(Buffer.from(secret.read(MiB, marker.length)), marker, 'the owner reads its own mapping');
     assert.equal(readFromOutside(plain.address + BigInt(MiB), marker.length), marker.toString('hex'), 'a memfd mapping is readable from outside');
     assert.equal(readFromOutside(secret.address + BigInt(MiB), marker.length), 'EIO', 'secret memory is not');
-    assert.deepEqual(secret.dataExtents(), [{ offset: 0, length: 2 * MiB }], 'secret memory cannot tell its holes: all of it counts');
+    // Secret memory cannot be asked for holes (lseek), but its resident pages tell them: only the page written.
+    assert.deepEqual(secret.dataExtents(), [{ offset: MiB, length: 4096 }], 'secret memory\'s data is its resident pages');
+    secret.write(2 * MiB - 4096, Uint8Array.of(1));
+    secret.write(MiB + 4096, Uint8Array.of(1));
+    assert.deepEqual(secret.dataExtents(), [{ offset: MiB, length: 8192 }, { offset: 2 * MiB - 4096, length: 4096 }]);
     // Its size is fixed: it cannot grow or shrink after the first ftruncate.
     assert.throws(() => libc.ftruncate(secret.fd, 4 * MiB));
   } finally {

@@ -27,7 +27,7 @@ test('well-formed hypervisor messages pass; malformed ones are refused', () => {
 
 test('well-formed controller messages pass, a card with its one descriptor; malformed ones are refused', () => {
   const launch = {
-    kind: 'launch', kvmFd: 4, kernelFd: 5, flavour: 'hardware', cmdline: 'console=ttyS0', vcpus: 1, memoryMiB: 256,
+    kind: 'launch', kvmFd: 4, kernelFd: 5, flavour: 'hardware', cmdline: 'console=ttyS0', vcpus: 1, memoryMiB: 256, memory: { kind: 'memfd', noKvmclock: false },
     disks: [{ fd: 6, name: 'root', readOnly: false }], netCard: 'network', volumes: ['volume vol-1'], rng: true,
   };
   // What `azote run` adds: the initramfs, a TAP with its addresses, a vsock's listening socket.
@@ -46,7 +46,8 @@ test('well-formed controller messages pass, a card with its one descriptor; malf
     assert.deepEqual(controllerMessage(good, fds), good);
   }
   for (const [bad, fds] of [[{ kind: 'card', card: 'network' }, 0], [{ kind: 'card', card: 'network' }, 2], [{ kind: 'stop' }, 1],
-    [{ ...launch, flavour: 'other' }, 0], [{ ...launch, vcpus: 0 }, 0], [{ ...launch, kvmFd: -1 }, 0], [{ ...launch, disks: [{ fd: 6 }] }, 0],
+    [{ ...launch, flavour: 'other' }, 0], [{ ...launch, memory: undefined }, 0], [{ ...launch, memory: { kind: 'anonymous', noKvmclock: false } }, 0],
+    [{ ...launch, memory: { kind: 'secret' } }, 0], [{ ...launch, vcpus: 0 }, 0], [{ ...launch, kvmFd: -1 }, 0], [{ ...launch, disks: [{ fd: 6 }] }, 0],
     [{ ...launch, volumes: [7] }, 0], [{ kind: 'card-unavailable', card: 'network' }, 0], [null, 0], [{ kind: 'ended' }, 0],
     [{ ...launch, rng: undefined }, 0], [{ ...run, initrdFd: -1 }, 0], [{ ...run, vsockFd: '9' }, 0],
     [{ ...run, tap: { ...run.tap, fd: undefined } }, 0], [{ ...run, tap: { ...run.tap, mac: '02:41:5a:00:00' } }, 0],

@@ -1,5 +1,7 @@
 // The security chip with this build's real bundles: install, verification before launch, tampering, rollback,
 // signatures, measurements and quotes; and the controller refusing to launch a tampered hypervisor.
+import { chooseProtection, protectionMeasurement } from '../../src/isolation/memory-protection.js';
+import { probeHostMemory } from '../../src/isolation/secret-probe.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -159,10 +161,13 @@ test('azote up refuses to launch an instance whose hypervisor was tampered with,
   try {
     const ec2 = host.client(host.account('dev'));
     // The host's start was verified and measured: the controller's own code first (PCR0), then the jail's tools
-    // (PCR0); each account's network card (PCR3) is measured when it starts, with the account's first instance.
+    // (PCR0), then what guests' memory is (PCR4, as its probe of KVM found it); each account's network card (PCR3) is
+    // measured when it starts, with the account's first instance.
     const chip = SecurityChip.open(path.join(host.dataDir, 'host'));
     const log = chip.eventLog();
-    assert.deepEqual(log.map((e) => [e.pcr, e.component]), [[0, 'controller'], [0, 'jail-tools']]);
+    assert.deepEqual(log.map((e) => [e.pcr, e.component]), [[0, 'controller'], [0, 'jail-tools'], [4, 'guest-memory']]);
+    const m = protectionMeasurement(chooseProtection(probeHostMemory()));
+    assert.deepEqual(log[2], { pcr: 4, component: m.name, version: m.version, build: m.build, digest: m.digest });
     assert.equal(log[0]?.digest, chip.components().find((c) => c.name === 'controller')?.digest);
     const victim = path.join(host.dataDir, 'host', 'components', 'hypervisor', 'files', 'dist', 'src', 'hypervisor', 'vm.js');
     appendFileSync(victim, '\n// changed after installation\n');

@@ -7,6 +7,7 @@ import type { CpuidEntry } from '../../kvm/kvm.js';
 import { parseVcpuStateRecord, vcpuStateRecord, type VcpuState, type VcpuStateRecord } from '../../kvm/vcpu-state.js';
 import { parseVmStateRecord, vmStateRecord, type VmState, type VmStateRecord } from '../../kvm/vm-state.js';
 import type { DevicesState } from '../device-manager.js';
+import type { GuestMemoryKind } from '../../isolation/memory-protection.js';
 
 const KIND = 'machine';
 const VERSION = 1;
@@ -16,6 +17,11 @@ const MAX_DEVICES = 64;
 export interface MachineShape {
   readonly vcpus: number;
   readonly memoryMiB: number;
+  /**
+   * What guest memory was: a guest booted on a memfd may use kvmclock, whose page KVM cannot keep on secret memory.
+   * Records from before memory had kinds were all on memfds.
+   */
+  readonly memory: GuestMemoryKind;
   /** The virtio devices' names in slot order. */
   readonly devices: readonly string[];
   /** cpuidDigest of the CPUID its vCPUs get. */
@@ -70,12 +76,14 @@ export function machineRecord(s: MachineState): MachineRecord {
 export function parseMachineRecord(value: unknown, expected: MachineShape): MachineState {
   const device = 'the machine';
   return parseState(device, value, KIND, VERSION, (r) => {
+    const memoryKind = (v: string): GuestMemoryKind => (v === 'memfd' || v === 'secret' ? v : r.fail(`guest memory of kind ${v} is not known`));
     const shape: MachineShape = {
-      vcpus: r.int('vcpus', 1, 1024), memoryMiB: r.int('memoryMiB', 1, 2 ** 31),
+      vcpus: r.int('vcpus', 1, 1024), memoryMiB: r.int('memoryMiB', 1, 2 ** 31), memory: memoryKind(r.optionalString('memory', 16) ?? 'memfd'),
       devices: r.strings('devices', 0, MAX_DEVICES, 64), cpuid: r.optionalString('cpuid', 64) ?? r.fail('cpuid is missing'),
     };
     if (shape.vcpus !== expected.vcpus) r.fail(`the snapshot has ${shape.vcpus} vCPUs, this VM ${expected.vcpus}`);
     if (shape.memoryMiB !== expected.memoryMiB) r.fail(`the snapshot has ${shape.memoryMiB} MiB of memory, this VM ${expected.memoryMiB}`);
+    if (shape.memory !== expected.memory) r.fail(`the snapshot's guest memory was ${shape.memory}, this VM's is ${expected.memory}`);
     if (shape.devices.join(',') !== expected.devices.join(',')) {
       r.fail(`the snapshot's devices are [${shape.devices.join(', ')}], this VM's [${expected.devices.join(', ')}]`);
     }
