@@ -142,10 +142,11 @@ interface Running {
   /** The stop is hard: the VM was told to stop without asking its guest. */
   forced: boolean;
   /**
-   * A hibernation asked for and not answered yet: the memfd the hypervisor writes the snapshot into (this entry owns
-   * it), and whether the stop that follows a failed one is forced.
+   * A hibernation under way: the memfd the hypervisor writes the snapshot into (this entry owns it), whether the stop
+   * that follows a failed one is forced, and whether the hypervisor was asked yet (not while the image's memory is
+   * being allocated).
    */
-  hibernation: { readonly fd: number; readonly force: boolean } | undefined;
+  hibernation: { readonly fd: number; readonly force: boolean; asked: boolean } | undefined;
   /** The hibernation image being written (resolves false if it could not be): the instance's end waits for it. */
   saving: Promise<boolean> | undefined;
 }
@@ -593,30 +594,40 @@ export class Controller {
       return;
     }
     const fd = libc.memfdCreate(`hibernation-${instanceId}`);
-    try {
-      // The image's pages are charged to this process, not to the hypervisor, whose jail may hold little more than
-      // its guest's memory: a guest using all of it would double that while the snapshot is written. Preallocated
-      // to the most a snapshot of this memory takes; the hypervisor cuts the file to its length.
-      libc.fallocate(fd, 0, 0, snapshotCapacity(r.memoryMiB * 2 ** 20, HIBERNATION_STATE_ALLOWANCE));
-    } catch (e) {
+    const pending = { fd, force, asked: false };
+    r.hibernation = pending;
+    // The image's pages are charged to this process, not to the hypervisor, whose jail may hold little more than its
+    // guest's memory: a guest using all of it would double that while the snapshot is written. Preallocated to the
+    // most a snapshot of this memory takes (the hypervisor cuts the file to its length), off the event loop: zeroing
+    // the pages takes about a second per GiB.
+    void libc.fallocateAsync(fd, 0, 0, snapshotCapacity(r.memoryMiB * 2 ** 20, HIBERNATION_STATE_ALLOWANCE)).then(() => {
+      // The VM ended meanwhile (its end closed the fd), or a stop began: nothing is asked.
+      if (r.hibernation !== pending) return;
+      if (r.stopping !== undefined) {
+        r.hibernation = undefined;
+        libc.close(fd);
+        return;
+      }
+      pending.asked = true;
+      if (!r.channel.send({ kind: 'hibernate' }, [fd])) {
+        r.hibernation = undefined;
+        libc.close(fd);
+        this.stop(instanceId, force);
+      }
+    }, (e: unknown) => {
+      if (r.hibernation !== pending) return;
+      r.hibernation = undefined;
       libc.close(fd);
       this.o.log.warn('the instance could not hibernate: it stops normally', { instance: instanceId, why: `no memory for its image: ${errorMessage(e)}` });
       this.stop(instanceId, force);
-      return;
-    }
-    r.hibernation = { fd, force };
-    if (!r.channel.send({ kind: 'hibernate' }, [fd])) {
-      r.hibernation = undefined;
-      libc.close(fd);
-      this.stop(instanceId, force);
-    }
+    });
   }
 
   /** The hypervisor's answer to hibernate(): the image is written, or the instance stops normally. */
   private hibernationAnswer(instanceId: string, r: Running, files: InstanceFiles,
     m: Extract<HypervisorMessage, { kind: 'snapshot-saved' | 'snapshot-failed' }>): void {
     const h = r.hibernation;
-    if (!h) return; // none asked: a hypervisor saying so is ignored
+    if (!h?.asked) return; // none asked: a hypervisor saying so is ignored
     r.hibernation = undefined;
     if (m.kind === 'snapshot-failed') {
       libc.close(h.fd);

@@ -255,6 +255,23 @@ export function fallocate(fd: number, mode: number, offset: number, length: numb
   throw new SysError('fallocate', errno());
 }
 
+/**
+ * fallocate(2) on one of libuv's threads, for a large allocation that would hold the event loop (shmem zeroes each
+ * page: about a second per GiB here). koffi does not hand back the thread's errno: a failure says only that it failed.
+ */
+export function fallocateAsync(fd: number, mode: number, offset: number, length: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    c.fallocate.async(fd, mode, offset, length, (error: unknown, rc: number) => {
+      if (error) reject(error instanceof Error ? error : new Error(String(error)));
+      else if (rc !== 0) {
+        reject(new AzoteError('AllocationFailed', `fallocate of ${length} bytes failed (the thread's errno is not reported: most likely no memory or space)`,
+          'free memory on the host, or make the allocation smaller'));
+      }
+      else resolve();
+    });
+  });
+}
+
 export const POLLOUT = 4;
 
 /**

@@ -2,7 +2,7 @@
 // struct statfs match the C headers, and the calls say what the kernel does.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, openSync, closeSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as libc from '../../src/sys/libc.js';
@@ -51,6 +51,19 @@ test('secret memory: recognised by its file system, takes no seals, and cannot b
     assert.equal(libc.fileSystemMagic(fd), libc.SECRETMEM_MAGIC);
     assert.equal(libc.fileSeals(fd), undefined);
     assert.throws(() => libc.ftruncate(fd, 4096), /EINVAL/);
+  } finally {
+    libc.close(fd);
+  }
+});
+
+test('fallocateAsync: a memfd allocated off the event loop has its size; a refused allocation fails clearly', async () => {
+  const fd = libc.memfdCreate('fallocate-async', libc.MFD_ALLOW_SEALING);
+  try {
+    await libc.fallocateAsync(fd, 0, 0, 8 * 2 ** 20);
+    assert.equal(fstatSync(fd).size, 8 * 2 ** 20);
+    // Refused at once, nothing allocated (an allocation beyond the host's memory would wake the OOM killer instead).
+    libc.addSeals(fd, libc.F_SEAL_GROW);
+    await assert.rejects(libc.fallocateAsync(fd, 0, 0, 16 * 2 ** 20), (e: Error & { code?: string }) => e.code === 'AllocationFailed' && /16777216 bytes/.test(e.message));
   } finally {
     libc.close(fd);
   }
