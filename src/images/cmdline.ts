@@ -29,6 +29,10 @@ export function guestCmdline(o: CmdlineOptions): string {
     // Under kvm_pvm the guest sees the host's feature bits (leaves 1 and 7) whatever KVM_SET_CPUID2 says: the features
     // it cannot run are turned off in the guest instead.
     // noxsave is read early by the CPU setup code: Linux calls it "unknown" and passes it to init, yet it is needed.
+    // The guest's TSC is the host's here (setting MSR_IA32_TSC on a restored vCPU does not move it): on the TSC
+    // clocksource, a guest continued from a snapshot would see every second since the snapshot pass at once (RCU
+    // stall warnings, timers firing together). kvm-clock, which a restore sets back to its saved value, stands still.
+    args.push('clocksource=kvm-clock');
     args.push('noxsave', 'mitigations=off', 'rodata=off',
       'clearcpuid=308,141,151,158,306,288,145,298,137,147,148,129,153,156');
   }

@@ -26,23 +26,26 @@ const SCRIPT = [
   'od -An -N16 -tx1 /dev/urandom',
   'echo "$AZOTE_GUEST_IP"',
   'ping -c 1 -W 5 "$AZOTE_HOST_IP" >/dev/null && echo reachable',
+  'read uptime idle < /proc/uptime',
+  'echo "$uptime"',
   'exit 3',
 ].join('; ');
 const ARGS = ['--net', 'tap', '--', 'sh', '-c', SCRIPT];
 
-interface Seen { mac: string; random: string; ip: string; reachable: string }
+interface Seen { mac: string; random: string; ip: string; reachable: string; uptime: number }
 
 /** The run's four lines, checked against the TAP the CLI said it made. */
 function seen(r: CliRun): Seen {
   assert.equal(r.status, 3, r.stderr);
-  const [mac = '', random = '', ip = '', reachable = ''] = r.stdout.split('\n').map((l) => l.trim());
+  const [mac = '', random = '', ip = '', reachable = '', uptime = ''] = r.stdout.split('\n').map((l) => l.trim());
   const tap = /TAP azt(\d+), host [\d.]+, guest ([\d.]+)\//.exec(r.stderr);
   assert.ok(tap, r.stderr);
   const k = Number(tap[1]);
   assert.equal(mac, `02:41:5a:${[k >> 16, (k >> 8) & 0xff, k & 0xff].map((b) => b.toString(16).padStart(2, '0')).join(':')}`, 'eth0 has its TAP\'s MAC');
   assert.equal(ip, tap[2], 'eth0 has its TAP\'s address');
   assert.match(random, /^([0-9a-f]{2} ){15}[0-9a-f]{2}$/);
-  return { mac, random, ip, reachable };
+  assert.match(uptime, /^\d+\.\d+$/);
+  return { mac, random, ip, reachable, uptime: Number(uptime) };
 }
 
 function snapshots(): string[] {
@@ -72,6 +75,13 @@ test('azote run continues a booted snapshot: same output and status as a cold bo
   assert.notEqual(sa.mac, sb.mac);
   assert.notEqual(sa.random, sb.random, 'two copies of one snapshot read different bytes from /dev/urandom');
   assert.notEqual(sa.random, cold.random);
+
+  // The guest's clock goes on from where the snapshot left it, not from the host's time since: a copy run after a
+  // pause sees about the uptime an earlier copy saw (each run's own few seconds apart), not the pause on top.
+  const PAUSE_S = 8;
+  await new Promise((resolve) => setTimeout(resolve, PAUSE_S * 1000));
+  const later = seen(await azote(['run', ...ARGS], { ...LIMIT, env }));
+  assert.ok(Math.abs(later.uptime - sa.uptime) < PAUSE_S / 2, `uptime ${sa.uptime} s, then ${later.uptime} s after a ${PAUSE_S} s pause`);
 
   // One flipped byte in the middle (guest memory): the hypervisor's digest check refuses it, the run boots cold.
   const [name = ''] = snapshots();
