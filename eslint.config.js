@@ -8,7 +8,7 @@ export default tseslint.config(
   {
     files: ['src/**/*.ts'],
     plugins: { azote: layering },
-    rules: { 'azote/layering': 'error' },
+    rules: { 'azote/layering': 'error', 'azote/engine-only': 'error' },
   },
   {
     rules: {

@@ -62,4 +62,31 @@ const rule = {
   },
 };
 
-export default { rules: { layering: rule } };
+/**
+ * The KVM calls that give a VM its memory, its vCPUs and its eventfds, and the call that moves threads between
+ * cores: only the isolation engine makes them (the house plan: "Only isolation may create VMs, register memory
+ * slots or assign cores"); the kvm layer defines them.
+ */
+const ENGINE_ONLY = new Set(['createVm', 'createVcpu', 'setUserMemoryRegion', 'ioeventfd', 'irqfd', 'setAffinity']);
+const ENGINE_LAYERS = new Set(['isolation', 'kvm', 'sys']);
+
+const engineOnly = {
+  meta: {
+    type: 'problem',
+    docs: { description: 'only the isolation engine creates VMs and vCPUs, registers memory slots and eventfds, or assigns cores' },
+    schema: [],
+  },
+  create(context) {
+    const layer = layerOf(context.filename);
+    if (layer === undefined || ENGINE_LAYERS.has(layer)) return {};
+    return {
+      CallExpression(node) {
+        const callee = node.callee;
+        if (callee.type !== 'MemberExpression' || callee.property.type !== 'Identifier' || !ENGINE_ONLY.has(callee.property.name)) return;
+        context.report({ node, message: `'${layer}' may not call ${callee.property.name}: only the isolation engine (src/isolation) does` });
+      },
+    };
+  },
+};
+
+export default { rules: { layering: rule, 'engine-only': engineOnly } };

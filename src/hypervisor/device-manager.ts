@@ -6,7 +6,7 @@ import { AzoteError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
 import type { SyscallAllowlist } from '../sys/seccomp.js';
-import type { Vm } from '../kvm/kvm.js';
+import type { DeviceSlots } from '../isolation/machine.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { MmioTransport } from '../virtio/mmio-transport.js';
 import type { QueueRunner, VirtioDevice } from '../virtio/device.js';
@@ -82,7 +82,7 @@ export class DeviceManager {
   private ioThread: IoThread | undefined;
   private closed = false;
 
-  constructor(private readonly vm: Vm, private readonly mem: GuestMemory, devices: DeviceSet, legacy: LegacyDeviceHooks,
+  constructor(private readonly slots: DeviceSlots, private readonly mem: GuestMemory, devices: DeviceSet, legacy: LegacyDeviceHooks,
     private readonly o: DeviceManagerOptions) {
     this.legacy = attachLegacyDevices(this.bus, legacy);
     const tap = devices.tap;
@@ -92,10 +92,10 @@ export class DeviceManager {
     // Each entry makes its device and runner once its slot is known.
     type Make = (index: number, slot: VirtioSlot, isr: Int32Array) => { device: VirtioDevice; runner: Runner };
     const local = (device: VirtioDevice): Make => (index, slot, isr) => ({
-      device, runner: new ThreadedRunner(vm, this.io, index, device.dataPath, device.queueSizes.length, slot.base, slot.irq, isr),
+      device, runner: new ThreadedRunner(slots, this.io, index, device.dataPath, device.queueSizes.length, slot.base, slot.irq, isr),
     });
     const card = (what: string, link: CardLink, deviceId: number, queueSizes: readonly number[]): Make => (index, slot, isr) => {
-      const runner = new VhostUserRunner(vm, mem, this.io, index, queueSizes.length, slot.base, slot.irq, isr, o.log);
+      const runner = new VhostUserRunner(slots, mem, this.io, index, queueSizes.length, slot.base, slot.irq, isr, o.log);
       try {
         const device = new CardDevice(deviceId, queueSizes, runner.connect(link), runner.callFds);
         if (deviceId === VIRTIO_ID_NET) network = this.cardMac(device, runner);
@@ -132,8 +132,8 @@ export class DeviceManager {
     const isr = new Int32Array(new SharedArrayBuffer(4));
     const { device, runner } = make(index, slot, isr);
     const transport = new MmioTransport(this.mem, device, runner, () => {
-      this.vm.irqLine(slot.irq, true);
-      this.vm.irqLine(slot.irq, false);
+      this.slots.irqLine(slot.irq, true);
+      this.slots.irqLine(slot.irq, false);
     }, isr, (why) => this.o.log.warn('virtio device needs a reset (the guest gave it something malformed)', { device: name, why }));
     this.slotted.push({ name, slot, device, transport, runner });
     this.bus.addMmio(name, slot.base, VIRTIO_MMIO_WINDOW, {

@@ -5,7 +5,7 @@ import type { SyscallAllowlist } from '../sys/seccomp.js';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
-import type { Vm } from '../kvm/kvm.js';
+import type { DeviceSlots } from '../isolation/machine.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { DataPathSpec, QueueRunner, RunnerEvents } from '../virtio/device.js';
 import type { QueueConfig } from '../virtio/split-queue.js';
@@ -121,22 +121,6 @@ export class IoThread {
   }
 }
 
-/**
- * A device's eventfds in KVM: one per queue signalled when the guest writes that queue's index to QueueNotify, and
- * one that raises the device's IRQ.
- */
-export function bindDeviceEventfds(vm: Vm, mmioBase: number, queueCount: number, irq: number): { notifyFds: number[]; irqFd: number } {
-  const notifyFds: number[] = [];
-  for (let q = 0; q < queueCount; q++) {
-    const fd = libc.eventfd(0, libc.EFD_NONBLOCK);
-    notifyFds.push(fd);
-    vm.ioeventfd(fd, mmioBase + REG.QUEUE_NOTIFY, 4, q);
-  }
-  const irqFd = libc.eventfd(0, libc.EFD_NONBLOCK);
-  vm.irqfd(irqFd, irq);
-  return { notifyFds, irqFd };
-}
-
 /** Runs one device's data path on the VM's I/O thread, with KVM signalling its queues and raising its interrupt. */
 export class ThreadedRunner implements QueueRunner {
   private readonly notifyFds: number[];
@@ -144,7 +128,7 @@ export class ThreadedRunner implements QueueRunner {
   private started = false;
 
   constructor(
-    vm: Vm,
+    slots: DeviceSlots,
     private readonly io: IoThread,
     private readonly device: number,
     private readonly spec: DataPathSpec,
@@ -153,7 +137,7 @@ export class ThreadedRunner implements QueueRunner {
     irq: number,
     private readonly isr: Int32Array,
   ) {
-    ({ notifyFds: this.notifyFds, irqFd: this.irqFd } = bindDeviceEventfds(vm, mmioBase, queueCount, irq));
+    ({ notifyFds: this.notifyFds, irqFd: this.irqFd } = slots.bindDevice(device, mmioBase + REG.QUEUE_NOTIFY, queueCount, irq));
   }
 
   start(queues: readonly (QueueConfig | undefined)[], features: bigint, events: RunnerEvents): void {

@@ -9,13 +9,14 @@
 import { errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
-import type { Vm } from '../kvm/kvm.js';
+import type { DeviceSlots } from '../isolation/machine.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { readConfigBytes, type DataPathSpec, type QueueRunner, type RunnerEvents, type VirtioDevice } from '../virtio/device.js';
 import type { QueueConfig } from '../virtio/split-queue.js';
 import { VhostUserFrontend } from '../vhost-user/frontend.js';
 import { ProtocolError } from '../vhost-user/messages.js';
-import { bindDeviceEventfds, type IoThread } from './io-thread-host.js';
+import type { IoThread } from './io-thread-host.js';
+import { REG } from '../virtio/mmio-transport.js';
 import type { CardLink } from './card-link.js';
 
 /** How much configuration space is fetched from the card (virtio-blk's is the largest Azote attaches). */
@@ -72,7 +73,7 @@ export class VhostUserRunner implements QueueRunner {
   private refusedSince: number | undefined;
 
   constructor(
-    private readonly vm: Vm,
+    slots: DeviceSlots,
     private readonly mem: GuestMemory,
     private readonly io: IoThread,
     private readonly index: number,
@@ -83,7 +84,7 @@ export class VhostUserRunner implements QueueRunner {
     private readonly log: Logger,
   ) {
     // The queues' notify eventfds become the card's kick fds.
-    ({ notifyFds: this.notifyFds, irqFd: this.irqFd } = bindDeviceEventfds(vm, mmioBase, queueCount, irq));
+    ({ notifyFds: this.notifyFds, irqFd: this.irqFd } = slots.bindDevice(index, mmioBase + REG.QUEUE_NOTIFY, queueCount, irq));
     for (let q = 0; q < queueCount; q++) this.callFds.push(libc.eventfd(0, libc.EFD_NONBLOCK));
   }
 

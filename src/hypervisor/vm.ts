@@ -1,33 +1,26 @@
-// One microVM: its KVM VM, guest memory, boot image, legacy devices and vCPU threads, from start to end.
-// Devices run on this (main) thread; vCPUs run on worker threads and ask for device accesses (vcpu-protocol.ts).
+// One microVM: the engine's machine (isolation/machine.ts: the KVM VM, guest memory, vCPU threads) and the device
+// models that answer its vCPUs' port and MMIO exits, from start to end. Devices run on this (main) thread.
 import type { SyscallAllowlist } from '../sys/seccomp.js';
-import { Worker } from 'node:worker_threads';
 import { AzoteError, errorMessage } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import * as libc from '../sys/libc.js';
-import { detectKvmFlavour, Kvm, type KvmFlavour, type Vm } from '../kvm/kvm.js';
-import { GuestMemory, MiB } from '../memory/guest-memory.js';
-import { loadGuest, type BootPlan } from '../boot/loader.js';
-import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../boot/layout.js';
-import { validateVmShape } from './vm-shape.js';
+import { detectKvmFlavour, type KvmFlavour } from '../kvm/kvm.js';
+import type { VcpuState } from '../kvm/vcpu-state.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import type { BootPlan } from '../boot/loader.js';
+import { Machine } from '../isolation/machine.js';
 import { protectionParams, type MemoryProtection } from '../isolation/memory-protection.js';
+import type { VcpuAccess, VcpuStop, VcpuThreads } from '../isolation/vcpus.js';
+import { validateVmShape } from './vm-shape.js';
 import type { BusCounters } from './bus.js';
-import { withoutPvHypercalls } from './pvm-quirks.js';
 import { COM1_IRQ } from './devices/uart.js';
 import { adoptDisk, closeDisk, openDisk } from '../virtio/raw-file.js';
 import type { CardLink } from './card-link.js';
 import type { Tap } from './tap.js';
 import { DeviceManager, type GuestNetwork } from './device-manager.js';
 import { DisposableStore, OwnedFd } from '../base/disposable.js';
-import type { CpuidEntry } from '../kvm/kvm.js';
-import { saveVcpuState, type VcpuState } from '../kvm/vcpu-state.js';
-import { restoreVmState, saveVmState } from '../kvm/vm-state.js';
 import { readSnapshot, writeSnapshot, type SnapshotWritten } from './snapshot/format.js';
 import { cpuidDigest, machineRecord, parseMachineRecord, type MachineShape } from './snapshot/machine-state.js';
-import {
-  CTL, CTL_WORDS, KIND, STATE, WAKE_SIGNAL, type VcpuMessage, type VcpuStop, type VcpuThreadInit,
-} from './vcpu-protocol.js';
-import { kvmRun } from '../kvm/structs.js';
 
 export type { GuestNetwork } from './device-manager.js';
 
@@ -111,45 +104,27 @@ export interface VmStats {
   readonly quirks: number;
 }
 
-interface VcpuHandle {
-  readonly index: number;
-  readonly worker: Worker;
-  readonly control: Int32Array;
-  runPage?: Uint8Array;
-  tid?: number;
-  /** From `ready`: what saving its state needs. */
-  saving?: { readonly fd: number; readonly runAddress: bigint; readonly runSize: number; readonly msrs: readonly number[] };
-  exited: boolean;
-}
-
 const STOP_GRACE_MS = 5000;
 /** Host input queued beyond this makes input() ask the sender to pause. */
 const INPUT_HIGH_WATER = 64 * 1024;
-let wakeSignalInstalled = false;
 
 export class MicroVm {
-  private readonly kvm: Kvm;
-  private readonly vm: Vm;
+  /** The engine's part: the KVM VM, guest memory and the vCPU threads. */
+  private readonly machine: Machine;
   private readonly mem: GuestMemory;
   private readonly plan: BootPlan | undefined;
-  /** The CPUID every vCPU gets (the host's, less what this KVM cannot give). */
-  private readonly cpuid: CpuidEntry[];
   /** Each vCPU's state from the snapshot this VM continues, if it does. */
   private readonly restoredVcpus: readonly VcpuState[] | undefined;
-  /** vCPUs that have yet to say `paused` while a snapshot is being taken, and who waits for them. */
-  private pausing: { readonly waiting: Set<number>; readonly done: () => void } | undefined;
   private readonly devices: DeviceManager;
-  private readonly vcpus: VcpuHandle[] = [];
-  private readonly control: SharedArrayBuffer;
+  private vcpus: VcpuThreads | undefined;
+  /** A snapshot is being taken. */
+  private saving = false;
   private readonly log: Logger;
   /** What the VM was handed or opened that a stuck vCPU does not use: released once the devices stopped. */
   private readonly handles = new DisposableStore();
-  /** KVM, the VM and guest memory: released only once every vCPU thread is gone (they map the memory). */
-  private readonly core = new DisposableStore();
   private end: VmEnd | undefined;
   private shutdownRequested = false;
   private resolveEnd: ((e: VmEnd) => void) | undefined;
-  private ioExits = 0;
   private quirks = 0;
   private closed = false;
   /** The guest's address and gateway on its network (a TAP or a network card); its init configures eth0 so. */
@@ -164,6 +139,7 @@ export class MicroVm {
     if (tap) this.handles.add(new OwnedFd(tap.fd, libc.close));
     if (vsock) this.handles.add(new OwnedFd(vsock.listenFd, libc.close));
     let devices: DeviceManager | undefined;
+    let machine: Machine | undefined;
     try {
       validateVmShape(cfg.vcpus, cfg.memoryMiB);
       // Disks first: a wrong path or a disk in use is the user's to fix, whatever the host can do.
@@ -172,24 +148,20 @@ export class MicroVm {
         this.handles.defer(() => closeDisk(disk));
         return disk;
       });
-      this.kvm = cfg.kvmFd === undefined ? Kvm.open(cfg.kvmDevice) : Kvm.adopt(cfg.kvmFd);
-      this.core.defer(() => this.kvm.close());
-      this.vm = this.kvm.createVm();
-      this.core.defer(() => this.vm.close());
-      this.vm.setTssAddr(KVM_TSS_ADDR);
-      this.vm.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDR);
-      this.vm.createIrqchip();
-      this.vm.createPit2();
-      this.mem = GuestMemory.create(cfg.memoryMiB * MiB, undefined, { secret: cfg.memory?.kind === 'secret' });
-      this.core.defer(() => this.mem.close());
-      this.mem.regions.forEach((r, slot) => this.vm.setUserMemoryRegion(slot, r.gpa, r.size, this.mem.address + BigInt(r.offset)));
-      devices = new DeviceManager(this.vm, this.mem, {
+      machine = new Machine({
+        vcpus: cfg.vcpus, memoryMiB: cfg.memoryMiB, memory: cfg.memory?.kind ?? 'memfd', flavour: this.flavour,
+        kvmFd: cfg.kvmFd, kvmDevice: cfg.kvmDevice,
+      });
+      this.machine = machine;
+      this.mem = machine.memory;
+      const slots = machine;
+      devices = new DeviceManager(slots, this.mem, {
         rng: cfg.rng ?? false, disks, volumes: cfg.volumes ?? [], tap, netCard: cfg.netCard, vsock,
       }, {
         output: cfg.output,
         serialInterrupt: () => {
-          this.vm.irqLine(COM1_IRQ, true);
-          this.vm.irqLine(COM1_IRQ, false);
+          slots.irqLine(COM1_IRQ, true);
+          slots.irqLine(COM1_IRQ, false);
         },
         serialInputDrained: () => cfg.inputReady?.(),
         reset: () => this.finish({ kind: 'reset' }),
@@ -202,29 +174,26 @@ export class MicroVm {
       });
       this.devices = devices;
       this.network = devices.network;
-      const supported = this.kvm.supportedCpuid();
-      this.cpuid = this.flavour === 'nested-pvm' ? withoutPvHypercalls(supported) : supported;
       if (cfg.restore) {
         // Everything is checked before anything runs: the digest over every byte, then each record by its model.
         const state = parseMachineRecord(readSnapshot(cfg.restore.fd, this.mem.bytes, { expectDigest: cfg.restore.expectDigest }), this.shape);
-        restoreVmState(this.vm, state.vm);
+        machine.restoreState(state.vm);
         devices.restoreState(state.devices);
         this.restoredVcpus = state.vcpus;
       } else {
         // A card's guest gets its address by DHCP (the card serves it); a TAP's guest is told it.
         const request = cfg.runRequestByPort ? ['azote.request=port'] : [`azote.net=${this.netParam}`];
-        const memory = cfg.memory ? protectionParams(cfg.memory, () => this.vm.getTscKhz()) : [];
+        const memory = cfg.memory ? protectionParams(cfg.memory, () => slots.tscKhz()) : [];
         const cmdline = [cfg.cmdline, ...request, ...memory, ...this.devices.kernelParams()].filter((p) => p && p !== 'azote.net=').join(' ');
-        this.plan = loadGuest(this.mem, { kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
+        this.plan = machine.load({ kernel: cfg.kernel, initrd: cfg.initrd, cmdline, vcpus: cfg.vcpus });
       }
     } catch (e) {
       // The device manager released its own part if it failed; a later failure leaves it to close here.
-      void devices?.close();
+      const closing = devices?.close() ?? Promise.resolve();
       this.handles.dispose();
-      this.core.dispose();
+      void closing.then(() => machine?.close());
       throw e;
     }
-    this.control = new SharedArrayBuffer(cfg.vcpus * CTL_WORDS * 4);
   }
 
   /** How the guest's init sets up eth0 (azote.net=, guest/ABI.md): empty without a network. */
@@ -244,7 +213,10 @@ export class MicroVm {
   }
 
   private get shape(): MachineShape {
-    return { vcpus: this.cfg.vcpus, memoryMiB: this.cfg.memoryMiB, memory: this.mem.secret ? 'secret' : 'memfd', devices: this.devices.names, cpuid: cpuidDigest(this.cpuid) };
+    return {
+      vcpus: this.cfg.vcpus, memoryMiB: this.cfg.memoryMiB, memory: this.mem.secret ? 'secret' : 'memfd', devices: this.devices.names,
+      cpuid: cpuidDigest(this.machine.cpuid),
+    };
   }
 
   /**
@@ -254,91 +226,54 @@ export class MicroVm {
    */
   async snapshot(fd: number, o: { readonly stop?: boolean } = {}): Promise<SnapshotWritten> {
     if (this.end) throw new AzoteError('VmEnded', 'the VM has ended: there is nothing to save', 'save a VM while it runs');
-    if (this.pausing) throw new AzoteError('SnapshotBusy', 'a snapshot of this VM is being taken already', 'wait for it to finish');
-    if (this.vcpus.length < this.cfg.vcpus || this.vcpus.some((h) => !h.saving)) {
-      throw new AzoteError('VmStarting', 'the VM\'s vCPUs are still starting', 'save it once the guest runs');
-    }
-    await this.devices.pause();
+    if (this.saving) throw new AzoteError('SnapshotBusy', 'a snapshot of this VM is being taken already', 'wait for it to finish');
+    const vcpus = this.vcpus;
+    if (!vcpus?.ready) throw new AzoteError('VmStarting', 'the VM\'s vCPUs are still starting', 'save it once the guest runs');
+    this.saving = true;
     try {
-      await this.pauseVcpus();
-      if (this.end) throw new AzoteError('VmEnded', 'the VM ended while it was being paused for a snapshot', 'save a VM while it runs');
-      const vcpus = this.vcpus.map((h) => {
-        const s = h.saving;
-        if (!s) throw new Error(`vCPU ${h.index} is not set up`);
-        return saveVcpuState(this.vm.borrowVcpu(h.index, s.fd, s.runAddress, s.runSize), s.msrs);
-      });
-      const state = machineRecord({ shape: this.shape, vm: saveVmState(this.vm), vcpus, devices: this.devices.saveState() });
-      const written = writeSnapshot(fd, state, this.mem.bytes, this.mem.dataExtents());
-      if (o.stop) this.finish({ kind: 'stopped' });
-      return written;
+      await this.devices.pause();
+      try {
+        await vcpus.pause();
+        if (this.end) throw new AzoteError('VmEnded', 'the VM ended while it was being paused for a snapshot', 'save a VM while it runs');
+        const saved = this.machine.saveState();
+        const state = machineRecord({ shape: this.shape, vm: saved.vm, vcpus: saved.vcpus, devices: this.devices.saveState() });
+        const written = writeSnapshot(fd, state, this.mem.bytes, this.mem.dataExtents());
+        if (o.stop) this.finish({ kind: 'stopped' });
+        return written;
+      } finally {
+        if (!this.end) {
+          vcpus.resume();
+          this.devices.resume();
+        }
+      }
     } finally {
-      if (!this.end) {
-        this.resumeVcpus();
-        this.devices.resume();
-      }
-    }
-  }
-
-  /** Holds every vCPU outside KVM_RUN with its last I/O completed; resolves once all say so (or the VM ended). */
-  private pauseVcpus(): Promise<void> {
-    return new Promise((resolve) => {
-      this.pausing = { waiting: new Set(this.vcpus.map((h) => h.index)), done: resolve };
-      for (const h of this.vcpus) {
-        // immediate_exit first: a thread that sees PAUSE clears it once its I/O is completed, and must not find it
-        // set again afterwards (KVM_RUN would return at once forever).
-        if (h.runPage) h.runPage[kvmRun.fields.immediateExit.offset] = 1;
-        Atomics.store(h.control, CTL.PAUSE, 1);
-        this.interrupt(h);
-      }
-    });
-  }
-
-  private resumeVcpus(): void {
-    this.pausing = undefined;
-    for (const h of this.vcpus) {
-      Atomics.store(h.control, CTL.PAUSE, 0);
-      Atomics.notify(h.control, CTL.PAUSE);
-    }
-  }
-
-  /** Pulls a vCPU thread out of KVM_RUN. */
-  private interrupt(h: VcpuHandle): void {
-    if (h.tid === undefined || h.exited) return;
-    try {
-      libc.tgkill(libc.getpid(), h.tid, WAKE_SIGNAL);
-    } catch {
-      // The thread already left; nothing to interrupt.
+      this.saving = false;
     }
   }
 
   stats(): VmStats {
-    return { ioExits: this.ioExits, bus: { ...this.devices.bus.counters }, quirks: this.quirks };
+    return { ioExits: this.vcpus?.ioExits ?? 0, bus: { ...this.devices.bus.counters }, quirks: this.quirks };
   }
 
   /** Starts every vCPU; resolves when the VM has ended and every resource is released. */
   run(): Promise<VmEnd> {
-    if (!wakeSignalInstalled) {
-      libc.installWakeSignal(WAKE_SIGNAL);
-      wakeSignalInstalled = true;
-    }
-    const cpuid = this.cpuid;
     const done = new Promise<VmEnd>((resolve) => { this.resolveEnd = resolve; });
-    const startGate = new SharedArrayBuffer(4);
-    for (let index = 0; index < this.cfg.vcpus; index++) {
-      const init: VcpuThreadInit = {
-        index, vcpus: this.cfg.vcpus, kvmFd: this.kvm.fd, vmFd: this.vm.fd, memory: this.mem.share(),
-        plan: this.plan, restore: this.restoredVcpus?.[index], cpuid, control: this.control, startGate, flavour: this.flavour, confine: this.cfg.confineThreads?.vcpu,
-      };
-      const worker = new Worker(new URL('./vcpu-thread.js', import.meta.url), { workerData: init });
-      const handle: VcpuHandle = { index, worker, control: new Int32Array(this.control, index * CTL_WORDS * 4, CTL_WORDS), exited: false };
-      this.vcpus.push(handle);
-      worker.on('message', (m: VcpuMessage) => this.onMessage(handle, m));
-      worker.on('error', (e) => this.finish({ kind: 'crashed', reason: `vCPU ${index} thread failed: ${e.message}` }));
-      worker.on('exit', () => {
-        handle.exited = true;
-        this.maybeClose();
-      });
-    }
+    this.vcpus = this.machine.startVcpus({ plan: this.plan, restore: this.restoredVcpus, confine: this.cfg.confineThreads?.vcpu }, {
+      access: (a) => this.access(a),
+      deviceFailed: (a, e) => {
+        // A device model failed on what the guest did: that VM ends with the reason; the process and the host go on.
+        const what = `${a.pio ? 'port' : 'MMIO'} ${a.write ? 'write' : 'read'} at 0x${a.addr.toString(16)}/${a.size}`;
+        this.finish({ kind: 'crashed', reason: `device failure on a ${what}: ${errorMessage(e)}` });
+      },
+      ended: (index, stop) => this.onVcpuEnded(index, stop),
+      threadFailed: (index, e) => this.finish({ kind: 'crashed', reason: `vCPU ${index} thread failed: ${e.message}` }),
+      quirk: (index, what) => {
+        this.quirks++;
+        this.log.debug('nested-KVM workaround', { vcpu: index, what });
+      },
+      msrsRefused: (index, count) => this.log.debug('KVM refused some boot MSRs', { vcpu: index, refused: count }),
+      allExited: () => this.maybeClose(),
+    });
     return done;
   }
 
@@ -363,62 +298,21 @@ export class MicroVm {
     this.finish({ kind: 'stopped' });
   }
 
-  private onMessage(h: VcpuHandle, m: VcpuMessage): void {
-    switch (m.type) {
-      case 'ready':
-        h.tid = m.tid;
-        h.saving = { fd: m.vcpuFd, runAddress: m.runAddress, runSize: m.runSize, msrs: m.msrs };
-        // After the end the thread may already have unmapped its run page (it closes once told STOP).
-        if (!this.end) h.runPage = new Uint8Array(libc.viewAt(m.runAddress, m.runSize));
-        if (m.msrsRefused > 0) this.log.debug('KVM refused some boot MSRs', { vcpu: m.index, refused: m.msrsRefused });
-        if (this.end) this.kick(h);
-        return;
-      case 'io':
-        this.serve(h);
-        return;
-      case 'paused':
-        this.pausing?.waiting.delete(m.index);
-        if (this.pausing?.waiting.size === 0) this.pausing.done();
-        return;
-      case 'quirk':
-        this.quirks++;
-        this.log.debug('nested-KVM workaround', { vcpu: m.index, what: m.what });
-        return;
-      case 'ended':
-        this.onVcpuEnded(m.index, m.stop);
-        return;
-    }
-  }
-
-  private serve(h: VcpuHandle): void {
-    const c = h.control;
-    if (Atomics.load(c, CTL.STATE) !== STATE.REQUEST) return;
-    this.ioExits++;
-    const addr = ((c[CTL.ADDR_HI] ?? 0) >>> 0) * 0x100000000 + ((c[CTL.ADDR_LO] ?? 0) >>> 0);
-    const size = c[CTL.SIZE] ?? 0;
-    const write = c[CTL.WRITE] === 1;
-    const value = (BigInt((c[CTL.VAL_HI] ?? 0) >>> 0) << 32n) | BigInt((c[CTL.VAL_LO] ?? 0) >>> 0);
-    const pio = c[CTL.KIND] === KIND.PIO;
-    let result = 0n;
-    try {
-      if (pio) {
-        if (write) this.devices.bus.portWrite(addr, size, Number(value & 0xffffffffn));
-        else result = BigInt(this.devices.bus.portRead(addr, size));
-      } else {
-        if (write) this.devices.bus.mmioWrite(addr, size, value);
-        else result = this.devices.bus.mmioRead(addr, size);
+  /** A vCPU's port or MMIO access, answered by the device models on the bus. */
+  private access(a: VcpuAccess): bigint {
+    const bus = this.devices.bus;
+    if (a.pio) {
+      if (a.write) {
+        bus.portWrite(a.addr, a.size, Number(a.value & 0xffffffffn));
+        return 0n;
       }
-    } catch (e) {
-      // A device model failed on what the guest did: that VM ends with the reason; the process and the host go on.
-      const what = `${pio ? 'port' : 'MMIO'} ${write ? 'write' : 'read'} at 0x${addr.toString(16)}/${size}`;
-      this.finish({ kind: 'crashed', reason: `device failure on a ${what}: ${errorMessage(e)}` });
+      return BigInt(bus.portRead(a.addr, a.size));
     }
-    c[CTL.VAL_LO] = Number(result & 0xffffffffn) | 0;
-    c[CTL.VAL_HI] = Number((result >> 32n) & 0xffffffffn) | 0;
-    // A device may have ended the VM during this access; then the vCPU is told to stop instead.
-    if (Atomics.compareExchange(c, CTL.STATE, STATE.REQUEST, this.end ? STATE.STOP : STATE.DONE) === STATE.REQUEST) {
-      Atomics.notify(c, CTL.STATE);
+    if (a.write) {
+      bus.mmioWrite(a.addr, a.size, a.value);
+      return 0n;
     }
+    return bus.mmioRead(a.addr, a.size);
   }
 
   private onVcpuEnded(index: number, stop: VcpuStop): void {
@@ -438,23 +332,14 @@ export class MicroVm {
     }
   }
 
-  private kick(h: VcpuHandle): void {
-    if (h.runPage) h.runPage[kvmRun.fields.immediateExit.offset] = 1;
-    this.interrupt(h);
-    Atomics.store(h.control, CTL.STATE, STATE.STOP);
-    Atomics.notify(h.control, CTL.STATE);
-    Atomics.notify(h.control, CTL.PAUSE);
-  }
-
   private finish(end: VmEnd): void {
     if (this.end) return;
     this.end = end;
     this.log.debug('VM ending', { end });
-    for (const h of this.vcpus) this.kick(h);
-    // A snapshot waiting for vCPUs to pause learns that the VM ended instead.
-    this.pausing?.done();
+    // Each vCPU leaves its loop; a snapshot waiting for them to pause learns that the VM ended instead.
+    this.vcpus?.stop();
     const timer = setTimeout(() => {
-      this.log.warn('vCPU threads did not stop in time', { pending: this.vcpus.filter((h) => !h.exited).length });
+      this.log.warn('vCPU threads did not stop in time', { pending: this.vcpus?.pending ?? 0 });
       this.release();
     }, STOP_GRACE_MS);
     timer.unref();
@@ -462,7 +347,7 @@ export class MicroVm {
   }
 
   private maybeClose(): void {
-    if (this.end && this.vcpus.every((h) => h.exited)) this.release();
+    if (this.end && (this.vcpus?.allExited ?? true)) this.release();
   }
 
   private release(): void {
@@ -473,7 +358,7 @@ export class MicroVm {
       this.handles.dispose();
       // vCPU threads still inside the kernel keep their own references; closing our fds is safe either way, but
       // their memory mapping must stay.
-      if (this.vcpus.every((h) => h.exited)) this.core.dispose();
+      if (this.vcpus?.allExited ?? true) this.machine.close();
       this.resolveEnd?.(end);
     });
   }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classify, failedInstruction, withoutPvHypercalls } from '../../src/hypervisor/pvm-quirks.js';
+import { classify, failedInstruction, withoutPvHypercalls } from '../../src/isolation/pvm-quirks.js';
 
 test('nested-KVM quirks: instruction lengths of the instructions we step over', () => {
   assert.deepEqual(classify(Uint8Array.of(0xcc, 0x90)), { action: 'inject-bp', length: 1 });
