@@ -24,7 +24,7 @@ import { Channel, channelPair } from '../protocols/channel.js';
 import { snapshotCapacity } from '../protocols/snapshot-file.js';
 import { hypervisorMessage, INHERITED_FDS, type ControllerMessage, type HypervisorMessage } from '../protocols/instance.js';
 import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
-import { chooseProtection, protectionMeasurement, type MemoryProtection } from '../isolation/memory-protection.js';
+import { chooseProtection, describeProtection, protectionMeasurement, type MemoryProtection } from '../isolation/memory-protection.js';
 import { probeHostMemory } from '../isolation/secret-probe.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import * as libc from '../sys/libc.js';
@@ -267,7 +267,7 @@ export class Controller {
     const guestMemory = jailsLock ? chooseProtection(probeHostMemory())
       : { kind: 'memfd' as const, noKvmclock: false, why: 'the controller can neither raise the jails\' locked-memory limit nor let them lock (run it as root)' };
     chip.measure(protectionMeasurement(guestMemory));
-    o.log.info('guest memory', { kind: guestMemory.kind, noKvmclock: guestMemory.noKvmclock, ...(guestMemory.why ? { why: guestMemory.why } : {}) });
+    o.log.info('guest memory', { kind: guestMemory.kind, level: describeProtection(guestMemory) });
     return new Controller(o, kernel, chip, self.runtime, pids, guestMemory);
   }
 
