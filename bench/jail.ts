@@ -2,7 +2,7 @@
 // that reads its root and exits) is started BENCH_JAIL_RUNS times each way, interleaved:
 //   node directly (the baseline); the earlier jail (taskset + unshare --net); the jail the controller uses now
 //   (jailCommand: taskset, unshare --net --mount, the tmpfs root with its bind mounts and pivot_root, setpriv).
-// Then what the seccomp lists cost the vCPU thread's hot call (seccomp-child.ts).
+// Then what the seccomp list costs a vCPU's hot call (seccomp-child.ts).
 // Needs root (as the controller does to jail as root); says so and measures nothing without it.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -25,19 +25,18 @@ function timed(command: string, args: readonly string[]): number {
   return ms;
 }
 
-/** What the seccomp lists add to the vCPU's hot call (seccomp-child.ts measures it in a process of its own). */
+/** What the seccomp list adds to a vCPU's hot call (seccomp-child.ts measures it in a process of its own). */
 function seccompCost(): MetricResult {
   const calls = envInt('BENCH_SECCOMP_CALLS', 200_000);
   const child = fileURLToPath(new URL('./seccomp-child.js', import.meta.url));
   const r = spawnSync(process.execPath, [child, String(calls), '7'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`seccomp-child: status ${r.status}: ${r.stderr.slice(0, 300)}`);
-  const seen = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as { none: number[]; processList: number[]; both: number[] };
+  const seen = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as { none: number[]; processList: number[] };
   say(`\nseccomp: ioctl(-1, KVM_RUN) ${calls} times per round, 7 rounds, on a worker thread`);
   const { text, result } = renderMetric({
-    id: 'seccomp-ioctl', title: 'ioctl KVM_RUN under the lists (EBADF at once)', unit: 'ns/call', baseline: 'no filter',
-    rows: [{ name: 'no filter', samples: seen.none }, { name: 'process list', samples: seen.processList },
-      { name: 'process + vCPU lists', samples: seen.both }],
-    notes: ['koffi\'s cost of a call is in every row; the difference between rows is the filters\'',
+    id: 'seccomp-ioctl', title: 'ioctl KVM_RUN under the hypervisor\'s list (EBADF at once)', unit: 'ns/call', baseline: 'no filter',
+    rows: [{ name: 'no filter', samples: seen.none }, { name: 'process list', samples: seen.processList }],
+    notes: ['koffi\'s cost of a call is in both rows; the difference between them is the filter\'s',
       'a real KVM_RUN costs a guest entry and exit on top (microseconds here)'],
   });
   say(`\n${text}`);

@@ -9,6 +9,9 @@ import { runJail } from './jail.js';
 import { runRestore } from './restore.js';
 import { BenchError, killAllChildren } from './proc.js';
 
+// The bare MicroVm processes the benchmarks start inherit it: each vCPU holds one of libuv's pool threads.
+process.env['UV_THREADPOOL_SIZE'] ??= '16';
+
 const benches: Record<string, () => Promise<unknown>> = {
   boot: runBoot,
   block: runBlock,

@@ -20,7 +20,9 @@ if (files.length === 0) {
   process.exit(1);
 }
 const started = Date.now();
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...files], { stdio: 'inherit' });
+// Tests run VMs in their own processes, whose vCPUs each hold one of libuv's pool threads (src/isolation/vcpus.ts).
+const env = { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' };
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...files], { stdio: 'inherit', env });
 const s = Math.round((Date.now() - started) / 1000);
 process.stdout.write(`test suite: ${files.length} files in ${Math.floor(s / 60)} min ${s % 60} s\n`);
 process.exit(r.status ?? 1);

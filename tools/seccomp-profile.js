@@ -1,7 +1,7 @@
 // Writes the seccomp allowlists of the hypervisor and the cards from what they really call: runs test files that
 // start them (through the controller, in their jails) under `strace -f`, finds each jailed process by its entry,
 // and lists the system calls each role made once its filter was installed: the process (every thread, after the
-// process-wide filter) and each named thread role (a thread named azote-vcpuN or azote-io, after its own filter),
+// process-wide filter) and each named thread role (a thread named azote-io, after its own filter),
 // with the ioctl requests of the roles whose lists restrict them. Calls on seccomp.ts's MUST_FAIL list are left
 // out (they fail, and must) and reported. A call seen refused (EPERM) is kept: it was attempted by code that runs.
 //
@@ -26,8 +26,8 @@ const DEFAULT_WORKLOADS = [
 
 /** Each jailed program: how its process is found (its entry in node's arguments), its thread roles and its file. */
 const PROGRAMS = [
-  { name: 'hypervisor', entry: '/dist/src/hypervisor/instance-main.js', roles: { vcpu: /^azote-vcpu\d+$/, io: /^azote-io$/ },
-    ioctlRoles: ['vcpu', 'io'], file: 'src/hypervisor/seccomp-profile.ts', constant: 'HYPERVISOR_SECCOMP' },
+  { name: 'hypervisor', entry: '/dist/src/hypervisor/instance-main.js', roles: { io: /^azote-io$/ },
+    ioctlRoles: ['io'], file: 'src/hypervisor/seccomp-profile.ts', constant: 'HYPERVISOR_SECCOMP' },
   { name: 'block card', entry: '/dist/src/cards/block/main.js', roles: {}, ioctlRoles: [],
     file: 'src/cards/block/seccomp-profile.ts', constant: 'BLOCK_CARD_SECCOMP' },
   { name: 'network card', entry: '/dist/src/cards/net/main.js', roles: {}, ioctlRoles: [],

@@ -13,6 +13,7 @@ import {
 } from '../protocols/instance.js';
 import * as libc from '../sys/libc.js';
 import { JAIL_PATH, jailedExit } from '../controller/jail.js';
+import { threadPoolEnv } from '../isolation/vcpus.js';
 import type { Tap } from '../hypervisor/tap.js';
 import { formatMac } from '../virtio/net-addressing.js';
 import type { HypervisorCommand } from './run-jail.js';
@@ -108,7 +109,7 @@ export class RunHypervisor {
           runRequest: Buffer.from(h.snapshot.runRequest).toString('base64'),
         } : {}),
       };
-      const env: Record<string, string> = { PATH: JAIL_PATH };
+      const env: Record<string, string> = { PATH: JAIL_PATH, ...threadPoolEnv(h.launch.vcpus) };
       for (const name of ['AZOTE_LOG_LEVEL', 'AZOTE_LOG_FORMAT']) {
         const v = process.env[name];
         if (v !== undefined) env[name] = v;

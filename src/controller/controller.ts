@@ -26,6 +26,7 @@ import { hypervisorMessage, INHERITED_FDS, type ControllerMessage, type Hypervis
 import { detectKvmFlavour, KVM_DEVICE } from '../kvm/kvm.js';
 import { chooseProtection, describeProtection, protectionMeasurement, type MemoryProtection } from '../isolation/memory-protection.js';
 import { probeHostMemory } from '../isolation/secret-probe.js';
+import { threadPoolEnv } from '../isolation/vcpus.js';
 import { SecurityChip, type VerifiedComponent } from '../security-chip/chip.js';
 import * as libc from '../sys/libc.js';
 import { CardProcess, FIRST_CARD_FD, type CardJail } from './card-process.js';
@@ -535,7 +536,7 @@ export class Controller {
       const child = spawn(command, args, {
         // SNAPSHOT_FD follows the disks.
         stdio: ['ignore', consoleFd, logFd, channelFd, kvmFd, kernelFd, rootFd, metadataFd, ...(snapshotFd === undefined ? [] : [snapshotFd])],
-        env: { PATH: JAIL_PATH },
+        env: { PATH: JAIL_PATH, ...threadPoolEnv(req.vcpus) },
       });
       return { child, channelFd: mine };
     } catch (e) {

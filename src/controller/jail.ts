@@ -5,8 +5,10 @@
 //   no_new_privs) -> node (the entry)
 // Its root is a read-only tmpfs that holds only what the process needs to run: the node binary and setpriv with
 // the shared libraries they and the bundle's native addons load, and the verified component's files, each bound
-// read-only at its own path. No /dev, /proc, /sys, /etc, /tmp and no data directory: /dev/kvm, the kernel and the
-// disks come as inherited descriptors and the cards' connections on its channel. The old root is detached before
+// read-only at its own path, and a /proc that shows only the processes of its own pid namespace (subset=pid: no
+// system files), where the hypervisor lists its own threads to pull a vCPU out of KVM_RUN. No /dev, /sys, /etc, /tmp
+// and no data directory: /dev/kvm, the kernel and the disks come as inherited descriptors and the cards' connections
+// on its channel. The old root is detached before
 // the hypervisor starts, so nothing of the host's file system can be reached again from inside.
 import { accessSync, closeSync, constants, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -111,8 +113,8 @@ export function jailContents(componentDir: string, node: string, setpriv: string
 // Run by sh inside the new mount namespace: $1 is the directory the tmpfs root is mounted on, $2 the host's umount
 // and $3 the directories of its libraries, then the mirror steps (link TARGET AT | file AT | dir AT) up to "--",
 // then the command. The root is made read-only before the pivot; after it, the host's umount (run from the old root,
-// which is still attached) detaches the old root and the proc it needs to find mounts, and the two mount points
-// stay behind, empty and read-only. The entry gets the environment the jail was given (PATH), not the shell's PWD
+// which is still attached, finding mounts in the jail's own proc) detaches the old root, whose mount point stays
+// behind, empty and read-only. The entry gets the environment the jail was given (PATH), not the shell's PWD
 // and OLDPWD (which named the mount point on the host). Directories are made only where missing, and named by
 // parameter expansion rather than dirname: each process the script starts costs every launch a few milliseconds. The directories made on the way to each bound path must let
 // the jail's uid through whatever umask the starting process had.
@@ -130,12 +132,12 @@ while [ "$1" != -- ]; do
 done
 shift
 mkdir "$r/.old" "$r/proc"
-mount -t proc -o nosuid,nodev,noexec proc "$r/proc"
+mount -t proc -o nosuid,nodev,noexec,subset=pid,hidepid=invisible proc "$r/proc"
 mount --rbind "$r" "$r"
 mount -o remount,bind,ro,nosuid,nodev "$r"
 cd "$r"
 pivot_root . .old
-LD_LIBRARY_PATH=$libs "/.old$umount" -l /.old /proc
+LD_LIBRARY_PATH=$libs "/.old$umount" -l /.old
 cd /
 unset OLDPWD PWD
 exec "$@"`;

@@ -139,7 +139,7 @@ async function launch(spec: InstanceLaunch): Promise<void> {
     const tap = spec.tap ? { ...spec.tap, mac: Uint8Array.from(spec.tap.mac.split(':').map((h) => parseInt(h, 16))) } : undefined;
     created = new MicroVm({
       kernel, initrd, cmdline: spec.cmdline, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, memory: spec.memory, log, kvmFd: spec.kvmFd, flavour: spec.flavour,
-      disks: spec.disks.map((d) => ({ path: d.name, fd: d.fd, readOnly: d.readOnly })), rng: spec.rng, confineThreads: allowlists,
+      disks: spec.disks.map((d) => ({ path: d.name, fd: d.fd, readOnly: d.readOnly })), rng: spec.rng, confineIo: allowlists.io,
       volumes: (spec.volumes ?? []).map(card), ...(spec.netCard ? { netCard: card(spec.netCard) } : {}),
       ...(tap ? { tap } : {}), ...(spec.vsockFd === undefined ? {} : { vsock: { listenFd: spec.vsockFd, connect: connectVsock } }),
       output: (bytes) => process.stdout.write(bytes),

@@ -27,13 +27,4 @@ export const HYPERVISOR_SECCOMP = {
     },
     ioctls: {},
   },
-  vcpu: {
-    syscalls: {
-      close: 3, epoll_pwait: 281, exit: 60, futex: 202, getpid: 39, ioctl: 16, madvise: 28, mmap: 9,
-      mprotect: 10, munmap: 11, read: 0, rt_sigprocmask: 14, rt_sigreturn: 15, seccomp: 317, write: 1,
-    },
-    ioctls: {
-      KVM_GET_REGS: 0x8090ae81, KVM_GET_VCPU_EVENTS: 0x8040ae9f, KVM_RUN: 0xae80, KVM_SET_REGS: 0x4090ae82, KVM_SET_VCPU_EVENTS: 0x4040aea0,
-    },
-  },
 } as const satisfies Record<string, SyscallAllowlist>;

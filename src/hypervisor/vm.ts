@@ -10,7 +10,7 @@ import type { GuestMemory } from '../memory/guest-memory.js';
 import type { BootPlan } from '../boot/loader.js';
 import { Machine } from '../isolation/machine.js';
 import { protectionParams, type MemoryProtection } from '../isolation/memory-protection.js';
-import type { VcpuAccess, VcpuStop, VcpuThreads } from '../isolation/vcpus.js';
+import type { VcpuAccess, VcpuStop, Vcpus } from '../isolation/vcpus.js';
 import { validateVmShape } from './vm-shape.js';
 import type { BusCounters } from './bus.js';
 import { COM1_IRQ } from './devices/uart.js';
@@ -47,10 +47,10 @@ export interface VmConfig {
   /** A virtio-rng device (entropy from the host's CSPRNG). */
   readonly rng?: boolean;
   /**
-   * Given by a hypervisor that took its process's seccomp filter (instance-main.ts): each vCPU thread and the I/O
-   * thread add their role's narrower list (seccomp-roles.ts) once set up.
+   * Given by a hypervisor that took its process's seccomp filter (instance-main.ts): the I/O thread adds its role's
+   * narrower list (seccomp-roles.ts) once set up.
    */
-  readonly confineThreads?: { readonly vcpu: SyscallAllowlist; readonly io: SyscallAllowlist };
+  readonly confineIo?: SyscallAllowlist;
   /** Disks, in order: the first is /dev/vda in a Linux guest. Each is locked while the VM runs. */
   readonly disks?: readonly DiskSpec[];
   /**
@@ -116,7 +116,7 @@ export class MicroVm {
   /** Each vCPU's state from the snapshot this VM continues, if it does. */
   private readonly restoredVcpus: readonly VcpuState[] | undefined;
   private readonly devices: DeviceManager;
-  private vcpus: VcpuThreads | undefined;
+  private vcpus: Vcpus | undefined;
   /** A snapshot is being taken. */
   private saving = false;
   private readonly log: Logger;
@@ -169,7 +169,7 @@ export class MicroVm {
         marker: (v) => cfg.onMarker?.(v),
         shutdownRequested: () => this.shutdownRequested,
       }, {
-        log: this.log, confineIo: cfg.confineThreads?.io, crashed: (why) => this.finish({ kind: 'crashed', reason: why }),
+        log: this.log, confineIo: cfg.confineIo, crashed: (why) => this.finish({ kind: 'crashed', reason: why }),
         connectHost: vsock ? vsock.connect : () => Promise.resolve(undefined),
       });
       this.devices = devices;
@@ -228,7 +228,7 @@ export class MicroVm {
     if (this.end) throw new AzoteError('VmEnded', 'the VM has ended: there is nothing to save', 'save a VM while it runs');
     if (this.saving) throw new AzoteError('SnapshotBusy', 'a snapshot of this VM is being taken already', 'wait for it to finish');
     const vcpus = this.vcpus;
-    if (!vcpus?.ready) throw new AzoteError('VmStarting', 'the VM\'s vCPUs are still starting', 'save it once the guest runs');
+    if (!vcpus) throw new AzoteError('VmStarting', 'the VM\'s vCPUs are not running yet', 'save it once the guest runs');
     this.saving = true;
     try {
       await this.devices.pause();
@@ -258,7 +258,16 @@ export class MicroVm {
   /** Starts every vCPU; resolves when the VM has ended and every resource is released. */
   run(): Promise<VmEnd> {
     const done = new Promise<VmEnd>((resolve) => { this.resolveEnd = resolve; });
-    this.vcpus = this.machine.startVcpus({ plan: this.plan, restore: this.restoredVcpus, confine: this.cfg.confineThreads?.vcpu }, {
+    try {
+      this.startVcpus();
+    } catch (e) {
+      this.finish({ kind: 'crashed', reason: `the vCPUs cannot start: ${errorMessage(e)}` });
+    }
+    return done;
+  }
+
+  private startVcpus(): void {
+    this.vcpus = this.machine.startVcpus({ plan: this.plan, restore: this.restoredVcpus }, {
       access: (a) => this.access(a),
       deviceFailed: (a, e) => {
         // A device model failed on what the guest did: that VM ends with the reason; the process and the host go on.
@@ -266,7 +275,6 @@ export class MicroVm {
         this.finish({ kind: 'crashed', reason: `device failure on a ${what}: ${errorMessage(e)}` });
       },
       ended: (index, stop) => this.onVcpuEnded(index, stop),
-      threadFailed: (index, e) => this.finish({ kind: 'crashed', reason: `vCPU ${index} thread failed: ${e.message}` }),
       quirk: (index, what) => {
         this.quirks++;
         this.log.debug('nested-KVM workaround', { vcpu: index, what });
@@ -274,7 +282,6 @@ export class MicroVm {
       msrsRefused: (index, count) => this.log.debug('KVM refused some boot MSRs', { vcpu: index, refused: count }),
       allExited: () => this.maybeClose(),
     });
-    return done;
   }
 
   /**
@@ -339,7 +346,7 @@ export class MicroVm {
     // Each vCPU leaves its loop; a snapshot waiting for them to pause learns that the VM ended instead.
     this.vcpus?.stop();
     const timer = setTimeout(() => {
-      this.log.warn('vCPU threads did not stop in time', { pending: this.vcpus?.pending ?? 0 });
+      this.log.warn('vCPUs did not stop in time', { pending: this.vcpus?.pending ?? 0 });
       this.release();
     }, STOP_GRACE_MS);
     timer.unref();
@@ -356,8 +363,7 @@ export class MicroVm {
     const end = this.end;
     void this.devices.close().then(() => {
       this.handles.dispose();
-      // vCPU threads still inside the kernel keep their own references; closing our fds is safe either way, but
-      // their memory mapping must stay.
+      // A vCPU still inside KVM_RUN uses guest memory through this process's mapping: then it must stay.
       if (this.vcpus?.allExited ?? true) this.machine.close();
       this.resolveEnd?.(end);
     });

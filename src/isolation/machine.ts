@@ -5,9 +5,8 @@
 // process's IsolationEngine (engine.ts), whose preconditions refuse what must not happen.
 import { AzoteError } from '../base/errors.js';
 import * as libc from '../sys/libc.js';
-import type { SyscallAllowlist } from '../sys/seccomp.js';
 import { Kvm, type CpuidEntry, type KvmFlavour, type Vm } from '../kvm/kvm.js';
-import { saveVcpuState, type VcpuState } from '../kvm/vcpu-state.js';
+import type { VcpuState } from '../kvm/vcpu-state.js';
 import { restoreVmState, saveVmState, type VmState } from '../kvm/vm-state.js';
 import { GuestMemory, MiB } from '../memory/guest-memory.js';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from '../boot/layout.js';
@@ -15,7 +14,7 @@ import { loadGuest, type BootConfig, type BootPlan } from '../boot/loader.js';
 import { IsolationEngine, PAGE_BYTES, type VmId } from './engine.js';
 import type { GuestMemoryKind } from './memory-protection.js';
 import { withoutPvHypercalls } from './pvm-quirks.js';
-import { VcpuThreads, type VcpuEvents } from './vcpus.js';
+import { Vcpus, type VcpuEvents } from './vcpus.js';
 
 /**
  * The eventfds of one virtio-mmio slot: KVM signals `notifyFds[q]` when the guest notifies queue q, and raises the
@@ -60,7 +59,7 @@ export class Machine implements DeviceSlots {
   readonly cpuid: CpuidEntry[];
   private readonly id: VmId;
   private readonly boundSlots = new Set<number>();
-  private vcpuThreads: VcpuThreads | undefined;
+  private vcpus: Vcpus | undefined;
   private closed = false;
 
   constructor(readonly spec: MachineSpec) {
@@ -135,16 +134,16 @@ export class Machine implements DeviceSlots {
   }
 
   /** Starts the vCPUs: booting at `plan`, or continuing `restore`. */
-  startVcpus(o: { plan: BootPlan | undefined; restore: readonly VcpuState[] | undefined; confine: SyscallAllowlist | undefined },
-    events: VcpuEvents): VcpuThreads {
-    if (this.vcpuThreads) throw new AzoteError('VcpusStarted', 'this VM\'s vCPUs run already');
+  startVcpus(o: { plan: BootPlan | undefined; restore: readonly VcpuState[] | undefined }, events: VcpuEvents): Vcpus {
+    if (this.vcpus) throw new AzoteError('VcpusStarted', 'this VM\'s vCPUs run already');
     engineBooks().vmRun(this.id);
-    this.vcpuThreads = new VcpuThreads({
-      count: this.spec.vcpus, kvmFd: this.kvm.fd, vmFd: this.vm.fd, memory: this.memory.share(), plan: o.plan,
-      restore: o.restore, cpuid: this.cpuid, flavour: this.spec.flavour, confine: o.confine,
+    const vcpus = new Vcpus({
+      count: this.spec.vcpus, kvm: this.kvm, vm: this.vm, memory: this.memory, plan: o.plan, restore: o.restore,
+      cpuid: this.cpuid, flavour: this.spec.flavour,
     }, events);
-    this.vcpuThreads.start();
-    return this.vcpuThreads;
+    vcpus.start();
+    this.vcpus = vcpus;
+    return vcpus;
   }
 
   /** Loads a snapshot's VM-wide state, before any vCPU runs. */
@@ -152,17 +151,17 @@ export class Machine implements DeviceSlots {
     restoreVmState(this.vm, state);
   }
 
-  /** The VM-wide state and each vCPU's, all vCPUs paused (VcpuThreads.pause). */
+  /** The VM-wide state and each vCPU's, all vCPUs paused (Vcpus.pause). */
   saveState(): { vm: VmState; vcpus: VcpuState[] } {
-    const threads = this.vcpuThreads;
-    if (!threads?.ready) throw new AzoteError('VmStarting', 'the VM\'s vCPUs are still starting', 'save it once the guest runs');
-    const vcpus = threads.saving().map((s) => saveVcpuState(this.vm.borrowVcpu(s.index, s.fd, s.runAddress, s.runSize), s.msrs));
+    if (!this.vcpus) throw new AzoteError('VmStarting', 'the VM\'s vCPUs are not running', 'save it once the guest runs');
+    // vCPUs first, as a restore sets them: reading a vCPU's MP state delivers its pending INIT/SIPI.
+    const vcpus = this.vcpus.saveStates();
     return { vm: saveVmState(this.vm), vcpus };
   }
 
   /**
-   * Releases the VM, its memory and KVM. Call once no vCPU thread is left (they map the memory); the device
-   * eventfds are their holders' to close.
+   * Releases the VM, its memory and KVM. Call once every vCPU has ended (a vCPU in KVM_RUN uses the memory); the
+   * device eventfds are their holders' to close.
    */
   close(): void {
     if (this.closed) return;

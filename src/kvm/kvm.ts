@@ -9,7 +9,7 @@ import {
   kvmLapicState, kvmMpState, kvmMsrEntry, kvmMsrList, kvmMsrs, kvmPitConfig, kvmPitState2, kvmRegs, kvmRun, kvmSregs,
   kvmUserspaceMemoryRegion, kvmVcpuEvents, kvmXcrs,
 } from './structs.js';
-import { decodeExit, type VcpuExit } from './exit.js';
+import { decodeExit, KVM_EXIT, type VcpuExit } from './exit.js';
 
 export const KVM_DEVICE = '/dev/kvm';
 
@@ -216,19 +216,11 @@ export class Vm {
     libc.ioctlBuf(this.fd, K.KVM_IRQFD, r.bytes());
   }
 
-  /** Creates vCPU `id` and maps its kvm_run page. Call it on the thread that will run the vCPU. */
+  /** Creates vCPU `id` and maps its kvm_run page. */
   createVcpu(id: number): Vcpu {
     const fd = libc.ioctl(this.fd, K.KVM_CREATE_VCPU, id);
     const run = libc.mmap(this.kvm.vcpuMmapSize(), libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED, fd, 0);
     return new Vcpu(id, fd, run, this.xsaveArea());
-  }
-
-  /**
-   * A vCPU another thread of this process created and owns (it closes it), for calls made while that thread waits
-   * outside KVM_RUN: saving its state.
-   */
-  borrowVcpu(id: number, fd: number, runAddress: bigint, runSize: number): Vcpu {
-    return new Vcpu(id, fd, libc.mappedAt(runAddress, runSize), this.xsaveArea());
   }
 
   private xsaveArea(): { size: number; getRequest: number } {
@@ -263,6 +255,20 @@ export class Vcpu {
     if (rc === -libc.EINTR || rc === -libc.EAGAIN) return { kind: 'intr' };
     if (rc < 0) throw new libc.SysError('KVM_RUN', -rc);
     return decodeExit(this.run);
+  }
+
+  /**
+   * Enters the guest on one of libuv's pool threads (koffi's asynchronous call), so that no thread of this process
+   * waits for the exit; `done` gets it on this thread. koffi gives no errno for such a call: KVM_RUN that failed
+   * after a signal or with immediate_exit set is 'intr', any other failure an error that cannot say more.
+   */
+  enterAsync(done: (exit: VcpuExit | Error) => void): void {
+    this.run.set('exitReason', KVM_EXIT.UNKNOWN);
+    libc.ioctlAsync(this.fd, K.KVM_RUN, 0, (rc) => {
+      if (rc >= 0) done(decodeExit(this.run));
+      else if (this.run.get('exitReason') === KVM_EXIT.INTR || this.run.get('immediateExit') !== 0) done({ kind: 'intr' });
+      else done(new Error('KVM_RUN failed (its errno is not reported when the call runs on the thread pool)'));
+    });
   }
 
   /**

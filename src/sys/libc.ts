@@ -113,6 +113,15 @@ export function ioctlRaw(fd: number, req: number, arg: number): number {
   return rc < 0 ? -koffi.errno() : rc;
 }
 
+/**
+ * ioctl(2) with an integer argument on one of libuv's pool threads, for a call that blocks until something happens
+ * (KVM_RUN). `done` gets its return value; koffi does not hand back the thread's errno, so -1 says only that it
+ * failed (the caller tells why from what the call leaves behind).
+ */
+export function ioctlAsync(fd: number, req: number, arg: number, done: (rc: number) => void): void {
+  c.ioctlArg.async(fd, req, arg, (error: unknown, rc: number) => done(error ? -1 : rc));
+}
+
 export interface Mapping {
   readonly ptr: Pointer;
   readonly address: bigint;
@@ -450,16 +459,19 @@ export function exitNow(status: number): never {
 const SIGACTION_SIZE = 152;
 const SIGACTION_FLAGS = 136;
 
+const SA_RESTART = 0x10000000;
+
 /**
- * Give `sig` a handler that does nothing, so that delivering it to a thread interrupts a blocking system
- * call with EINTR (how a vCPU thread is pulled out of KVM_RUN). No SA_RESTART. The handler must be
- * async-signal-safe native code, so it is libc's getpid, which ignores its argument.
+ * Give `sig` a handler that does nothing, so that delivering it to a thread pulls it out of KVM_RUN (which returns
+ * EINTR whatever the flags). With SA_RESTART: the signal goes to every thread of the process (the one in KVM_RUN is
+ * one of libuv's, which has no name), and the others' calls carry on. The handler must be async-signal-safe native
+ * code, so it is libc's getpid, which ignores its argument.
  */
 export function installWakeSignal(sig: number): void {
   const handler = c.dlsym(null, 'getpid');
   const act = new Uint8Array(SIGACTION_SIZE);
   const dv = new DataView(act.buffer);
   dv.setBigUint64(0, koffi.address(handler), true);
-  dv.setInt32(SIGACTION_FLAGS, 0, true);
+  dv.setInt32(SIGACTION_FLAGS, SA_RESTART, true);
   check('sigaction', c.sigaction(sig, act, new Uint8Array(SIGACTION_SIZE)) as number);
 }

@@ -33,7 +33,7 @@ const SYS_SECCOMP = 317, SECCOMP_SET_MODE_FILTER = 1, SECCOMP_FILTER_FLAG_TSYNC 
 const EPERM = 1;
 /** The kernel's limit on one filter's length (BPF_MAXINSNS). */
 export const MAX_INSTRUCTIONS = 4096;
-export const SYS_IOCTL = 16, SYS_LSEEK = 8, SYS_ACCEPT4 = 288, SYS_MINCORE = 27, SYS_MEMFD_SECRET = 447;
+export const SYS_IOCTL = 16, SYS_LSEEK = 8, SYS_ACCEPT4 = 288, SYS_MINCORE = 27, SYS_MEMFD_SECRET = 447, SYS_GETDENTS64 = 217, SYS_NEWFSTATAT = 262;
 
 /** x86-64 system calls no hypervisor or card may make, whatever a recording saw. */
 export const MUST_FAIL: Readonly<Record<string, number>> = {

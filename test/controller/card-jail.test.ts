@@ -24,7 +24,7 @@ import { BLK_T } from '../../src/virtio/blk.js';
 import { VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, type QueueConfig } from '../../src/virtio/split-queue.js';
 import { skipLoudly } from '../framework/kvm.js';
 import { useOwnNetworkNamespace } from '../framework/netns.js';
-import { nodePidsWith, procStatus as status, rootTree as tree, until as poll } from '../framework/processes.js';
+import { JAILED_PROC, nodePidsWith, procStatus as status, rootTree as tree, until as poll } from '../framework/processes.js';
 import { SharedGuest } from '../framework/shared-guest.js';
 
 useOwnNetworkNamespace();
@@ -70,6 +70,7 @@ function checkJailed(pid: number, component: string): void {
   const allowed = (p: string): boolean => p === '/.old' || p === '/proc' || p === '/usr' || /^\/(usr\/)?(bin|lib|lib64)(\/|$)/.test(p)
     || component === p || component.startsWith(`${p}/`) || p.startsWith(`${component}/`);
   assert.deepEqual(tree(root, component).filter((p) => !allowed(p)), [], 'nothing else in its root');
+  assert.deepEqual(readdirSync(`${root}/proc`).sort(), JAILED_PROC, 'its /proc shows only itself');
   assert.deepEqual(readdirSync(`${root}/.old`), [], 'the old root is gone');
   assert.deepEqual(readdirSync(`${root}/usr/bin`).sort(), ['node', 'setpriv'], 'no program but node and setpriv');
   assert.equal(readFileSync(`/proc/${pid}/net/unix`, 'utf8').trim().split('\n').length, 1, 'no Unix socket was made in its namespace');

@@ -14,6 +14,7 @@ import { JAIL_PATH, jailCommand, jailedExit, JAIL_UID_BASE, JailUids, memlockLim
 import { projectRoot } from '../../src/images/paths.js';
 import { EXPECTED_HYPERVISOR_ROLES, type Role, type RoleReport } from '../framework/seccomp-probe.js';
 import { skipLoudly } from '../framework/kvm.js';
+import { JAILED_PROC } from '../framework/processes.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'azote-jail-probe-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -67,13 +68,16 @@ test('a probe in the real jail: its cores cannot widen, its IPC, UTS and pid nam
       out += chunk;
     }
     const seen = JSON.parse(out) as { pid: number; coresBefore: number[]; setAffinityAll: string; coresAfter: number[]; shmid: number; killHostInit: string;
-      seccomp: Record<Role, RoleReport> };
+      seccomp: Record<Role, RoleReport>; proc: string[]; threads: number; wake: string };
     assert.deepEqual(seen.coresBefore, cores);
     assert.deepEqual(seen.coresAfter, cores, `asking for every core (${seen.setAffinityAll}) leaves it on its own`);
     assert.equal(seen.pid, 1, 'the first process of a pid namespace of its own');
     assert.equal(seen.killHostInit, 'not reached');
     assert.ok(seen.shmid >= 0, 'it may make a SysV segment, in its own IPC namespace');
     assert.deepEqual(seen.seccomp, EXPECTED_HYPERVISOR_ROLES, 'each thread role of the hypervisor refuses what it must');
+    assert.deepEqual(seen.proc, JAILED_PROC, 'its /proc shows its own process and no system file');
+    assert.ok(seen.threads > 1, `it lists its threads (${seen.threads})`);
+    assert.equal(seen.wake, 'woken', 'under its seccomp list, a pool thread blocked in a call is pulled out');
 
     const inside = jailedPid(jail.pid ?? 0);
     for (const ns of ['ipc', 'uts', 'pid', 'net', 'mnt']) {

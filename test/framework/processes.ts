@@ -52,7 +52,13 @@ export function procStatus(pid: number | string, field: string): string {
   return new RegExp(`^${field}:[ \\t]*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
 }
 
-/** Every path under `root` (a process's /proc/PID/root), as "/a/b", not descending into `skip` or through links. */
+/** A jail's /proc: its own process, pid 1 of its pid namespace, and nothing of the system. */
+export const JAILED_PROC = ['1', 'self', 'thread-self'];
+
+/**
+ * Every path under `root` (a process's /proc/PID/root), as "/a/b", not descending into `skip`, through links or into
+ * /proc (which shows processes, not files: JAILED_PROC says what a jail's holds).
+ */
 export function rootTree(root: string, skip: string): string[] {
   const out: string[] = [];
   const walk = (rel: string): void => {
@@ -60,7 +66,7 @@ export function rootTree(root: string, skip: string): string[] {
       const r = `${rel}/${name}`;
       out.push(r);
       const link = lstatSync(path.join(root, r), { throwIfNoEntry: false })?.isSymbolicLink() ?? false;
-      if (r !== skip && !link && statSync(path.join(root, r), { throwIfNoEntry: false })?.isDirectory()) walk(r);
+      if (r !== skip && r !== '/proc' && !link && statSync(path.join(root, r), { throwIfNoEntry: false })?.isDirectory()) walk(r);
     }
   };
   walk('');

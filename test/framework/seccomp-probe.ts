@@ -6,10 +6,13 @@
 import koffi from 'koffi';
 import { constants } from 'node:os';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { HYPERVISOR_SECCOMP } from '../../src/hypervisor/seccomp-profile.js';
+import { hypervisorAllowlists, type HypervisorAllowlists } from '../../src/hypervisor/seccomp-roles.js';
 import { MUST_FAIL, restrictProcess, restrictThisThread } from '../../src/sys/seccomp.js';
 
-export type Role = keyof typeof HYPERVISOR_SECCOMP;
+export type Role = keyof HypervisorAllowlists;
+
+/** The lists as instance-main.ts takes them (a hypervisor without vsock). */
+const LISTS = hypervisorAllowlists({ vsock: false });
 
 export interface RoleReport {
   /** The calls of MUST_FAIL that did not fail with EPERM. */
@@ -43,8 +46,8 @@ function probe(): RoleReport {
 
 /** Takes the hypervisor's process list, then probes the process and a thread of each role. */
 export async function probeHypervisorRoles(): Promise<Record<Role, RoleReport>> {
-  restrictProcess(HYPERVISOR_SECCOMP.process);
-  const roles = Object.keys(HYPERVISOR_SECCOMP).filter((r): r is Exclude<Role, 'process'> => r !== 'process');
+  restrictProcess(LISTS.process);
+  const roles = Object.keys(LISTS).filter((r): r is Exclude<Role, 'process'> => r !== 'process');
   const threads = await Promise.all(roles.map((role) => new Promise<[Role, RoleReport]>((resolve, reject) => {
     const worker = new Worker(new URL(import.meta.url), { workerData: { role }, execArgv: [] });
     worker.once('message', (r: RoleReport) => resolve([role, r]));
@@ -54,17 +57,16 @@ export async function probeHypervisorRoles(): Promise<Record<Role, RoleReport>> 
 }
 
 if (!isMainThread && parentPort && (workerData as { role?: Role }).role !== undefined) {
-  restrictThisThread(HYPERVISOR_SECCOMP[(workerData as { role: Role }).role]);
+  restrictThisThread(LISTS[(workerData as { role: Role }).role]);
   parentPort.postMessage(probe());
 }
 
 /**
- * What the probe must find: every MUST_FAIL call refused in every role; memory files, opening files and new threads
- * only for the process (the vCPU and I/O threads are set up by then); KVM_RUN only on a vCPU thread, and no other
- * ioctl there; futex everywhere (threads wait on each other).
+ * What the probe must find: every MUST_FAIL call refused in every role; memory files, opening files, new threads and
+ * ioctl only for the process (vCPUs run KVM_RUN on its pool threads; the I/O thread is set up by then); futex
+ * everywhere (threads wait on each other).
  */
 export const EXPECTED_HYPERVISOR_ROLES: Record<Role, RoleReport> = {
   process: { notRefused: [], calls: { memfd_create: 'EFAULT', openat: 'EFAULT', clone3: 'EINVAL', 'ioctl KVM_RUN': 'EBADF', 'ioctl TCGETS': 'EBADF', futex: 'EFAULT' } },
-  vcpu: { notRefused: [], calls: { memfd_create: 'EPERM', openat: 'EPERM', clone3: 'EPERM', 'ioctl KVM_RUN': 'EBADF', 'ioctl TCGETS': 'EPERM', futex: 'EFAULT' } },
   io: { notRefused: [], calls: { memfd_create: 'EPERM', openat: 'EPERM', clone3: 'EPERM', 'ioctl KVM_RUN': 'EPERM', 'ioctl TCGETS': 'EPERM', futex: 'EFAULT' } },
 };

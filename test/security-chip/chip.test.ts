@@ -38,7 +38,7 @@ function freshHost(name: string): { chip: SecurityChip; bundles: Map<string, Buf
 
 test('bundles hold their entry\'s whole import closure, every file with its digest; tar reads them', () => {
   const hv = componentFiles(COMPONENTS[0] ?? CONTROLLER);
-  for (const f of ['dist/src/hypervisor/instance-main.js', 'dist/src/hypervisor/vm.js', 'dist/src/isolation/vcpu-thread.js',
+  for (const f of ['dist/src/hypervisor/instance-main.js', 'dist/src/hypervisor/vm.js', 'dist/src/isolation/vcpus.js',
     'dist/src/hypervisor/io-thread.js', 'dist/src/kvm/kvm.js', 'dist/src/protocols/channel.js', 'dist/src/sys/fd-watcher-thread.js',
     'node_modules/koffi/index.js', 'package.json']) assert.ok(hv.includes(f), f);
   assert.ok(!hv.some((f) => f.includes('control-plane') || f.includes('/cli/')), 'no control plane or CLI code in the hypervisor');
