@@ -29,7 +29,7 @@ export type IsolationErrorCode =
   | 'BadRange' | 'RangeInUse' | 'OutOfMemory'
   | 'NoSuchRegion' | 'RegionNotOwned' | 'RegionShared' | 'AlreadyShared' | 'NotShared' | 'NotCarved'
   | 'NoSuchCore' | 'CoreOwned' | 'CoreNotOwned' | 'CoreInUse' | 'CorePinned' | 'CoreNotPinned'
-  | 'BadSlot' | 'SlotBound' | 'SlotNotBound' | 'BadParent';
+  | 'BadSlot' | 'SlotBound' | 'SlotNotBound' | 'BadParent' | 'NoSuchCard' | 'CardAdmitted';
 
 export class IsolationError extends AzoteError {
   declare readonly code: IsolationErrorCode;
@@ -104,6 +104,8 @@ export class IsolationEngine {
   private readonly vms = new Map<VmId, MutableVm>();
   private readonly regions = new Map<RegionId, MutableRegion>();
   private readonly cores: MutableCore[];
+  /** Cards the controller started after the chip verified them: only these may be given guest memory. */
+  private readonly cards = new Set<string>();
   private freePages: number;
   private nextVm = 1;
   private nextRegion = 1;
@@ -187,6 +189,7 @@ export class IsolationEngine {
 
   memoryShare(vm: VmId, region: RegionId, card: string): void {
     const r = this.owned(this.live(vm), region);
+    if (!this.cards.has(card)) throw new IsolationError('NoSuchCard', `card ${card} is not admitted: the controller admits a card once the chip verified it`);
     if (r.shares.has(card)) throw new IsolationError('AlreadyShared', `region ${region} is shared with ${card} already`);
     r.shares.add(card);
   }
@@ -196,8 +199,15 @@ export class IsolationEngine {
     if (!r.shares.delete(card)) throw new IsolationError('NotShared', `region ${region} is not shared with ${card}`);
   }
 
-  /** Every share a card holds ends (the card stopped or is distrusted); returns how many ended. */
+  /** A card the controller started, once the chip verified it: from now on it may be given guest memory. */
+  cardAdmit(card: string): void {
+    if (this.cards.has(card)) throw new IsolationError('CardAdmitted', `card ${card} is admitted already`);
+    this.cards.add(card);
+  }
+
+  /** Every share a card holds ends and it is no longer admitted (it stopped or is distrusted); returns how many ended. */
   cardRevokeAll(card: string): number {
+    if (!this.cards.delete(card)) throw new IsolationError('NoSuchCard', `card ${card} is not admitted`);
     let n = 0;
     for (const r of this.regions.values()) if (r.shares.delete(card)) n++;
     return n;
@@ -297,6 +307,10 @@ export class IsolationEngine {
 
   allRegions(): Region[] {
     return [...this.regions.keys()].flatMap((id) => this.region(id) ?? []);
+  }
+
+  get admittedCards(): ReadonlySet<string> {
+    return new Set(this.cards);
   }
 
   coreRecord(core: number): CoreRecord | undefined {

@@ -6,7 +6,8 @@
 //   4. a free core is clean and runs nothing; a pinned core belongs to the pinned VM's account, both sides agree;
 //   5. a running VM has memory; a VM carved from another names one that still exists;
 //   6. slots are within range.
-// Shares need no rule of their own: they live on regions, so (2) keeps them on existing VMs' memory only.
+//   7. a region is shared only with admitted cards.
+// Shares need no other rule: they live on regions, so (2) keeps them on existing VMs' memory only.
 import { PAGE_BYTES, SLOTS_PER_VM, type IsolationEngine } from './engine.js';
 
 export function violations(e: IsolationEngine): string[] {
@@ -18,6 +19,7 @@ export function violations(e: IsolationEngine): string[] {
   for (const r of regions) {
     if (!Number.isSafeInteger(r.pages) || r.pages <= 0 || r.gpa % PAGE_BYTES !== 0) out.push(`region ${r.id}: ${r.pages} pages at ${r.gpa}`);
     if (!vms.get(r.owner)?.regions.has(r.id)) out.push(`region ${r.id}: its owner ${r.owner} does not list it`);
+    for (const card of r.shares) if (!e.admittedCards.has(card)) out.push(`region ${r.id} is shared with ${card}, which is not admitted`);
   }
   const byId = new Map(regions.map((r) => [r.id, r]));
   for (const v of vms.values()) {
