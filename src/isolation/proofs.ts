@@ -87,7 +87,7 @@ export async function openProver(timeoutMs: number): Promise<Prover> {
 }
 
 /** The state the engine starts in: every page free (scrubbed) or the engine's, nothing mapped, shared or created. */
-export function initial(t: Terms, s: State): B {
+function initial(t: Terms, s: State): B {
   const { z } = t;
   const [p, c, v, g, k, x] = ['p', 'c', 'v', 'g', 'k', 'x'].map((n) => z.Int.const(`${n}!init`)) as [Int, Int, Int, Int, Int, Int];
   const owner = s.owner.select(p);
@@ -104,7 +104,7 @@ export function initial(t: Terms, s: State): B {
 }
 
 /** `tr` from a state satisfying every invariant, under its precondition: the state after, and what is assumed. */
-export function step(p: Prover, tr: Transition): { before: State; after: State; assumed: B; frameHolds: B } {
+function step(p: Prover, tr: Transition): { before: State; after: State; assumed: B; frameHolds: B } {
   const { z, t } = p;
   const before = symbolicState(z, `${tr.name}.s`);
   const a = argsOf(z, tr);
@@ -115,28 +115,34 @@ export function step(p: Prover, tr: Transition): { before: State; after: State; 
 }
 
 /** Whether `tr` keeps `inv`, clause by clause: unsat means proved, sat gives a counterexample. */
-export async function keeps(p: Prover, tr: Transition, inv: Invariant): Promise<Check[]> {
+async function keeps(p: Prover, tr: Transition, inv: Invariant): Promise<Check[]> {
   const { assumed, after } = step(p, tr);
   const out: Check[] = [];
   for (const [i, clause] of inv.clauses(p.t, after).entries()) out.push(await p.check(`${tr.name} keeps (${inv.id}.${i + 1})`, assumed, p.z.Not(clause)));
   return out;
 }
 
-export function keepsFrame(p: Prover, tr: Transition): Promise<Check> {
+function keepsFrame(p: Prover, tr: Transition): Promise<Check> {
   const { assumed, frameHolds } = step(p, tr);
   return p.check(`${tr.name} leaves ${tr.unchanged ? 'all but its card' : 'other VMs'} alone`, assumed, p.z.Not(frameHolds));
 }
 
-/** The engine's state at start-up, as concrete arrays: page `enginePage` is the engine's, every other page free. */
-export function startState(p: Prover, enginePage: number): State {
-  const { z } = p;
+/** An array indexed by one integer holding `v` everywhere (stores then write a concrete state's entries). */
+export function constant1<T>(z: Z, v: number | boolean): T {
   const I = z.Int.sort();
-  const k1 = <T>(v: number | boolean): T =>
-    (typeof v === 'boolean' ? z.Array.K(I, z.Bool.val(v)) : z.Array.K(I, z.Int.val(v))) as unknown as T;
-  const k2 = <T>(v: number | boolean): T => {
-    const [a, b] = [z.Int.const('a!k2'), z.Int.const('b!k2')];
-    return (typeof v === 'boolean' ? z.Lambda([a, b], z.Bool.val(v)) : z.Lambda([a, b], z.Int.val(v))) as unknown as T;
-  };
+  return (typeof v === 'boolean' ? z.Array.K(I, z.Bool.val(v)) : z.Array.K(I, z.Int.val(v))) as unknown as T;
+}
+
+/** The same, indexed by two integers. */
+export function constant2<T>(z: Z, v: number | boolean): T {
+  const [a, b] = [z.Int.const('a!k2'), z.Int.const('b!k2')];
+  return (typeof v === 'boolean' ? z.Lambda([a, b], z.Bool.val(v)) : z.Lambda([a, b], z.Int.val(v))) as unknown as T;
+}
+
+/** The engine's state at start-up, as concrete arrays: page `enginePage` is the engine's, every other page free. */
+function startState(p: Prover, enginePage: number): State {
+  const k1 = <T>(v: number | boolean): T => constant1<T>(p.z, v);
+  const k2 = <T>(v: number | boolean): T => constant2<T>(p.z, v);
   return {
     owner: k1<State['owner']>(FREE).store(enginePage, ENGINE), engine: k1<State['engine']>(false).store(enginePage, true),
     scrubbed: k1(true), shared: k2(false), gmap: k2(NONE), gfn: k1(0), carvedFrom: k1(0), carvedGfn: k1(0), nr: k1(0), perm: k2(0),
@@ -156,7 +162,7 @@ export interface WitnessStep {
  * assumptions (every invariant and its precondition) can hold together, so no proof about it is vacuous. Each
  * step is checked to meet its precondition in a state that satisfies every invariant.
  */
-export const WITNESS: readonly WitnessStep[] = [
+const WITNESS: readonly WitnessStep[] = [
   { transition: 'vmCreate', args: { v: 1, account: 7, kind: Kind.INSTANCE, parent: 0 } },
   { transition: 'memoryDonate', args: { v: 1, p: 0, g: 0 } },
   { transition: 'vmRun', args: { v: 1 } },
@@ -190,7 +196,7 @@ export const WITNESS: readonly WitnessStep[] = [
 ];
 
 /** The page the witness run starts with as the engine's own. */
-export const ENGINE_PAGE = 100;
+const ENGINE_PAGE = 100;
 
 function transition(name: string): Transition {
   const tr = TRANSITIONS.find((x) => x.name === name);
@@ -199,7 +205,7 @@ function transition(name: string): Transition {
 }
 
 /** Concrete arguments: the ones given, the rest 0. */
-export function concreteArgs(p: Prover, args: WitnessStep['args']): Args {
+export function concreteArgs(p: Prover, args: Readonly<Partial<Record<keyof Args, number>>>): Args {
   return Object.fromEntries(Object.keys(argsOf(p.z, transition('vmRun'))).map((k) => [k, p.z.Int.val(args[k as keyof Args] ?? 0)])) as unknown as Args;
 }
 
@@ -218,7 +224,7 @@ export function witnessIndex(name: string, args: WitnessStep['args']): number {
 }
 
 /** Each witness step as a check: unsat means its state satisfies every invariant and the step's precondition. */
-export async function checkWitness(p: Prover, steps: readonly WitnessStep[], record: (c: Check) => void): Promise<void> {
+async function checkWitness(p: Prover, steps: readonly WitnessStep[], record: (c: Check) => void): Promise<void> {
   const { z, t } = p;
   let s = startState(p, ENGINE_PAGE);
   for (const [i, w] of steps.entries()) {

@@ -7,8 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { IsolationEngine, IsolationError, PAGE_BYTES, type VmLife } from '../../src/isolation/engine.js';
-import { openProver, type Prover } from '../../src/isolation/proofs.js';
-import { FREE, INVARIANTS, Kind, Life, NO_ACCOUNT, NONE, TRANSITIONS, type Args, type State } from '../../src/isolation/spec.js';
+import { concreteArgs, constant1, constant2, openProver, type Prover } from '../../src/isolation/proofs.js';
+import { FREE, INVARIANTS, Kind, Life, NO_ACCOUNT, NONE, TRANSITIONS, type State } from '../../src/isolation/spec.js';
 import { apply, call, resolve, type Call } from './calls.js';
 import { PageModel, type Step } from './page-model.js';
 
@@ -154,28 +154,25 @@ class CallCommand implements fc.Command<World, World> {
 
 /** The model's state as z3 arrays: constant arrays with a store for each entry it holds. */
 function modelState(p: Prover, m: PageModel): State {
-  const { z } = p;
-  const I = z.Int.sort();
-  const [a, b] = [z.Int.const('a!m'), z.Int.const('b!m')];
   type A1 = State['owner'];
-  type A2 = State['gmap'];
+  type B1 = State['engine'];
   const ints1 = (dflt: number, entries: Iterable<[number, number]>): A1 => {
-    let arr = z.Array.K(I, z.Int.val(dflt)) as unknown as A1;
+    let arr = constant1<A1>(p.z, dflt);
     for (const [k, v] of entries) arr = arr.store(k, v);
     return arr;
   };
-  const bools1 = (dflt: boolean, entries: Iterable<[number, boolean]>): State['engine'] => {
-    let arr = z.Array.K(I, z.Bool.val(dflt)) as unknown as State['engine'];
+  const bools1 = (dflt: boolean, entries: Iterable<[number, boolean]>): B1 => {
+    let arr = constant1<B1>(p.z, dflt);
     for (const [k, v] of entries) arr = arr.store(k, v);
     return arr;
   };
-  const ints2 = (dflt: number, nested: Map<number, Map<number, number>>): A2 => {
-    let arr = z.Lambda([a, b], z.Int.val(dflt)) as unknown as A2;
+  const ints2 = (dflt: number, nested: Map<number, Map<number, number>>): State['gmap'] => {
+    let arr = constant2<State['gmap']>(p.z, dflt);
     for (const [k, inner] of nested) for (const [j, v] of inner) arr = arr.store(k, j, v);
     return arr;
   };
   const bools2 = (nested: Map<number, Set<number>>): State['shared'] => {
-    let arr = z.Lambda([a, b], z.Bool.val(false)) as unknown as State['shared'];
+    let arr = constant2<State['shared']>(p.z, false);
     for (const [k, inner] of nested) for (const j of inner) arr = arr.store(k, j, true);
     return arr;
   };
@@ -220,7 +217,7 @@ test(`the engine against the specification as a model: ${SEQUENCES} random seque
       const probes: Step[] = [...w.lastSteps, ...TRANSITIONS.map((tr) => ({ transition: tr.name, args: { v: 1, p: 0, g: 0, c: 1, k: 0, slot: 0, account: 1, kind: Kind.ENCLAVE, parent: 1, child: 2 } }))];
       for (const step of probes) {
         const tr = TRANSITIONS.find((x) => x.name === step.transition) ?? assert.fail(`no transition ${step.transition}`);
-        const args = Object.fromEntries(['v', 'p', 'g', 'c', 'k', 'slot', 'account', 'kind', 'parent', 'child'].map((k) => [k, z.Int.val(step.args[k] ?? 0)])) as unknown as Args;
+        const args = concreteArgs(p, step.args);
         const says = w.model.pre(step);
         const pre = tr.pre(p.t, s, args);
         const c = await p.check(`${step.transition} ${JSON.stringify(step.args)}: spec.ts's precondition is ${says}`, says ? z.Not(pre) : pre);
